@@ -1,0 +1,1 @@
+"""Datasets, label files, augmentations and the minibatch sampler of the original code."""

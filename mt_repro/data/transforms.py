@@ -1,0 +1,84 @@
+"""Augmentations of the original PyTorch code (``pytorch/mean_teacher/datasets.py``, ``data.py``).
+
+Random draws come from the same generators as in the original: numpy's global generator for
+the translation, torch's for the flip (inside torchvision's ``RandomHorizontalFlip``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from torchvision import transforms
+
+CIFAR10_STATS = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
+IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+class RandomTranslateWithReflect:
+    """Shift an image by up to ``max_translation`` pixels on each axis, filling the uncovered
+    border with a mirror image (reflection about the edge pixel, which is not repeated).
+
+    The offsets are one ``numpy.random.randint(-m, m + 1, size=2)`` draw: (x, y).
+    """
+
+    def __init__(self, max_translation: int):
+        self.max_translation = max_translation
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        dx, dy = np.random.randint(-self.max_translation, self.max_translation + 1, size=2)
+        return Image.fromarray(translate_with_reflect(np.asarray(image.convert("RGB")), int(dx), int(dy)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_translation={self.max_translation})"
+
+
+def translate_with_reflect(pixels: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``out[y, x] = pixels[reflect(y - dy), reflect(x - dx)]`` for an H x W x C array."""
+    pad_x, pad_y = abs(dx), abs(dy)
+    height, width = pixels.shape[:2]
+    if pad_x >= width or pad_y >= height:
+        raise ValueError(f"translation ({dx}, {dy}) too large for a {width}x{height} image")
+    padded = np.pad(pixels, ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="reflect")
+    top, left = pad_y - dy, pad_x - dx
+    return np.ascontiguousarray(padded[top:top + height, left:left + width])
+
+
+class TransformTwice:
+    """Apply a random transform twice, independently: the student's and the teacher's view."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, image):
+        return self.transform(image), self.transform(image)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform!r})"
+
+
+def train_transform(dataset: str):
+    if dataset == "cifar10":
+        return TransformTwice(transforms.Compose([
+            RandomTranslateWithReflect(4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(**CIFAR10_STATS),
+        ]))
+    if dataset == "imagenet":
+        return TransformTwice(transforms.Compose([
+            transforms.RandomRotation(10),
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+            transforms.ToTensor(),
+            transforms.Normalize(**IMAGENET_STATS),
+        ]))
+    raise ValueError(f"no training transform for dataset {dataset!r}")
+
+
+def eval_transform(dataset: str):
+    if dataset == "cifar10":
+        return transforms.Compose([transforms.ToTensor(), transforms.Normalize(**CIFAR10_STATS)])
+    if dataset == "imagenet":
+        return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
+                                   transforms.ToTensor(), transforms.Normalize(**IMAGENET_STATS)])
+    raise ValueError(f"no evaluation transform for dataset {dataset!r}")

@@ -1,0 +1,1 @@
+"""Training engine: the train/validate loop, checkpoints, meters."""

@@ -1,0 +1,293 @@
+"""The train/validate loop of the original ``pytorch/main.py``, in small named steps.
+
+``Trainer.fit`` = for each epoch: ``train_one_epoch`` (Mean Teacher steps), every
+``evaluation_epochs`` ``evaluate`` student then teacher, then checkpoints. The order of every
+operation that draws random numbers is the original's, so a seeded CPU run with ``workers=0``
+reproduces the original's minibatches, augmentations, weights and losses.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mt_repro import models
+from mt_repro.config import TrainConfig
+from mt_repro.data.datasets import DataBundle, create_data
+from mt_repro.engine import checkpoint as ckpt
+from mt_repro.engine.meters import MeterSet
+from mt_repro.errors import BadInput, RunFailed
+from mt_repro.logs.runlog import RunLog
+from mt_repro.methods.losses import classification_cost
+from mt_repro.methods.mean_teacher import (MeanTeacher, NonFiniteLoss, accuracy, create_teacher,
+                                           learning_rate)
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators, in that order."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device cuda requested but no CUDA GPU is available")
+    return device
+
+
+def default_out_dir(runner: str, run_name: str) -> Path:
+    """The original's layout: results/<runner>/<date>/<run>."""
+    return Path("results") / runner / f"{datetime.now():%Y-%m-%d_%H:%M:%S}" / run_name
+
+
+@dataclass
+class EpochResult:
+    student: dict[str, float] = field(default_factory=dict)
+    teacher: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Owns the models, optimizer, logs and checkpoints of one run directory."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool = True,
+                 echo: Callable[[str], None] = print):
+        self.config = config.validate()
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.echo = echo
+        self.device = resolve_device(config.device)
+        self.data: DataBundle | None = None
+        self.method: MeanTeacher | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.start_epoch = config.start_epoch
+        self.best_prec1 = 0.0
+        self.last_eval = EpochResult()
+
+    # --- building -----------------------------------------------------------------------
+    def build(self) -> "Trainer":
+        """Data, then student, then teacher, then optimizer: the original's order."""
+        cfg = self.config
+        self.data = create_data(cfg)
+        factory = lambda: models.create_model(cfg.arch, self.data.num_classes).to(self.device)  # noqa: E731
+        student = factory()
+        teacher = create_teacher(factory)
+        self.optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.method = MeanTeacher(cfg, student, teacher)
+        self._prepare_out_dir()
+        return self
+
+    def _prepare_out_dir(self) -> None:
+        try:
+            (self.out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+            (self.out_dir / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise BadInput(f"cannot write to output directory {self.out_dir}: {exc.strerror or exc}") from None
+        self.training_log = RunLog(self.out_dir / "training.jsonl")
+        self.validation_log = RunLog(self.out_dir / "validation.jsonl")
+        self.ema_validation_log = RunLog(self.out_dir / "ema_validation.jsonl")
+
+    # --- resuming -----------------------------------------------------------------------
+    def load_state(self, state: dict[str, Any], *, restore_rng: bool = True) -> None:
+        """Continue from a checkpoint: weights, optimizer, counters and (ours) RNG states."""
+        method = self.method
+        try:
+            method.student.load_state_dict(ckpt.without_prefix(state["state_dict"]))
+            method.teacher.load_state_dict(ckpt.without_prefix(state["ema_state_dict"]))
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).splitlines()[0][:200]
+            raise BadInput(f"checkpoint does not fit {self.config.arch}: {first}") from None
+        self.start_epoch = int(state["epoch"])
+        method.global_step = int(state["global_step"])
+        self.best_prec1 = float(state.get("best_prec1", 0.0))
+        extras = state.get("mt_repro") or {}
+        if restore_rng and "rng" in extras:
+            ckpt.restore_rng_state(extras["rng"])
+        # Rows written after this checkpoint by the interrupted run will be written again.
+        self.training_log.truncate(lambda row: row["step"] <= method.global_step)
+        for log in (self.validation_log, self.ema_validation_log):
+            log.truncate(lambda row: row["epoch"] <= self.start_epoch)
+
+    # --- the loop -----------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg = self.config
+        steps_per_epoch = len(self.data.train_loader)
+        total = (cfg.epochs - self.start_epoch) * steps_per_epoch
+        bar = tqdm(total=total, disable=not self.progress, unit="step", dynamic_ncols=True,
+                   desc="training")
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                self.train_one_epoch(epoch, bar)
+                self.end_of_epoch(epoch + 1)
+        finally:
+            bar.close()
+        return self.write_summary()
+
+    def train_one_epoch(self, epoch: int, bar: tqdm | None = None) -> None:
+        cfg, method, optimizer = self.config, self.method, self.optimizer
+        method.student.train()
+        method.teacher.train()
+        loader = self.data.train_loader
+        steps = len(loader)
+        meters = MeterSet()
+        end = time.time()
+        for i, ((student_input, teacher_input), targets) in enumerate(loader):
+            meters.update("data_time", time.time() - end)
+            lr = learning_rate(cfg, epoch, i, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            meters.update("lr", lr)
+
+            student_input = student_input.to(self.device, non_blocking=True)
+            teacher_input = teacher_input.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
+            try:
+                result = method.losses(student_input, teacher_input, targets, epoch)
+            except NonFiniteLoss as exc:
+                raise RunFailed(f"training diverged at step {method.global_step + 1} (epoch {epoch}): "
+                                f"{exc}; the last good checkpoint is kept in "
+                                f"{self.out_dir / CHECKPOINT_DIR}") from None
+            n_labeled = result.labeled_minibatch_size
+            meters.update("labeled_minibatch_size", n_labeled)
+            for name, value in result.values.items():
+                weight = n_labeled if ("top" in name or "error" in name) else 1
+                meters.update(name, value, weight)
+
+            optimizer.zero_grad()
+            result.loss.backward()
+            optimizer.step()
+            method.after_optimizer_step()
+
+            meters.update("batch_time", time.time() - end)
+            end = time.time()
+            if i % cfg.print_freq == 0:
+                self.training_log.record(epoch + i / steps, {"step": method.global_step, **meters.record()})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{result.values['loss']:.3f}",
+                                top1=f"{meters['top1'].avg:.1f}", refresh=False)
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Precision@1/@5 and class cost on head 1, in eval mode (running BN statistics)."""
+        model.eval()
+        meters = MeterSet()
+        end = time.time()
+        with torch.no_grad():
+            for inputs, targets in self.data.eval_loader:
+                meters.update("data_time", time.time() - end)
+                inputs = inputs.to(self.device, non_blocking=True)
+                targets = targets.to(self.device, non_blocking=True)
+                n_labeled = int(targets.ne(-1).sum())
+                meters.update("labeled_minibatch_size", n_labeled)
+                logits, _ = model(inputs)
+                class_loss = classification_cost(logits, targets) / len(targets)
+                top1, top5 = accuracy(logits, targets, topk=(1, 5))
+                meters.update("class_loss", class_loss.item(), n_labeled)
+                meters.update("top1", top1, n_labeled)
+                meters.update("error1", 100.0 - top1, n_labeled)
+                meters.update("top5", top5, n_labeled)
+                meters.update("error5", 100.0 - top5, n_labeled)
+                meters.update("batch_time", time.time() - end)
+                end = time.time()
+        return meters.record()
+
+    def end_of_epoch(self, epochs_done: int) -> None:
+        cfg, method = self.config, self.method
+        is_best = False
+        if cfg.evaluation_epochs and epochs_done % cfg.evaluation_epochs == 0:
+            student = self.evaluate(method.student)
+            self.validation_log.record(epochs_done, {"step": method.global_step, **student})
+            teacher = self.evaluate(method.teacher)
+            self.ema_validation_log.record(epochs_done, {"step": method.global_step, **teacher})
+            self.last_eval = EpochResult(student, teacher)
+            is_best = teacher["top1/avg"] > self.best_prec1
+            self.best_prec1 = max(teacher["top1/avg"], self.best_prec1)
+            self.echo(f"epoch {epochs_done}: student prec@1 {student['top1/avg']:.2f}  "
+                      f"teacher prec@1 {teacher['top1/avg']:.2f}")
+        state = ckpt.build_checkpoint(epoch=epochs_done, global_step=method.global_step,
+                                      arch=cfg.arch, student=method.student, teacher=method.teacher,
+                                      optimizer=self.optimizer, best_prec1=self.best_prec1,
+                                      config=cfg.to_dict())
+        directory = self.out_dir / CHECKPOINT_DIR
+        if cfg.checkpoint_epochs and epochs_done % cfg.checkpoint_epochs == 0:
+            numbered = ckpt.save_atomic(state, directory / f"checkpoint.{epochs_done}.ckpt")
+            if is_best:  # as in the original, "best" is only kept on checkpoint epochs
+                ckpt.link_atomic(numbered, directory / "best.ckpt")
+            ckpt.link_atomic(numbered, directory / LAST_CHECKPOINT)
+        else:
+            ckpt.save_atomic(state, directory / LAST_CHECKPOINT)
+
+    def write_summary(self) -> dict[str, Any]:
+        student, teacher = self.last_eval.student, self.last_eval.teacher
+        summary = {
+            "dataset": self.config.dataset,
+            "arch": self.config.arch,
+            "labels": self.config.labels,
+            "epochs": self.config.epochs,
+            "global_step": self.method.global_step,
+            "student_prec1": student.get("top1/avg"),
+            "teacher_prec1": teacher.get("top1/avg"),
+            "student_error1": student.get("error1/avg"),
+            "teacher_error1": teacher.get("error1/avg"),
+            "best_teacher_prec1": self.best_prec1,
+            "out_dir": str(self.out_dir),
+            "checkpoint": str(self.out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT),
+            "n_labeled": self.data.n_labeled,
+            "n_unlabeled": self.data.n_unlabeled,
+        }
+        (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def train(config: TrainConfig, out_dir: str | Path | None = None, *, runner: str = "mt-repro",
+          run_name: str = "0", resume_from: str | Path | None = None, progress: bool = True,
+          echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train from Python: seed, build, optionally resume, fit; returns the summary dict."""
+    if config.seed is not None:
+        seed_everything(config.seed)
+    out = Path(out_dir or config.out_dir or default_out_dir(runner, run_name))
+    trainer = Trainer(config, out, progress=progress, echo=echo).build()
+    if resume_from is not None:
+        trainer.load_state(ckpt.load_checkpoint(resume_from))
+    return trainer.fit()
+
+
+def resume(run_dir: str | Path, *, epochs: int | None = None, progress: bool = True,
+           echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Continue an interrupted run directory from its last checkpoint, bit for bit."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise BadInput(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    try:
+        values = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{config_path} cannot be read: {exc}") from None
+    config = TrainConfig.from_dict(values, source=str(config_path))
+    if epochs is not None:
+        config = config.replace(epochs=epochs)
+    state = ckpt.load_checkpoint(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
+    trainer = Trainer(config, run_dir, progress=progress, echo=echo).build()
+    trainer.load_state(state)
+    return trainer.fit()

@@ -1,0 +1,1 @@
+"""Compatibility with the original code: its command line, and later its files."""

@@ -1,0 +1,1 @@
+"""Run logs: our append-only format, and readers for the original's."""

@@ -1,0 +1,1 @@
+"""Semi-supervised training methods and the pieces they share (costs, ramps, EMA)."""

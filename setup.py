@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mt-repro",
+    version="0.1.0",
+    description="Mean Teacher (Tarvainen & Valpola, NIPS 2017) reproduced faithfully on current PyTorch",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mt_repro", "mt_repro.*"]) + ["mt_repro.original_configs"],
+    package_dir={"mt_repro.original_configs": "original_configs"},
+    package_data={"mt_repro.original_configs": ["*.toml"]},
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy",
+        "pandas",
+        "scipy",
+        "click>=8.0",
+        "tqdm",
+        "msgpack",
+        "pillow",
+    ],
+    extras_require={"test": ["pytest", "hypothesis"]},
+    entry_points={"console_scripts": ["mt-repro=mt_repro.cli:main"]},
+)
