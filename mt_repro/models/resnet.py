@@ -244,3 +244,11 @@ def cifar_shakeshake_mini(num_classes: int = 10) -> nn.Module:
     smoke runs on a CPU. Same blocks, downsampling, heads and initialisation as shake-shake 26."""
     return ResNet32x32(ShakeShakeBlock, [1, 1, 1], channels=16, num_classes=num_classes,
                        downsample="shift_conv")
+
+
+@register
+def resnext_mini(num_classes: int = 1000) -> nn.Module:
+    """Not in the paper: a one-block-per-stage ResNeXt (widths 16..128, 2 groups) on the
+    ImageNet stem, for tests and smoke runs of the ImageNet pipeline on a CPU."""
+    return ResNet224x224(BottleneckBlock, [1, 1, 1, 1], channels=8, groups=2,
+                         num_classes=num_classes, downsample="basic")
