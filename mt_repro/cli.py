@@ -49,6 +49,29 @@ def prepare_cifar10(source: Path, destination: Path, no_progress: bool) -> None:
     click.echo(f"wrote {counts['train+val']} training and {counts['test']} test images to {destination}")
 
 
+@cli.command("synthetic-cifar10")
+@click.argument("tarball", type=click.Path(path_type=Path))
+@click.option("--train", "n_train", default=1000, show_default=True, help="training images")
+@click.option("--test", "n_test", default=200, show_default=True, help="test images")
+@click.option("--labels-per-class", default=10, show_default=True,
+              help="also write TARBALL.labels.txt labeling this many images per class")
+@click.option("--seed", default=0, show_default=True)
+def synthetic_cifar10(tarball: Path, n_train: int, n_test: int, labels_per_class: int, seed: int) -> None:
+    """Write a small synthetic stand-in for cifar-10-python.tar.gz, in the exact published
+    format, to try the pipeline without a download. Its images are noise around one colour per
+    class: results on it say nothing about CIFAR-10."""
+    from mt_repro.data import synthetic
+
+    if n_train < 5 or n_test < 1 or n_train % 5:
+        raise BadInput("--train must be a positive multiple of 5 (five batches), --test positive")
+    synthetic.write_cifar_tarball(tarball, n_train=n_train, n_test=n_test, seed=seed)
+    labels = synthetic.balanced_labels(tarball, labels_per_class)
+    label_path = tarball.with_name(tarball.name + ".labels.txt")
+    label_path.write_text("".join(f"{name} {label}\n" for name, label in labels.items()))
+    click.echo(f"wrote {tarball} ({n_train} training, {n_test} test images) and {label_path} "
+               f"({len(labels)} labels)")
+
+
 # --- paper runs ----------------------------------------------------------------------------
 def _run_options(fn):
     options = [
@@ -84,6 +107,7 @@ def _paper_run(config_name: str, *, label_file, data_seed, label_dir, data_dir, 
         _print_summary(summary)
         return
     paper = load_paper_config(config_name)
+    overridden = parse_overrides(overrides)
     if label_file is not None and data_seed is not None:
         raise BadInput("give --label-file or --data-seed, not both")
     if label_file is None:
@@ -103,7 +127,7 @@ def _paper_run(config_name: str, *, label_file, data_seed, label_dir, data_dir, 
                        ("data_dir", None if data_dir is None else str(data_dir))):
         if value is not None:
             values[key] = value
-    values.update(parse_overrides(overrides))
+    values.update(overridden)
     config = paper.resolve(gpus=gpus, **values)
     out_dir = out or trainer.default_out_dir(config_name, run_name)
     echo(f"{paper.title} ({paper.source}), {gpus or paper.gpus} GPU(s)' worth of batch and lr")

@@ -70,10 +70,12 @@ def _pickles_from_tarball(path: Path) -> dict[str, bytes]:
     try:
         with tarfile.open(path) as tar:
             for member in tar:
-                if member.name in wanted and member.isfile():
-                    found[wanted[member.name]] = tar.extractfile(member).read()
+                # Archives re-packed from an extracted copy name members "./cifar-10-batches-py/...".
+                name = member.name[2:] if member.name.startswith("./") else member.name
+                if name in wanted and member.isfile():
+                    found[wanted[name]] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BadInput(f"{path.name} is not a readable CIFAR-10 tarball ({exc}); "
+        raise BadInput(f"{path.name} is not a readable CIFAR-10 tarball ({_one_line(exc)}); "
                        "re-download cifar-10-python.tar.gz") from None
     missing = sorted(set(wanted.values()) - set(found))
     if missing:
@@ -107,7 +109,7 @@ def _unpickle(payload: bytes, name: str) -> dict:
     try:
         obj = _BatchUnpickler(io.BytesIO(payload), encoding="latin1").load()
     except Exception as exc:  # any failure to decode is the same problem for the user
-        raise BadInput(f"CIFAR-10 batch {name} is corrupt or truncated ({exc})") from None
+        raise BadInput(f"CIFAR-10 batch {name} is corrupt or truncated ({_one_line(exc)})") from None
     if not isinstance(obj, dict):
         raise BadInput(f"CIFAR-10 batch {name} is not a dict")
     return {_text(k): v for k, v in obj.items()}
@@ -125,6 +127,11 @@ def _images(batch: dict, name: str) -> np.ndarray:
         raise BadInput(f"CIFAR-10 batch {name}: expected uint8 rows of 3072 values, "
                        f"got {data.dtype} {data.shape}")
     return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception's message on one line (tarfile lists each decompressor it tried on its own)."""
+    return " ".join(str(exc).split())
 
 
 def _text(value) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import tarfile
 from pathlib import Path
 
@@ -22,15 +23,20 @@ CIFAR10_CLASSES = (
 )
 
 
-def random_cifar_arrays(n_images: int, seed: int) -> tuple[np.ndarray, list[int]]:
+def random_cifar_arrays(n_images: int, seed: int,
+                        colour_seed: int | None = None) -> tuple[np.ndarray, list[int]]:
     """Images as CIFAR-10 stores them (rows of 3072 uint8, channel-major) and labels.
 
-    Each class gets a distinct mean colour so that a model can learn something.
+    Each class gets a distinct mean colour so that a model can learn something. The colours
+    come from ``seed`` unless ``colour_seed`` is given: pass the same ``colour_seed`` for a
+    training and a test split so that the test split is learnable from the training one.
     """
     rng = np.random.RandomState(seed)
     labels = [i % len(CIFAR10_CLASSES) for i in range(n_images)]
     rng.shuffle(labels)
     base = rng.randint(0, 256, size=(len(CIFAR10_CLASSES), 3, 1, 1))
+    if colour_seed is not None:
+        base = np.random.RandomState(colour_seed).randint(0, 256, size=(len(CIFAR10_CLASSES), 3, 1, 1))
     noise = rng.randint(-60, 61, size=(n_images, 3, 32, 32))
     images = np.clip(base[labels] + noise, 0, 255).astype(np.uint8)
     return images.reshape(n_images, 3072), labels
@@ -38,7 +44,12 @@ def random_cifar_arrays(n_images: int, seed: int) -> tuple[np.ndarray, list[int]
 
 def write_image_tree(root: str | os.PathLike, train_per_class: int = 6, test_per_class: int = 2,
                      seed: int = 0) -> Path:
-    """Write the original by-image layout: ``train+val/<class>/<i>_<class>.png`` and ``test/``."""
+    """Write the original by-image layout: ``train+val/<class>/<i>_<class>.png`` and ``test/``.
+
+    The test split's class colours differ from the training split's, so test accuracy on this
+    tree means nothing; it exists to exercise code paths and to compare runs draw for draw
+    (``tests/golden`` was recorded on it: keep its pixels unchanged).
+    """
     root = Path(root)
     for subdir, per_class, offset in (("train+val", train_per_class, 0),
                                       ("test", test_per_class, 1)):
@@ -68,34 +79,171 @@ def write_label_file(path: str | os.PathLike, tree_root: str | os.PathLike,
     return path
 
 
-def cifar_batches(n_train: int, n_test: int, seed: int = 0) -> dict[str, dict]:
-    """The python-version CIFAR-10 pickles: five training batches, a test batch and the meta."""
-    train, train_labels = random_cifar_arrays(n_train, seed)
-    test, test_labels = random_cifar_arrays(n_test, seed + 1)
+def flat_cifar_arrays(labels: list[int], first_index: int = 0) -> np.ndarray:
+    """Cheap, highly compressible images (rows of 3072 uint8, channel-major), one per label.
+
+    Image ``k`` is flat per half: red is ``(first_index + k) % 256``, green is
+    ``(first_index + k) // 256 % 256``, blue is ``25 * label``, and the top half is halved.
+    So every image up to 65536 is distinct and its index can be read back from its pixels
+    (:func:`flat_image_index`); 50000 of them gzip to about a megabyte.
+    """
+    n = len(labels)
+    index = np.arange(first_index, first_index + n)
+    images = np.empty((n, 3, 32, 32), dtype=np.uint8)
+    images[:, 0] = (index % 256)[:, None, None]
+    images[:, 1] = (index // 256 % 256)[:, None, None]
+    images[:, 2] = (25 * np.asarray(labels, dtype=np.int64) % 256)[:, None, None]
+    images[:, :, :16, :] //= 2
+    return images.reshape(n, 3072)
+
+
+def flat_image_index(pixels: np.ndarray) -> int:
+    """The index that :func:`flat_cifar_arrays` encoded in an HWC (32 x 32 x 3) image."""
+    pixels = np.asarray(pixels)
+    return int(pixels[31, 0, 0]) + 256 * int(pixels[31, 0, 1])
+
+
+def cifar_batches(n_train: int, n_test: int, seed: int = 0, *, images: str = "random",
+                  train_labels: list[int] | None = None,
+                  test_labels: list[int] | None = None) -> dict[str, dict]:
+    """The python-version CIFAR-10 pickles: five training batches, a test batch and the meta.
+
+    ``images="random"``: noisy images around a per-class colour (learnable); ``"flat"``:
+    :func:`flat_cifar_arrays` (fast to write at full size). Labels are shuffled balanced
+    classes unless given.
+    """
+    if images == "random":
+        train, random_train_labels = random_cifar_arrays(n_train, seed, colour_seed=seed)
+        test, random_test_labels = random_cifar_arrays(n_test, seed + 1, colour_seed=seed)
+        if train_labels is not None or test_labels is not None:
+            raise ValueError("explicit labels need images='flat'")
+        train_labels, test_labels = random_train_labels, random_test_labels
+    elif images == "flat":
+        train_labels = _balanced_labels(n_train, seed) if train_labels is None else list(train_labels)
+        test_labels = _balanced_labels(n_test, seed + 1) if test_labels is None else list(test_labels)
+        if len(train_labels) != n_train or len(test_labels) != n_test:
+            raise ValueError("need one label per image")
+        train = flat_cifar_arrays(train_labels)
+        test = flat_cifar_arrays(test_labels, first_index=n_train)
+    else:
+        raise ValueError(f"images must be 'random' or 'flat', not {images!r}")
     batches: dict[str, dict] = {}
+    # Keys in the order the published pickles hold them.
     for k, chunk in enumerate(np.array_split(np.arange(n_train), 5)):
         batches[f"data_batch_{k + 1}"] = {
             "batch_label": f"training batch {k + 1} of 5",
-            "labels": [train_labels[i] for i in chunk],
+            "labels": [int(train_labels[i]) for i in chunk],
             "data": train[chunk],
             "filenames": [f"synthetic_{i}.png" for i in chunk],
         }
-    batches["test_batch"] = {"batch_label": "testing batch 1 of 1", "labels": test_labels,
+    batches["test_batch"] = {"batch_label": "testing batch 1 of 1",
+                             "labels": [int(label) for label in test_labels],
                              "data": test, "filenames": [f"test_{i}.png" for i in range(n_test)]}
-    batches["batches.meta"] = {"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": n_train // 5,
+    batches["batches.meta"] = {"num_cases_per_batch": n_train // 5, "label_names": list(CIFAR10_CLASSES),
                                "num_vis": 3072}
     return batches
 
 
-def write_cifar_tarball(path: str | os.PathLike, n_train: int = 100, n_test: int = 20,
-                        seed: int = 0) -> Path:
-    """``cifar-10-python.tar.gz`` as published: ``cifar-10-batches-py/`` with latin1 pickles."""
+def _balanced_labels(n_images: int, seed: int) -> list[int]:
+    labels = [i % len(CIFAR10_CLASSES) for i in range(n_images)]
+    np.random.RandomState(seed).shuffle(labels)
+    return labels
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle wrote the published batches (protocol 2): strings are
+    byte strings (``U``/``T`` opcodes, read back with ``encoding='latin1'``) and numpy's
+    reconstructor is ``numpy.core.multiarray._reconstruct``."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    def save_str(self, obj):
+        self.save_bytes(obj.encode("latin1"))
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__
+        name = name or obj.__qualname__
+        if module.startswith("numpy._core"):
+            module = "numpy.core" + module[len("numpy._core"):]
+        self.write(pickle.GLOBAL + module.encode() + b"\n" + name.encode() + b"\n")
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+    dispatch[str] = save_str
+
+
+def py2_pickle(obj) -> bytes:
+    """``obj`` pickled the way the published CIFAR-10 batches are (Python 2, protocol 2)."""
+    out = io.BytesIO()
+    _Py2Pickler(out, protocol=2).dump(obj)
+    return out.getvalue()
+
+
+def cifar_pickles(batches: dict[str, dict], py2: bool = True) -> dict[str, bytes]:
+    """Each batch pickled: as published (``py2``), or by this Python with protocol 2."""
+    return {name: py2_pickle(content) if py2 else pickle.dumps(content, protocol=2)
+            for name, content in batches.items()}
+
+
+def write_tarball(path: str | os.PathLike, members: dict[str, bytes], compresslevel: int = 9) -> Path:
+    """A gzipped tarball holding ``cifar-10-batches-py/<name>`` for each member, in order."""
     path = Path(path)
-    with tarfile.open(path, "w:gz") as tar:
-        for name, content in cifar_batches(n_train, n_test, seed).items():
-            payload = pickle.dumps(content, protocol=2)
+    with tarfile.open(path, "w:gz", compresslevel=compresslevel) as tar:
+        for name, payload in members.items():
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)
+            info.mode = 0o644
             tar.addfile(info, io.BytesIO(payload))
     return path
 
+
+def write_cifar_tarball(path: str | os.PathLike, n_train: int = 100, n_test: int = 20,
+                        seed: int = 0, *, images: str = "random", train_labels: list[int] | None = None,
+                        test_labels: list[int] | None = None, py2: bool = True,
+                        compresslevel: int = 9) -> Path:
+    """``cifar-10-python.tar.gz`` as published: ``cifar-10-batches-py/`` with latin1 pickles.
+
+    For a full-size (50000 + 10000) tarball in a few seconds use ``images="flat"`` and
+    ``compresslevel=1``.
+    """
+    batches = cifar_batches(n_train, n_test, seed, images=images,
+                            train_labels=train_labels, test_labels=test_labels)
+    return write_tarball(path, cifar_pickles(batches, py2=py2), compresslevel=compresslevel)
+
+
+def write_cifar_batches_dir(directory: str | os.PathLike, n_train: int = 100, n_test: int = 20,
+                            seed: int = 0, **options) -> Path:
+    """The tarball's contents extracted: ``<directory>/cifar-10-batches-py/<batch>``; returns
+    the batches directory. ``options`` as for :func:`write_cifar_tarball` (but compresslevel)."""
+    py2 = options.pop("py2", True)
+    batch_dir = Path(directory) / "cifar-10-batches-py"
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    for name, payload in cifar_pickles(cifar_batches(n_train, n_test, seed, **options), py2=py2).items():
+        (batch_dir / name).write_bytes(payload)
+    return batch_dir
+
+
+def balanced_labels(tarball: str | os.PathLike, per_class: int) -> dict[str, str]:
+    """An original-format label selection: the first ``per_class`` training images of each class."""
+    from mt_repro.data.cifar10 import read_cifar10
+    from mt_repro.errors import BadInput
+
+    split = read_cifar10(tarball)["train+val"]
+    chosen: dict[str, str] = {}
+    counts = dict.fromkeys(split.class_names, 0)
+    for name, label in zip(split.file_names(), split.labels):
+        class_name = split.class_names[label]
+        if counts[class_name] < per_class:
+            counts[class_name] += 1
+            chosen[name] = class_name
+    short = sorted(c for c, n in counts.items() if n < per_class)
+    if short:
+        raise BadInput(f"fewer than {per_class} training images in class(es) {', '.join(short)}")
+    return chosen
