@@ -7,7 +7,8 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["mt_repro", "mt_repro.*"]) + ["mt_repro.original_configs"],
+    packages=find_packages(include=["mt_repro", "mt_repro.*", "legacy_patches", "legacy_patches.*"])
+    + ["mt_repro.original_configs"],
     package_dir={"mt_repro.original_configs": "original_configs"},
     package_data={"mt_repro.original_configs": ["*.toml"]},
     install_requires=[
@@ -20,6 +21,7 @@ setup(
         "tqdm",
         "msgpack",
         "pillow",
+        "libcst>=1.0.1",
     ],
     extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={"console_scripts": ["mt-repro=mt_repro.cli:main"]},

@@ -197,6 +197,118 @@ def legacy_main(argv: tuple[str, ...]) -> None:
     _print_summary(run.fit())
 
 
+# --- old checkpoints and logs (mt_repro.legacy.checkpoints) ---------------------------------
+def _warn(message: str) -> None:
+    click.echo(f"mt-repro: warning: {message}", err=True)
+
+
+_TRUST_HELP = "load with Python's full pickle if the file needs more than tensors (can run its code)"
+
+
+@cli.command("port-checkpoint")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--arch", help="architecture (default: the checkpoint's arch key)")
+@click.option("--num-classes", type=int, help="classes (default: from fc1.weight)")
+@click.option("--trust", is_flag=True, help=_TRUST_HELP)
+def port_checkpoint(old: Path, new: Path, arch: str | None, num_classes: int | None, trust: bool) -> None:
+    """Convert a checkpoint of the original code, written by any PyTorch version, into ours."""
+    from mt_repro.legacy import checkpoints
+
+    report = checkpoints.port_checkpoint(old, new, arch=arch, num_classes=num_classes, trust=trust, warn=_warn)
+    click.echo("\n".join(report.lines()))
+
+
+@cli.command("inspect")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--trust", is_flag=True, help=_TRUST_HELP)
+def inspect_command(file: Path, trust: bool) -> None:
+    """What a checkpoint (.ckpt, any PyTorch) or log (.jsonl, original .msgpack) holds."""
+    from mt_repro.legacy import checkpoints
+
+    click.echo("\n".join(checkpoints.inspect_file(file, trust=trust, warn=_warn)))
+
+
+@cli.command("evaluate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="data: by-image tree (CIFAR-10 also: tarball or batches directory)")
+@click.option("--dataset", type=click.Choice(["cifar10", "imagenet"]), default="cifar10", show_default=True)
+@click.option("--eval-subdir", help="split to evaluate (default: test for cifar10, val for imagenet)")
+@click.option("--arch", help="architecture (default: the checkpoint's arch key)")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--workers", default=4, show_default=True, help="loading processes (x2, as the original)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--trust", is_flag=True, help=_TRUST_HELP)
+def evaluate_command(checkpoint: Path, data_dir: Path, dataset: str, eval_subdir: str | None,
+                     arch: str | None, batch_size: int, workers: int, device: str, trust: bool) -> None:
+    """Student and teacher prec@1/prec@5 of a checkpoint, as the original's validation."""
+    from mt_repro.legacy import checkpoints
+
+    result = checkpoints.evaluate_checkpoint(
+        checkpoint, data_dir, dataset=dataset, eval_subdir=eval_subdir, arch=arch,
+        batch_size=batch_size, workers=workers, device=device, trust=trust, warn=_warn)
+    click.echo("\n".join(result.lines()))
+
+
+# --- patch-legacy (mt_repro.legacy.patching, rules in legacy_patches) -----------------------
+@cli.command("patch-legacy")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--check", "mode", flag_value="check", default=True,
+              help="list what would change, per file and rule; exit 1 if anything would (default)")
+@click.option("--diff", "mode", flag_value="diff", help="print the changes as a unified diff")
+@click.option("--write", "mode", flag_value="write",
+              help="rewrite the files in place, keeping FILE.py.orig backups")
+@click.option("--cpu", is_flag=True, help="also make .cuda() calls device-agnostic (rule cuda-to-device)")
+@click.option("--rules", "rule_ids", metavar="ID,...",
+              help="run only these rules ('default' = the default set, e.g. default,trainlog-flush-at-exit)")
+@click.option("--list-rules", is_flag=True, help="list the rules and exit")
+def patch_legacy(path: Path | None, mode: str, cpu: bool, rule_ids: str | None, list_rules: bool) -> None:
+    """Rewrite old checkouts of the original code (and forks) to run on today's PyTorch/pandas/Python.
+
+    PATH is a .py file or a directory (searched for *.py). Files that are not Python 3 are
+    reported and left alone, as is TensorFlow code."""
+    from mt_repro.legacy import patching
+
+    if list_rules:
+        click.echo(patching.render_rules())
+        return
+    if path is None:
+        raise BadInput("patch-legacy needs a PATH (a .py file or a directory)")
+    plan = patching.plan_patches(path, rules=None if rule_ids is None else rule_ids.split(","), cpu=cpu)
+    if path.is_file() and plan.skipped:
+        raise BadInput(f"{path}: {plan.skipped[0].message}; nothing done")
+    if mode == "diff":
+        click.echo(patching.render_diff(plan), nl=False)
+        click.echo(patching.render_notes(plan), err=True)
+    elif mode == "write":
+        touched = patching.write_patches(plan)
+        click.echo(patching.render_write(plan, touched))
+        failed = [f for f in touched if f.status == "failed"]
+        if failed:
+            raise BadInput(f"{len(failed)} file(s) not patched: "
+                           + "; ".join(f"{f.rel}: {f.message}" for f in failed))
+    else:
+        click.echo(patching.render_check(plan))
+        if plan.changed:
+            from mt_repro.errors import RunFailed
+
+            raise RunFailed(f"{len(plan.changed)} file(s) would change: --diff shows how, --write applies")
+
+
+# --- port-log (mt_repro.logs.port) ---------------------------------------------------------
+@cli.command("port-log")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+def port_log_command(old: Path, new: Path) -> None:
+    """Convert a log, the original's pandas .msgpack or ours (.jsonl), to NEW.csv or NEW.parquet.
+
+    The index becomes a column named after it, or `epoch`. Parquet needs pyarrow."""
+    from mt_repro.logs import port
+
+    click.echo(port.port_log(old, new).line())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: errors become one line on stderr and an exit code."""
     try:

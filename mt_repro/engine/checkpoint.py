@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -116,8 +117,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise BadInput(f"checkpoint {path} holds objects outside the safe allow-list "
-                       f"({str(exc).splitlines()[0][:200]})") from None
+        needs = next(iter(re.findall(r"GLOBAL (\S+)", str(exc))), "objects")
+        raise BadInput(f"checkpoint {path} needs {needs} outside the safe allow-list; an old "
+                       "checkpoint can be converted once with: mt-repro port-checkpoint OLD NEW") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"checkpoint {path} is corrupt or truncated ({first_line[:200]})") from None

@@ -60,6 +60,32 @@ def default_out_dir(runner: str, run_name: str) -> Path:
     return Path("results") / runner / f"{datetime.now():%Y-%m-%d_%H:%M:%S}" / run_name
 
 
+def evaluate_model(model: torch.nn.Module, loader, device: torch.device) -> dict[str, float]:
+    """The original's validation: precision@1/@5 and class cost on head 1 over ``loader``, in
+    eval mode (running BN statistics); returns the meters' values, averages and sums."""
+    model.eval()
+    meters = MeterSet()
+    end = time.time()
+    with torch.no_grad():
+        for inputs, targets in loader:
+            meters.update("data_time", time.time() - end)
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            n_labeled = int(targets.ne(-1).sum())
+            meters.update("labeled_minibatch_size", n_labeled)
+            logits, _ = model(inputs)
+            class_loss = classification_cost(logits, targets) / len(targets)
+            top1, top5 = accuracy(logits, targets, topk=(1, 5))
+            meters.update("class_loss", class_loss.item(), n_labeled)
+            meters.update("top1", top1, n_labeled)
+            meters.update("error1", 100.0 - top1, n_labeled)
+            meters.update("top5", top5, n_labeled)
+            meters.update("error5", 100.0 - top5, n_labeled)
+            meters.update("batch_time", time.time() - end)
+            end = time.time()
+    return meters.record()
+
+
 @dataclass
 class EpochResult:
     student: dict[str, float] = field(default_factory=dict)
@@ -190,27 +216,7 @@ class Trainer:
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Precision@1/@5 and class cost on head 1, in eval mode (running BN statistics)."""
-        model.eval()
-        meters = MeterSet()
-        end = time.time()
-        with torch.no_grad():
-            for inputs, targets in self.data.eval_loader:
-                meters.update("data_time", time.time() - end)
-                inputs = inputs.to(self.device, non_blocking=True)
-                targets = targets.to(self.device, non_blocking=True)
-                n_labeled = int(targets.ne(-1).sum())
-                meters.update("labeled_minibatch_size", n_labeled)
-                logits, _ = model(inputs)
-                class_loss = classification_cost(logits, targets) / len(targets)
-                top1, top5 = accuracy(logits, targets, topk=(1, 5))
-                meters.update("class_loss", class_loss.item(), n_labeled)
-                meters.update("top1", top1, n_labeled)
-                meters.update("error1", 100.0 - top1, n_labeled)
-                meters.update("top5", top5, n_labeled)
-                meters.update("error5", 100.0 - top5, n_labeled)
-                meters.update("batch_time", time.time() - end)
-                end = time.time()
-        return meters.record()
+        return evaluate_model(model, self.data.eval_loader, self.device)
 
     def end_of_epoch(self, epochs_done: int) -> None:
         cfg, method = self.config, self.method

@@ -1,0 +1,269 @@
+"""Apply rules to source text: tokenize-level protection of ``async=``, parse, transform rule by
+rule, add the imports the edits need, check that the result compiles."""
+from __future__ import annotations
+
+import io
+import tokenize
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Sequence
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper
+
+from ._base import ASYNC_PLACEHOLDER, Change, Rule, RuleContext
+
+
+class LegacySyntaxError(Exception):
+    """The file is not Python 3 (e.g. Python 2 ``print "x"``): it is reported, never touched."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass
+class PatchResult:
+    source: str
+    new_source: str
+    changes: list[Change] = field(default_factory=list)
+    compiles: bool = True          # does new_source compile under the running Python?
+    compile_error: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.new_source != self.source
+
+    @property
+    def edits(self) -> list[Change]:
+        return [c for c in self.changes if not c.manual]
+
+    @property
+    def manual(self) -> list[Change]:
+        return [c for c in self.changes if c.manual]
+
+
+# --- `async=` --------------------------------------------------------------------------------
+def protect_async_keywords(source: str) -> tuple[str, int]:
+    """Rename ``async`` where it is a keyword argument (``f(x, async=True)``) to a placeholder
+    that parsers for current Python accept. Works on tokens, so strings and comments are never
+    touched. Returns the new text and how many were renamed. Text the tokenizer rejects is
+    returned unchanged (the parser then reports it)."""
+    if "async" not in source:
+        return source, 0
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return source, 0
+    skip = {tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT}
+    significant = [t for t in tokens if t.type not in skip]
+    hits = []
+    for i, tok in enumerate(significant):
+        if tok.type != tokenize.NAME or tok.string != "async" or i == 0 or i + 1 >= len(significant):
+            continue
+        before, after = significant[i - 1], significant[i + 1]
+        if before.type == tokenize.OP and before.string in "(," and after.type == tokenize.OP \
+                and after.string == "=":
+            hits.append(tok)
+    if not hits:
+        return source, 0
+    lines = source.splitlines(keepends=True)
+    for tok in reversed(hits):  # right to left keeps earlier columns valid
+        row, col = tok.start
+        line = lines[row - 1]
+        lines[row - 1] = line[:col] + ASYNC_PLACEHOLDER + line[col + len("async"):]
+    return "".join(lines), len(hits)
+
+
+def parse(source: str) -> cst.Module:
+    text, _ = protect_async_keywords(source)
+    try:
+        return cst.parse_module(text)
+    except Exception as exc:  # ParserSyntaxError, and a few others from the native parser
+        problem = exc
+    # Python's own compiler gives the clearest message ("Missing parentheses in call to 'print'")
+    try:
+        compile(text, "<legacy>", "exec", dont_inherit=True)
+    except SyntaxError as err:
+        raise LegacySyntaxError(f"not Python 3 syntax at line {err.lineno}: {err.msg}",
+                                err.lineno) from None
+    except ValueError as err:  # null bytes
+        raise LegacySyntaxError(f"cannot parse: {err}") from None
+    first = str(problem).strip().splitlines()[-1] if str(problem).strip() else type(problem).__name__
+    raise LegacySyntaxError(f"cannot parse with libcst {_libcst_version()}: {first}")
+
+
+def _libcst_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("libcst")
+    except Exception:  # pragma: no cover
+        return "?"
+
+
+def unparse(module: cst.Module) -> str:
+    return module.code.replace(ASYNC_PLACEHOLDER, "async")
+
+
+# --- imports ---------------------------------------------------------------------------------
+def _import_stmts(module: cst.Module):
+    for index, stmt in enumerate(module.body):
+        if isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, (cst.Import, cst.ImportFrom)):
+                    yield index, stmt, small
+
+
+def _module_name(node) -> str:
+    from ._base import dotted
+    return dotted(node) or ""
+
+
+def _binds_module(module: cst.Module, name: str) -> bool:
+    """Does a top-level ``import name`` / ``import name.sub`` bind ``name``?"""
+    for _, _, imp in _import_stmts(module):
+        if isinstance(imp, cst.Import):
+            for alias in imp.names:
+                full = _module_name(alias.name)
+                if alias.asname is None and full.split(".")[0] == name:
+                    return True
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name) \
+                        and alias.asname.name.value == name and full == name:
+                    return True
+    return False
+
+
+def _insert_index(module: cst.Module) -> int:
+    """After the first run of top-level imports; else after the docstring."""
+    body = module.body
+    index = 0
+    if body and isinstance(body[0], cst.SimpleStatementLine) and isinstance(body[0].body[0], cst.Expr) \
+            and isinstance(body[0].body[0].value, (cst.SimpleString, cst.ConcatenatedString)):
+        index = 1
+    last_import = None
+    for i in range(index, len(body)):
+        stmt = body[i]
+        if isinstance(stmt, cst.SimpleStatementLine) and all(
+                isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body):
+            last_import = i
+        elif last_import is not None:
+            break
+    return index if last_import is None else last_import + 1
+
+
+def add_imports(module: cst.Module, wanted: Sequence[tuple]) -> cst.Module:
+    """Add ``import m`` / ``from m import n [as a]`` unless the module already has them."""
+    body = list(module.body)
+    plain: list[str] = []
+    from_groups: dict[str, list[tuple[str, str | None]]] = {}
+    for mod, name, asname in wanted:
+        if name is None:
+            if not _binds_module(module, mod) and mod not in plain:
+                plain.append(mod)
+            continue
+        present = False
+        for _, _, imp in _import_stmts(module):
+            if isinstance(imp, cst.ImportFrom) and _module_name(imp.module) == mod \
+                    and not isinstance(imp.names, cst.ImportStar):
+                for alias in imp.names:
+                    alias_as = alias.asname.name.value if alias.asname else None
+                    if _module_name(alias.name) == name and alias_as == asname:
+                        present = True
+        if not present and (name, asname) not in from_groups.setdefault(mod, []):
+            from_groups[mod].append((name, asname))
+    new_stmts = [cst.parse_statement(f"import {m}\n") for m in plain]
+    for mod, names in from_groups.items():
+        if not names:
+            continue
+        spelled = [n if a is None else f"{n} as {a}" for n, a in names]
+        line = f"from {mod} import {', '.join(spelled)}\n"
+        if len(line) > 88:
+            line = f"from {mod} import (\n" + "".join(f"    {n},\n" for n in spelled) + ")\n"
+        new_stmts.append(cst.parse_statement(line))
+    if not new_stmts:
+        return module
+    at = _insert_index(module)
+    if at == 0 and body:
+        # no imports and no docstring: put them first, keeping the file's header comments on top
+        first = body[0]
+        new_stmts[0] = new_stmts[0].with_changes(leading_lines=first.leading_lines)
+        body[0] = first.with_changes(leading_lines=[cst.EmptyLine()])
+    elif at < len(body) and at > 0 and not _is_import_line(body[at - 1]):
+        new_stmts[0] = new_stmts[0].with_changes(leading_lines=[cst.EmptyLine()])
+    body[at:at] = new_stmts
+    return module.with_changes(body=body)
+
+
+def _is_import_line(stmt) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and all(
+        isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body)
+
+
+# --- driver ----------------------------------------------------------------------------------
+def collect(modules: Iterable[cst.Module], rules: Sequence[Rule]) -> dict:
+    """The project-wide first pass (see Rule.collect)."""
+    project: dict = {}
+    for module in modules:
+        for rule in rules:
+            rule.collect(module, project)
+    return project
+
+
+def _line_map(original: str, current: str):
+    """Map line numbers in ``current`` (the text a rule saw) back to ``original``, so reports
+    name the lines of the file as it is on disk even after earlier rules added lines."""
+    if original == current:
+        return lambda line: line
+    import difflib
+
+    a, b = original.splitlines(), current.splitlines()
+    table: dict[int, int] = {}
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        for k in range(j1, j2):
+            table[k + 1] = (i1 + min(k - j1, max(i2 - i1 - 1, 0))) + 1
+    return lambda line: table.get(line, line)
+
+
+def patch_module(source: str, module: cst.Module, rules: Sequence[Rule],
+                 project: dict | None = None) -> PatchResult:
+    project = {} if project is None else project
+    changes: list[Change] = []
+    imports: list[tuple] = []
+    parsed_text = before = module.code
+    for rule in rules:
+        if not rule.applies(before, project):
+            continue
+        ctx = RuleContext(rule.id, project)
+        module = MetadataWrapper(module).visit(rule.transformer(ctx))
+        line_of = _line_map(parsed_text, before)
+        changes += [c if not c.line else replace(c, line=line_of(c.line)) for c in ctx.changes]
+        if ctx.changes:
+            before = module.code
+        imports += [i for i in ctx.imports if i not in imports]
+    module = add_imports(module, imports)
+    new_source = unparse(module)
+    if new_source == source:  # e.g. only notes, or edits that cancel out
+        new_source = source
+    result = PatchResult(source, new_source, changes)
+    try:
+        compile(new_source, "<patched>", "exec")
+    except SyntaxError as exc:
+        result.compiles = False
+        result.compile_error = f"line {exc.lineno}: {exc.msg}"
+    except ValueError as exc:  # null bytes
+        result.compiles = False
+        result.compile_error = str(exc)
+    return result
+
+
+def patch_source(source: str, rules: Sequence[Rule] | None = None, *, cpu: bool = False,
+                 project: dict | None = None) -> PatchResult:
+    """Patch one file's text. ``rules`` defaults to the default set (plus the CPU rules with
+    ``cpu=True``). Raises LegacySyntaxError for text that is not Python 3."""
+    from . import select_rules
+
+    rules = select_rules(None, cpu=cpu) if rules is None else list(rules)
+    module = parse(source)
+    if project is None:
+        project = collect([module], rules)
+    return patch_module(source, module, rules, project)
