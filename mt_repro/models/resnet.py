@@ -78,7 +78,10 @@ class ShakeShakeBlock(nn.Module):
         self.stride = stride
 
     def _branch(self, x, conv1, bn1, conv2, bn2):
-        return bn2(conv2(F.relu(bn1(conv1(F.relu(x))))))
+        # The inner ReLU works in place, as in the original: same numbers, but one activation-sized
+        # allocation less per branch (fresh memory is page-faulted in; ~2% of a CPU step).
+        # The outer one must not: x is shared by both branches and the shortcut.
+        return bn2(conv2(F.relu(bn1(conv1(F.relu(x))), inplace=True)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self._branch(x, self.conv_a1, self.bn_a1, self.conv_a2, self.bn_a2)
