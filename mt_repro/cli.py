@@ -72,6 +72,99 @@ def synthetic_cifar10(tarball: Path, n_train: int, n_test: int, labels_per_class
                f"({len(labels)} labels)")
 
 
+@cli.command("synthetic-svhn")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--train", "n_train", default=1000, show_default=True, help="training images")
+@click.option("--test", "n_test", default=200, show_default=True, help="test images")
+@click.option("--extra", "n_extra", default=0, show_default=True, help="extra images (0: no extra file)")
+@click.option("--seed", default=0, show_default=True)
+def synthetic_svhn(directory: Path, n_train: int, n_test: int, n_extra: int, seed: int) -> None:
+    """Write a small synthetic stand-in for SVHN's train/test/extra_32x32.mat, in the published
+    format (MATLAB v5, X 32x32x3xN uint8, y Nx1 with 10 for the digit 0). Noise around one colour
+    per class: results on it say nothing about SVHN."""
+    from mt_repro.data import synthetic
+
+    if n_train < 1 or n_test < 1 or n_extra < 0:
+        raise BadInput("--train and --test must be positive, --extra at least 0")
+    try:
+        paths = synthetic.write_svhn_mat(directory, n_train=n_train, n_test=n_test, n_extra=n_extra, seed=seed)
+    except OSError as exc:
+        raise BadInput(f"cannot write {directory}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {', '.join(p.name for p in paths.values())} to {directory}")
+
+
+# --- label splits (mt_repro.data.splits) ---------------------------------------------------
+@cli.command("splits")
+@click.argument("dataset", type=click.Choice(["cifar10", "svhn", "digits"]))
+@click.option("--labels", "n_labels", required=True, metavar="N|all", help="labeled images, class-balanced")
+@click.option("--data-seed", type=int, default=2000, show_default=True,
+              help="the split's seed (the paper's ConvNet runs: 2000..2009)")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path),
+              help="CIFAR-10 tarball or batches directory; directory of the SVHN .mat files")
+@click.option("--extra", "n_extra", default=0, show_default=True, help="SVHN: extra images added unlabeled")
+@click.option("--validation", is_flag=True,
+              help="cut the original's validation partition first (its non-test phase)")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="label file to write (default: <dataset>_<N>_labels_<seed>.txt)")
+def splits_command(dataset: str, n_labels: str, data_seed: int, data_dir: Path | None, n_extra: int,
+                   validation: bool, out: Path | None) -> None:
+    """Write the label file of the original TensorFlow code's split of DATASET for N labels and
+    a data seed (`<file> <class>` lines, as the original's label files) and show per-class counts.
+
+    The file names follow the by-image layouts, so it feeds `--label-file` of the run commands."""
+    from mt_repro.data import splits
+    from mt_repro.data.labels import write_label_file
+
+    if n_labels == "all":
+        count = None
+    else:
+        try:
+            count = int(n_labels)
+        except ValueError:
+            raise BadInput(f"--labels must be a number or 'all', got {n_labels!r}") from None
+    named = splits.dataset_split(dataset, count, data_seed, data=data_dir, test_phase=not validation,
+                                 n_extra_unlabeled=n_extra)
+    out = out or Path(f"{dataset}_{n_labels}_labels_{data_seed}.txt")
+    try:
+        write_label_file(out, named.label_file_entries())
+    except OSError as exc:
+        raise BadInput(f"cannot write {out}: {exc.strerror or exc}") from None
+    split = named.split
+    counts = split.per_class_counts(len(named.class_names))
+    width = max(len(name) for name in named.class_names)
+    click.echo(f"{dataset}, data seed {data_seed}: {len(split.labeled)} labeled, {len(split.unlabeled)} "
+               f"unlabeled training images" + (f", {len(split.extra)} extra unlabeled" if len(split.extra) else "")
+               + (f", {len(split.validation)} held out for validation" if split.validation is not None else ""))
+    for name, n in zip(named.class_names, counts):
+        click.echo(f"  {name.ljust(width)}  {n}")
+    click.echo(f"wrote {out}")
+
+
+# --- the offline demo (mt_repro.engine.digits_demo) ----------------------------------------
+@cli.command()
+@click.option("--labels", "n_labels", type=int, help="labeled training images (default: the demo config's, 100)")
+@click.option("--seeds", "n_seeds", type=int, help="data seeds 0..N-1 (default: the demo config's, 3)")
+@click.option("--epochs", type=int, help="Mean Teacher epochs (supervised is matched in steps)")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results/digits"), show_default=True)
+@click.option("--config", type=click.Path(path_type=Path), help="a demo config (default: the bundled digits.toml)")
+@click.option("--no-progress", is_flag=True)
+def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
+           config: Path | None, no_progress: bool) -> None:
+    """Supervised-only vs. Mean Teacher on scikit-learn's bundled 8x8 digits (real data, no
+    download): a few minutes on a laptop CPU, test error over several data seeds."""
+    from mt_repro.engine import digits_demo
+
+    result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config,
+                                  progress=not no_progress, echo=click.echo)
+    table = result.table()
+    click.echo(table)
+    try:
+        (out / "results.txt").write_text(table + "\n")
+    except OSError as exc:
+        raise BadInput(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"table written to {out / 'results.txt'}")
+
+
 # --- paper runs ----------------------------------------------------------------------------
 def _run_options(fn):
     options = [

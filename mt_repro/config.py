@@ -16,7 +16,7 @@ from typing import Any
 
 from mt_repro.errors import BadInput
 
-DATASETS = ("cifar10", "imagenet")
+DATASETS = ("cifar10", "imagenet", "digits")  # digits: sklearn's bundled 8x8 demo
 CONSISTENCY_TYPES = ("mse", "kl")
 
 

@@ -24,3 +24,29 @@ def tiny_tree(tmp_path_factory) -> Path:
     write_image_tree(root, train_per_class=6, test_per_class=2, seed=0)
     write_label_file(root.parent / "labels.txt", root, per_class=2)
     return root
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``mt-repro ARGS...`` in this process; returns (exit code, stdout, stderr)."""
+    from mt_repro.cli import main
+
+    def run(*argv):
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def assert_one_line_error(result, *fragments, code=2):
+    """``result`` of the ``cli`` fixture: exit ``code``, one ``mt-repro: error:`` line naming
+    every fragment, no traceback."""
+    exit_code, _, err = result
+    assert exit_code == code, result
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mt-repro: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

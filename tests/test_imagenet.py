@@ -45,3 +45,16 @@ def test_imagenet_command_trains_on_folders_with_an_original_label_file(tiny_ima
     assert summary["n_labeled"] == 6 and summary["n_unlabeled"] == 18
     assert summary["global_step"] == 18 // 4
     assert "teacher  prec@1" in out
+
+
+def test_original_ten_percent_label_file(original_labels):
+    """The original's ImageNet split: 128 images of each of the 1000 classes, named as in the
+    ILSVRC2012 training folders (``<wnid>/<wnid>_<n>.JPEG``)."""
+    from collections import Counter
+
+    from mt_repro.data.labels import read_label_file
+
+    labels = read_label_file(original_labels / "ilsvrc2012" / "128000_balanced_labels" / "00.txt")
+    assert len(labels) == 128000
+    assert set(Counter(labels.values()).values()) == {128} and len(set(labels.values())) == 1000
+    assert all(name.startswith(wnid + "_") and name.endswith(".JPEG") for name, wnid in labels.items())

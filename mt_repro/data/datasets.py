@@ -20,7 +20,7 @@ DEFAULT_DATA_DIRS = {
     "cifar10": "data-local/images/cifar/cifar10/by-image",
     "imagenet": "data-local/images/ilsvrc2012/",
 }
-NUM_CLASSES = {"cifar10": 10, "imagenet": 1000}
+NUM_CLASSES = {"cifar10": 10, "imagenet": 1000, "digits": 10}
 
 
 @dataclass
@@ -38,6 +38,9 @@ def data_dir_of(config: TrainConfig) -> Path:
 
 def load_split(config: TrainConfig, subdir: str, transform) -> Dataset:
     """One split: an image folder ``<data>/<subdir>``, or (CIFAR-10) the tarball or batches."""
+    if config.dataset == "digits":  # bundled with scikit-learn, in memory: no data directory
+        from mt_repro.data.digits import DigitsArrays
+        return DigitsArrays(subdir, transform)
     root = data_dir_of(config)
     if not root.exists():
         hint = " (prepare it with: mt-repro prepare cifar10 --from <tarball> --to DIR)" if config.dataset == "cifar10" else ""

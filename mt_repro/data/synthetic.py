@@ -247,3 +247,35 @@ def balanced_labels(tarball: str | os.PathLike, per_class: int) -> dict[str, str
     if short:
         raise BadInput(f"fewer than {per_class} training images in class(es) {', '.join(short)}")
     return chosen
+
+
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
+
+
+def svhn_arrays(n_images: int, seed: int, colour_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels as an SVHN ``*_32x32.mat`` stores them: ``X`` 32 x 32 x 3 x N uint8
+    and ``y`` N x 1 with the digit 0 stored as 10. Class colours as ``random_cifar_arrays``
+    (shared between files through ``colour_seed``, so the test file is learnable)."""
+    rows, labels = random_cifar_arrays(n_images, seed, colour_seed=colour_seed)
+    images = rows.reshape(n_images, 3, 32, 32).transpose(2, 3, 1, 0)  # H x W x C x N
+    digits = np.asarray(labels, dtype=np.uint8).reshape(-1, 1)
+    digits[digits == 0] = 10
+    return np.ascontiguousarray(images), digits
+
+
+def write_svhn_mat(directory: str | os.PathLike, n_train: int = 100, n_test: int = 20,
+                   n_extra: int = 0, seed: int = 0) -> dict[str, Path]:
+    """``train_32x32.mat``, ``test_32x32.mat`` and (``n_extra`` > 0) ``extra_32x32.mat`` in
+    the published format (MATLAB v5, variables ``X`` and ``y``); returns their paths."""
+    import scipy.io
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for offset, (part, n) in enumerate((("train", n_train), ("test", n_test), ("extra", n_extra))):
+        if part == "extra" and n == 0:
+            continue
+        images, digits = svhn_arrays(n, seed + offset, colour_seed=seed)
+        paths[part] = directory / SVHN_FILES[part]
+        scipy.io.savemat(paths[part], {"X": images, "y": digits}, format="5", do_compression=False)
+    return paths

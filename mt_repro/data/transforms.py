@@ -78,6 +78,9 @@ def train_transform(dataset: str):
             transforms.ToTensor(),
             transforms.Normalize(**IMAGENET_STATS),
         ]))
+    if dataset == "digits":
+        from mt_repro.data import digits
+        return digits.train_transform()
     raise ValueError(f"no training transform for dataset {dataset!r}")
 
 
@@ -87,4 +90,7 @@ def eval_transform(dataset: str):
     if dataset == "imagenet":
         return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
                                    transforms.ToTensor(), transforms.Normalize(**IMAGENET_STATS)])
+    if dataset == "digits":
+        from mt_repro.data import digits
+        return digits.eval_transform()
     raise ValueError(f"no evaluation transform for dataset {dataset!r}")

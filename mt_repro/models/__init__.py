@@ -33,3 +33,4 @@ def parameter_count(model: nn.Module) -> int:
 
 
 from mt_repro.models import resnet  # noqa: E402,F401  (registers the architectures)
+from mt_repro.models import digits  # noqa: E402,F401  (digits_convnet, the demo's model)

@@ -1,0 +1,138 @@
+"""scikit-learn's bundled 8 x 8 handwritten digits: the one real dataset available offline.
+
+1797 grey images (pixel values 0..16) of the digits 0..9, about 180 per class, in
+``sklearn.datasets.load_digits()`` order. A fixed test set of 500 images is held out by the
+same boolean-mask shuffle the original TensorFlow code used for its validation sets
+(``RandomState(0)``); the other 1297 are the training set. A labeled subset is drawn
+class-balanced from the training set by ``RandomState(data_seed)``, as the TensorFlow half drew
+its CIFAR-10/SVHN labels, and written as an original-format label file, so training goes
+through the same label-file path as CIFAR-10 and ImageNet.
+
+Image names: ``<i>_<digit>.png``, ``i`` the image's position in ``load_digits()`` (there are no
+files: the names only serve label files). Class names: ``"0"`` .. ``"9"``.
+
+Augmentation for 8 x 8 images (two independent views per image, as for CIFAR-10): translate by
+up to 1 pixel on each axis with mirrored borders (offsets from numpy's global generator, like
+the original's translation), then Gaussian noise (torch's global generator), on pixels scaled to
+[0, 1] and standardised with fixed constants (the mean and deviation of all 1797 images).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mt_repro.data.splits import TFSplit, mask_partition, tf_split
+from mt_repro.data.transforms import TransformTwice, translate_with_reflect
+from mt_repro.errors import BadInput
+
+N_TEST = 500
+TEST_SEED = 0
+CLASS_NAMES = tuple(str(d) for d in range(10))
+# Mean and standard deviation of all 1797 images' pixels / 16.
+MEAN, STD = 0.3053, 0.3760
+MAX_TRANSLATION = 1
+NOISE_STD = 0.15
+
+
+@lru_cache(maxsize=1)
+def load_all() -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 8 x 8 float32 in [0, 1], labels N int64), in ``load_digits()`` order."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise BadInput("the digits demo needs scikit-learn (pip install scikit-learn)") from None
+    bunch = load_digits()
+    images = (np.asarray(bunch.images, dtype=np.float32) / 16.0)
+    return images, np.asarray(bunch.target, dtype=np.int64)
+
+
+def test_and_training_indices() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed held-out test images and the training images, indices into ``load_all()``."""
+    _, labels = load_all()
+    return mask_partition(len(labels), N_TEST, np.random.RandomState(TEST_SEED))
+
+
+def names(labels: np.ndarray) -> list[str]:
+    return [f"{i}_{d}.png" for i, d in enumerate(labels.tolist())]
+
+
+def label_split(n_labels: int | None, data_seed: int) -> TFSplit:
+    """The class-balanced labeled subset of the training images for ``data_seed``; indices in
+    the result are positions in the training set."""
+    _, labels = load_all()
+    _, train = test_and_training_indices()
+    return tf_split(labels[train], n_labels, data_seed, validation_size=0, test_phase=True)
+
+
+def label_file_entries(n_labels: int, data_seed: int) -> dict[str, str]:
+    """``{image name: class name}`` of the labeled images, for ``write_label_file``."""
+    from mt_repro.data.splits import dataset_split
+
+    return dataset_split("digits", n_labels, data_seed).label_file_entries()
+
+
+class DigitsArrays(Dataset):
+    """One part (``train`` or ``test``) of the digits, presented like ``ImageFolder``
+    (``samples``, ``class_to_idx``) so that label files apply to it."""
+
+    def __init__(self, part: str, transform: Callable | None = None):
+        images, labels = load_all()
+        test, train = test_and_training_indices()
+        if part not in ("train", "test"):
+            raise BadInput(f"the digits have the parts train and test, not {part!r}")
+        chosen = train if part == "train" else test
+        all_names = names(labels)
+        self.transform = transform
+        self.classes = list(CLASS_NAMES)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        self._images = images[chosen][..., None]  # N x 8 x 8 x 1
+        self.samples = [(all_names[i], int(labels[i])) for i in chosen.tolist()]
+        self.targets = [t for _, t in self.samples]
+        self.imgs = self.samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        image = self._images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.samples[index][1]
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """8 x 8 x 1 float pixels in [0, 1] to a standardised 1 x 8 x 8 tensor."""
+    return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))) - MEAN) / STD
+
+
+class DigitsAugment:
+    """Translate by up to ``max_translation`` px (mirrored border; numpy's generator), then add
+    N(0, ``noise_std``) noise (torch's generator) to the standardised tensor."""
+
+    def __init__(self, max_translation: int = MAX_TRANSLATION, noise_std: float = NOISE_STD):
+        self.max_translation = max_translation
+        self.noise_std = noise_std
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        if self.max_translation:
+            dx, dy = np.random.randint(-self.max_translation, self.max_translation + 1, size=2)
+            image = translate_with_reflect(image, int(dx), int(dy))
+        tensor = to_tensor(image)
+        if self.noise_std:
+            tensor = tensor + self.noise_std * torch.randn(tensor.shape)
+        return tensor
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_translation={self.max_translation}, noise_std={self.noise_std})"
+
+
+def train_transform() -> TransformTwice:
+    return TransformTwice(DigitsAugment())
+
+
+def eval_transform() -> Callable[[np.ndarray], torch.Tensor]:
+    return to_tensor
