@@ -98,3 +98,12 @@ def test_missing_extra_file(tmp_path):
     synthetic.write_svhn_mat(tmp_path, n_train=20, n_test=5)
     with pytest.raises(BadInput, match="extra_32x32.mat does not exist"):
         svhn.split_from_files(tmp_path, 10, 0, n_extra_unlabeled=5)
+
+
+def test_cli_reports_a_truncated_mat_file_in_one_line(cli, svhn_dir, tmp_path):
+    from conftest import assert_one_line_error
+
+    data = (svhn_dir / "train_32x32.mat").read_bytes()
+    (tmp_path / "train_32x32.mat").write_bytes(data[:1000])
+    assert_one_line_error(cli("splits", "svhn", "--labels", 20, "--data", tmp_path, "--out", tmp_path / "l.txt"),
+                          "train_32x32.mat", "truncated", "re-download it")
