@@ -7,12 +7,11 @@ ReLU 0.1 after every convolution. About 66k parameters: a CPU trains it in secon
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from mt_repro.models import register
+from mt_repro.models.resnet import init_conv_bn
 
 
 def _conv_block(cin: int, cout: int) -> list[nn.Module]:
@@ -30,14 +29,7 @@ class DigitsConvNet(nn.Module):
         )
         self.fc1 = nn.Linear(2 * width, num_classes)
         self.fc2 = nn.Linear(2 * width, num_classes)
-        # The ResNets' initialisation: conv N(0, sqrt(2 / (k*k*out))), BN 1/0, linear default.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                module.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.data.fill_(1)
-                module.bias.data.zero_()
+        init_conv_bn(self)  # the ResNets' initialisation
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.features(x)

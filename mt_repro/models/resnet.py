@@ -135,6 +135,19 @@ class ShiftConvDownsample(nn.Module):
         return self.bn(self.conv(self.relu(x)))
 
 
+def init_conv_bn(model: nn.Module) -> None:
+    """The original ResNets' initialisation, in module order (it draws from torch's generator):
+    conv weights N(0, sqrt(2 / (k * k * out_channels))), batch norm weight 1 and bias 0; linear
+    layers keep PyTorch's default."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+
+
 class _ResNetBase(nn.Module):
     """Stages of residual blocks and two linear heads; subclasses build the stem first."""
 
@@ -168,13 +181,7 @@ class _ResNetBase(nn.Module):
         self.fc2 = nn.Linear(features, num_classes)
 
     def _init_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
+        init_conv_bn(self)
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.avgpool(x)
