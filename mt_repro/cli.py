@@ -195,12 +195,13 @@ def _paper_run(config_name: str, *, label_file, data_seed, label_dir, data_dir, 
     from mt_repro.engine import trainer
 
     echo = click.echo
+    overridden = parse_overrides(overrides)
     if resume is not None:
-        summary = trainer.resume(resume, epochs=epochs, progress=not no_progress, echo=echo)
+        summary = trainer.resume(resume, epochs=epochs, overrides=overridden,
+                                 progress=not no_progress, echo=echo)
         _print_summary(summary)
         return
     paper = load_paper_config(config_name)
-    overridden = parse_overrides(overrides)
     if label_file is not None and data_seed is not None:
         raise BadInput("give --label-file or --data-seed, not both")
     if label_file is None:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from mt_repro import __version__
-from mt_repro.errors import BadInput
+from mt_repro.errors import BadInput, RunFailed
+from mt_repro.fileio import atomic_write
 
 PREFIX = "module."
 
@@ -78,18 +79,13 @@ def build_checkpoint(*, epoch: int, global_step: int, arch: str, student: torch.
 
 def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
     try:
-        with open(temporary, "wb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise BadInput(f"cannot write checkpoint {path}: {exc.strerror or exc}; "
-                       "the previous checkpoint is intact") from None
+        raise RunFailed(f"cannot write checkpoint {path}: {exc.strerror or exc}; "
+                        "the previous checkpoint is intact") from None
     return path
 
 
@@ -106,7 +102,7 @@ def link_atomic(source: Path, destination: Path) -> None:
         os.replace(temporary, destination)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise BadInput(f"cannot write checkpoint {destination}: {exc.strerror or exc}") from None
+        raise RunFailed(f"cannot write checkpoint {destination}: {exc.strerror or exc}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from mt_repro.data.datasets import DataBundle, create_data
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine.meters import MeterSet
 from mt_repro.errors import BadInput, RunFailed
+from mt_repro.fileio import crash_point, write_text_atomic
 from mt_repro.logs.runlog import RunLog
 from mt_repro.methods.losses import classification_cost
 from mt_repro.methods.mean_teacher import (MeanTeacher, NonFiniteLoss, accuracy, create_teacher,
@@ -74,6 +75,7 @@ def evaluate_model(model: torch.nn.Module, loader, device: torch.device) -> dict
             n_labeled = int(targets.ne(-1).sum())
             meters.update("labeled_minibatch_size", n_labeled)
             logits, _ = model(inputs)
+            crash_point("evaluate")
             class_loss = classification_cost(logits, targets) / len(targets)
             top1, top5 = accuracy(logits, targets, topk=(1, 5))
             meters.update("class_loss", class_loss.item(), n_labeled)
@@ -126,7 +128,7 @@ class Trainer:
     def _prepare_out_dir(self) -> None:
         try:
             (self.out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-            (self.out_dir / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            write_text_atomic(self.out_dir / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2) + "\n")
         except OSError as exc:
             raise BadInput(f"cannot write to output directory {self.out_dir}: {exc.strerror or exc}") from None
         self.training_log = RunLog(self.out_dir / "training.jsonl")
@@ -202,6 +204,7 @@ class Trainer:
 
             optimizer.zero_grad()
             result.loss.backward()
+            crash_point("step")
             optimizer.step()
             method.after_optimizer_step()
 
@@ -262,7 +265,10 @@ class Trainer:
             "n_labeled": self.data.n_labeled,
             "n_unlabeled": self.data.n_unlabeled,
         }
-        (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            write_text_atomic(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:
+            raise RunFailed(f"cannot write {self.out_dir / SUMMARY_FILE}: {exc.strerror or exc}") from None
         return summary
 
 
@@ -279,21 +285,41 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, runner: str
     return trainer.fit()
 
 
-def resume(run_dir: str | Path, *, epochs: int | None = None, progress: bool = True,
-           echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Continue an interrupted run directory from its last checkpoint, bit for bit."""
+def resume(run_dir: str | Path, *, epochs: int | None = None, overrides: dict[str, Any] | None = None,
+           progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Continue an interrupted run directory from its last checkpoint, bit for bit.
+
+    ``overrides`` change settings from here on (e.g. a lower ``lr`` after a diverged run); they
+    are validated and recorded in the run's config.json. A run killed before its first
+    checkpoint starts again from the beginning.
+    """
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise BadInput(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
     try:
         values = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInput(f"{config_path} cannot be read: {exc}") from None
+    if not isinstance(values, dict):
+        raise BadInput(f"{config_path} is not a configuration (a JSON object)")
     config = TrainConfig.from_dict(values, source=str(config_path))
+    changes = dict(overrides or {})
     if epochs is not None:
-        config = config.replace(epochs=epochs)
-    state = ckpt.load_checkpoint(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
+        changes["epochs"] = epochs
+    if changes:
+        config = config.replace(**changes).validate()
+        echo("resuming with " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if not last.exists():
+        echo(f"{run_dir} has no checkpoint yet: starting it again from the beginning")
+        if config.seed is not None:
+            seed_everything(config.seed)
+        trainer = Trainer(config, run_dir, progress=progress, echo=echo).build()
+        for log in (trainer.training_log, trainer.validation_log, trainer.ema_validation_log):
+            log.truncate(lambda row: False)
+        return trainer.fit()
+    state = ckpt.load_checkpoint(last)
     trainer = Trainer(config, run_dir, progress=progress, echo=echo).build()
     trainer.load_state(state)
     return trainer.fit()

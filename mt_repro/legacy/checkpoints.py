@@ -52,7 +52,7 @@ import torch
 
 from mt_repro import __version__
 from mt_repro.engine import checkpoint as ckpt
-from mt_repro.errors import BadInput
+from mt_repro.errors import BadInput, RunFailed
 
 Warn = Callable[[str], None]
 
@@ -575,7 +575,10 @@ def port_checkpoint(old: str | Path, new: str | Path, *, arch: str | None = None
     state["arch"] = arch
     state[EXTRAS_KEY]["ported_from"] = {"file": str(old), "format": normalized.raw.format,
                                         "trusted_globals": list(normalized.raw.trusted_globals)}
-    ckpt.save_atomic(state, new)
+    try:
+        ckpt.save_atomic(state, new)
+    except RunFailed as exc:  # an unwritable destination is the user's input here
+        raise BadInput(str(exc)) from None
     return PortReport(
         source=str(old), destination=str(new), format=normalized.raw.format, arch=arch,
         arch_from=arch_from, num_classes=num_classes, epoch=state["epoch"],

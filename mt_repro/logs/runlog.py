@@ -14,6 +14,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from mt_repro.errors import BadInput, RunFailed
+from mt_repro.fileio import atomic_write, crash_point
+
 
 class RunLog:
     def __init__(self, path: str | os.PathLike, index: str = "epoch"):
@@ -24,10 +27,18 @@ class RunLog:
     def record(self, index_value: float, values: dict[str, Any]) -> None:
         row = {self.index: index_value, **values}
         line = json.dumps(row, default=_jsonable, allow_nan=True) + "\n"
-        with open(self.path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        half = len(line) // 2
+        try:
+            with open(self.path, "a") as f:
+                f.write(line[:half])
+                f.flush()
+                crash_point("log-row")  # a kill here leaves a torn row: the kill tests' case
+                f.write(line[half:])
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise RunFailed(f"cannot append to {self.path}: {exc.strerror or exc}; "
+                            "the last checkpoint is intact, continue with --resume") from None
 
     def rows(self) -> list[dict[str, Any]]:
         return read_rows(self.path)
@@ -35,12 +46,11 @@ class RunLog:
     def truncate(self, keep: Callable[[dict[str, Any]], bool]) -> int:
         """Keep only the complete rows for which ``keep`` is true (atomic rewrite); return the count."""
         rows = [row for row in self.rows() if keep(row)]
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w") as f:
-            f.writelines(json.dumps(row, allow_nan=True) + "\n" for row in rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
+        try:
+            with atomic_write(self.path, "w") as f:
+                f.writelines(json.dumps(row, allow_nan=True) + "\n" for row in rows)
+        except OSError as exc:
+            raise RunFailed(f"cannot rewrite {self.path}: {exc.strerror or exc}") from None
         return len(rows)
 
 
@@ -49,11 +59,20 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    with open(path) as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # torn final write
-            rows.append(json.loads(line))
+    try:
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                if not line.endswith("\n"):
+                    break  # torn final write
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BadInput(f"log {path} is not a jsonl run log: line {number}: {exc.msg}") from None
+                if not isinstance(row, dict):
+                    raise BadInput(f"log {path} is not a jsonl run log: line {number} is not an object")
+                rows.append(row)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path} cannot be read: {exc}") from None
     return rows
 
 
