@@ -403,6 +403,11 @@ def port_log_command(old: Path, new: Path) -> None:
     click.echo(port.port_log(old, new).line())
 
 
+def _one_line(message: str) -> str:
+    """Errors are one line, whatever a file name or a value in the message contains."""
+    return " ".join(message.split("\n"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: errors become one line on stderr and an exit code."""
     try:
@@ -413,10 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("mt-repro: interrupted", err=True)
         return 1
     except click.UsageError as exc:
-        click.echo(f"mt-repro: error: {exc.format_message()}", err=True)
+        click.echo(f"mt-repro: error: {_one_line(exc.format_message())}", err=True)
         return 2
     except MtReproError as exc:
-        click.echo(f"mt-repro: error: {exc}", err=True)
+        click.echo(f"mt-repro: error: {_one_line(str(exc))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("mt-repro: interrupted; continue with --resume <run directory>", err=True)

@@ -101,13 +101,18 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - known, key=str)
         if unknown:
-            raise BadInput(f"{source}: unknown setting(s) {', '.join(unknown)}")
+            raise BadInput(f"{source}: unknown setting(s) {', '.join(map(_shown, unknown))}")
         return cls(**{k: _coerce(k, v, source) for k, v in values.items()})
 
 
 _HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _shown(name: Any) -> str:
+    """A setting name as an error message shows it: plain if it is a plain word, else quoted."""
+    return name if isinstance(name, str) and name.isidentifier() else repr(name)
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

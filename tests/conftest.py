@@ -50,3 +50,12 @@ def assert_one_line_error(result, *fragments, code=2):
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+FUZZ_SCALE_ENV = "MT_REPRO_FUZZ_SCALE"
+
+
+def fuzz_examples(n: int) -> int:
+    """``n`` property-test cases in CI; ``$MT_REPRO_FUZZ_SCALE`` times as many for the long
+    fuzzing run (benchmarks/fuzz/run_fuzz.sh)."""
+    return n * int(os.environ.get(FUZZ_SCALE_ENV, "1"))

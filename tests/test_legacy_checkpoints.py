@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from conftest import fuzz_examples
 from mt_repro import models
 from mt_repro.cli import main
 from mt_repro.config import TrainConfig
@@ -478,7 +479,7 @@ def fuzz_file(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz") / "damaged.ckpt"
 
 
-@settings(max_examples=1000, derandomize=True, deadline=None, database=None,
+@settings(max_examples=fuzz_examples(1000), derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large])
 @given(data=damaged_files())

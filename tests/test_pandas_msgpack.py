@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import fuzz_examples
 from mt_repro.cli import main
 from mt_repro.errors import BadInput
 from mt_repro.logs import pandas_msgpack as pm
@@ -377,7 +378,7 @@ SEEDS = [pack(training_log_map("zlib")), pack(validation_log_map(None)),
 
 def fuzz(max_examples: int) -> settings:
     """Seeded (the same cases every run), and a generous deadline only to catch a hang."""
-    return settings(max_examples=max_examples, derandomize=True, deadline=5000, database=None,
+    return settings(max_examples=fuzz_examples(max_examples), derandomize=True, deadline=5000, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

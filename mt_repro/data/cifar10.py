@@ -70,6 +70,7 @@ def _pickles_from_tarball(path: Path) -> dict[str, bytes]:
     try:
         with tarfile.open(path) as tar:
             for member in tar:
+                _refuse_unsafe(path, member)
                 # Archives re-packed from an extracted copy name members "./cifar-10-batches-py/...".
                 name = member.name[2:] if member.name.startswith("./") else member.name
                 if name in wanted and member.isfile():
@@ -81,6 +82,19 @@ def _pickles_from_tarball(path: Path) -> dict[str, bytes]:
     if missing:
         raise BadInput(f"{path.name} lacks {BATCH_DIR}/{', '.join(missing)}: not the CIFAR-10 python tarball?")
     return found
+
+
+def _refuse_unsafe(path: Path, member: tarfile.TarInfo) -> None:
+    """The published tarball holds one directory of regular files. Members are only read in
+    memory, never extracted, but an archive with links, devices or paths leaving its directory
+    is not the published one and is refused outright."""
+    parts = Path(member.name).parts
+    if member.name.startswith(("/", "\\")) or ".." in parts:
+        raise BadInput(f"{path.name}: member {member.name!r} points outside the archive: refused")
+    if member.issym() or member.islnk():
+        raise BadInput(f"{path.name}: member {member.name!r} is a link (to {member.linkname!r}): refused")
+    if not (member.isfile() or member.isdir()):
+        raise BadInput(f"{path.name}: member {member.name!r} is not a regular file: refused")
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -79,15 +79,17 @@ def configs_for(data: dict[str, Any], n_labels: int, label_file: Path, data_seed
                 epochs: int | None, out_dir: Path) -> tuple[TrainConfig, TrainConfig]:
     """(mean teacher, supervised) configs for one data seed; supervised matched in steps."""
     mt_values = dict(data["mean_teacher"])
-    if epochs is not None:
-        scale = epochs / mt_values["epochs"]
-        mt_values["epochs"] = epochs
-        if mt_values.get("lr_rampdown_epochs"):
-            mt_values["lr_rampdown_epochs"] = max(epochs, round(mt_values["lr_rampdown_epochs"] * scale))
-    # One evaluation, after the last epoch: it goes into the run's logs and summary.json.
     mt_values.update(labels=str(label_file), seed=data_seed, out_dir=str(out_dir / f"mean_teacher_{data_seed}"),
-                     device=mt_values.get("device", "cpu"), evaluation_epochs=mt_values["epochs"])
+                     device=mt_values.get("device", "cpu"))
     mean_teacher = TrainConfig.from_dict(mt_values, source="digits config [mean_teacher]").validate()
+    if epochs is not None:
+        rampdown = mean_teacher.lr_rampdown_epochs
+        if rampdown:
+            rampdown = max(epochs, round(rampdown * epochs / mean_teacher.epochs))
+        mean_teacher = mean_teacher.replace(epochs=epochs, lr_rampdown_epochs=rampdown)
+    # One evaluation, after the last epoch: it goes into the run's logs and summary.json.
+    mean_teacher = mean_teacher.replace(evaluation_epochs=mean_teacher.epochs).validate()
+    mt_values = mean_teacher.to_dict()
 
     sup_values = {**mt_values, **data["supervised"]}
     supervised = TrainConfig.from_dict(sup_values, source="digits config [supervised]")
@@ -112,14 +114,21 @@ def configs_for(data: dict[str, Any], n_labels: int, label_file: Path, data_seed
     return mean_teacher, supervised
 
 
+def _demo_setting(data: dict[str, Any], key: str) -> int:
+    value = data["demo"].get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadInput(f"demo config: [demo] {key} must be an integer, got {value!r}")
+    return value
+
+
 def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: int | None = None,
              out_dir: str | Path = "results/digits", *, config: str | Path | None = None,
              progress: bool = True, echo: Callable[[str], None] = print) -> DemoResult:
     from mt_repro.engine.trainer import Trainer, seed_everything
 
     data = load_demo_config(config)
-    n_labels = int(data["demo"]["labels"]) if n_labels is None else n_labels
-    n_seeds = int(data["demo"]["seeds"]) if n_seeds is None else n_seeds
+    n_labels = _demo_setting(data, "labels") if n_labels is None else n_labels
+    n_seeds = _demo_setting(data, "seeds") if n_seeds is None else n_seeds
     if n_seeds < 1:
         raise BadInput(f"--seeds must be at least 1, got {n_seeds}")
     if epochs is not None and epochs < 1:
