@@ -10,7 +10,8 @@ setup(
     packages=find_packages(include=["mt_repro", "mt_repro.*", "legacy_patches", "legacy_patches.*"])
     + ["mt_repro.original_configs"],
     package_dir={"mt_repro.original_configs": "original_configs"},
-    package_data={"mt_repro.original_configs": ["*.toml"], "mt_repro.configs": ["*.toml"]},
+    package_data={"mt_repro.original_configs": ["*.toml"], "mt_repro.configs": ["*.toml"],
+                  "mt_repro.paper": ["*.csv"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -23,6 +24,7 @@ setup(
         "pillow",
         "libcst>=1.0.1",
         "scikit-learn",  # the bundled 8x8 digits of `mt-repro digits`
+        "matplotlib",    # `mt-repro plot` and the HTML report
     ],
     extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={"console_scripts": ["mt-repro=mt_repro.cli:main"]},

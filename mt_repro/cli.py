@@ -403,6 +403,89 @@ def port_log_command(old: Path, new: Path) -> None:
     click.echo(port.port_log(old, new).line())
 
 
+# --- the paper's tables (mt_repro.paper) ---------------------------------------------------
+@cli.command("table")
+@click.argument("number", type=int)
+@click.option("--seeds", type=int, help="only the first N runs of each cell")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results/paper"), show_default=True)
+@click.option("--dry-run", is_flag=True, help="list the runs and their cost, run nothing")
+@click.option("--data", "data_dirs", multiple=True, metavar="DATASET=PATH",
+              help="where each dataset is (e.g. cifar10=cifar-10-python.tar.gz)")
+@click.option("--label-dir", type=click.Path(path_type=Path), help="the original's data-local/labels (Table 4)")
+@click.option("--gpus", type=int, help="Table 4: scale batch and lr as for this many GPUs")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--no-progress", is_flag=True)
+def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, data_dirs: tuple[str, ...],
+                  label_dir: Path | None, gpus: int | None, device: str, no_progress: bool) -> None:
+    """Run (or resume) every run behind Table NUMBER of the paper, with its configurations and
+    data seeds; finished runs are skipped. Compare them afterwards with `mt-repro compare OUT`."""
+    from mt_repro.paper import tables
+
+    if dry_run:
+        runs = tables.planned_runs(number, seeds)
+        for line in tables.describe_plan(runs):
+            click.echo(line)
+        finished = sum((out / run.directory / "summary.json").is_file() for run in runs)
+        click.echo(f"{finished} of them already finished in {out}")
+        return
+    parsed = {}
+    for item in data_dirs:
+        dataset, sep, path = item.partition("=")
+        if not sep or not dataset or not path:
+            raise BadInput(f"--data expects DATASET=PATH, got {item!r}")
+        parsed[dataset] = path
+    counts = tables.run_table(number, out, seeds=seeds, data_dirs=parsed, label_dir=label_dir, gpus=gpus,
+                              device=device, progress=not no_progress, echo=click.echo)
+    click.echo(f"Table {number}: {counts['started']} run(s) started, {counts['resumed']} resumed, "
+               f"{counts['skipped']} already finished; compare with: mt-repro compare {out} --table {number}")
+
+
+@cli.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--table", "table", type=int, help="compare with this table only")
+@click.option("--out", type=click.Path(path_type=Path), help="also write comparison.md and comparison.csv here")
+@click.option("--html", "html_file", type=click.Path(path_type=Path), help="a self-contained HTML report")
+@click.pass_context
+def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Path | None, html_file: Path | None) -> None:
+    """Our runs (or the original code's run directories) against the paper's numbers: mean ± std,
+    n, difference, Welch's t-test and a verdict per cell. Exit 0 when every cell is reproduced."""
+    from mt_repro.paper import compare, runs
+
+    found = runs.find_runs(list(run_dirs))
+    comparisons = compare.compare(found, table)
+    click.echo(compare.terminal_table(comparisons))
+    try:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "comparison.md").write_text(compare.markdown_table(comparisons) + "\n")
+            (out / "comparison.csv").write_text(compare.csv_text(comparisons))
+            click.echo(f"wrote {out / 'comparison.md'} and {out / 'comparison.csv'}")
+        if html_file is not None:
+            from mt_repro.paper import plot, report
+
+            ours = [r.path for r in found if (r.path / "training.jsonl").is_file()]
+            png = plot.png_bytes(ours) if ours else None
+            html_file.write_text(report.html_report(comparisons, png))
+            click.echo(f"wrote {html_file}")
+    except OSError as exc:
+        raise BadInput(f"cannot write the report: {exc.strerror or exc}") from None
+    reproduced = sum(c.verdict == compare.REPRODUCED for c in comparisons)
+    click.echo(f"{reproduced} of {len(comparisons)} cell(s) reproduced")
+    if not compare.all_reproduced(comparisons):
+        ctx.exit(1)
+
+
+@cli.command("plot")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("curves.png"), show_default=True)
+def plot_command(run_dirs: tuple[Path, ...], out: Path) -> None:
+    """Training curves like the paper's Fig. 3: student and teacher classification cost and
+    error against steps, log scale, runs overlaid."""
+    from mt_repro.paper import plot
+
+    click.echo(f"wrote {plot.write_plot(list(run_dirs), out)}")
+
+
 def _one_line(message: str) -> str:
     """Errors are one line, whatever a file name or a value in the message contains."""
     return " ".join(message.split("\n"))
@@ -411,7 +494,9 @@ def _one_line(message: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: errors become one line on stderr and an exit code."""
     try:
-        cli.main(args=argv, prog_name="mt-repro", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="mt-repro", standalone_mode=False)
+        if isinstance(result, int):  # a command that ended with ctx.exit(code)
+            return result
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
