@@ -252,11 +252,143 @@ def _print_summary(summary: dict) -> None:
 
 
 @cli.command()
-@click.option("--labels", "n_labels", type=click.Choice(["1000", "4000"]), default="4000", show_default=True)
+@click.option("--labels", "n_labels", type=click.Choice(["1000", "2000", "4000", "all"]), default="4000",
+              show_default=True)
+@click.option("--arch", type=click.Choice(["cifar_shakeshake26", "convnet13"]), default="cifar_shakeshake26",
+              show_default=True, help="ResNet run of Table 4, or the 13-layer ConvNet of Table 2")
+@click.option("--model", type=click.Choice(["mean_teacher", "pi", "supervised"]), default="mean_teacher",
+              show_default=True, help="convnet13 only: Mean Teacher, Pi model or supervised-only")
 @_run_options
-def cifar10(n_labels: str, **options) -> None:
-    """The paper's CIFAR-10 ResNet run (Table 4), as the original runner configured it."""
+def cifar10(n_labels: str, arch: str, model: str, **options) -> None:
+    """The paper's CIFAR-10 runs as the original runners configured them: the ResNet
+    (shake-shake 26, Table 4; 1000 or 4000 labels) or the 13-layer ConvNet (Table 2)."""
+    if arch == "convnet13":
+        unused = [f"--{k.replace('_', '-')}" for k in ("label_file", "label_dir", "gpus", "epochs", "workers")
+                  if options[k] is not None]
+        if unused:
+            raise BadInput(f"{', '.join(unused)} apply to the ResNet run, not to --arch convnet13 "
+                           "(its length is --set training_length=STEPS)")
+        _convnet_run("cifar10", n_labels, 0, model, data_seed=options["data_seed"], data_dir=options["data_dir"],
+                     seed=options["seed"], out=options["out"], resume=options["resume"],
+                     overrides=options["overrides"], device=options["device"], no_progress=options["no_progress"])
+        return
+    if n_labels not in ("1000", "4000") or model != "mean_teacher":
+        raise BadInput("the ResNet run (Table 4) has Mean Teacher with 1000 or 4000 labels; "
+                       "for other label counts or models use --arch convnet13")
     _paper_run(f"cifar10_{n_labels}", **options)
+
+
+@cli.command()
+@click.option("--labels", "n_labels", type=click.Choice(["100", "250", "500", "1000", "all"]), default="250",
+              show_default=True)
+@click.option("--extra", "n_extra", type=click.Choice(["0", "100000", "500000"]), default="0", show_default=True,
+              help="extra_32x32.mat images added unlabeled (with 500 labels, as in Table 3)")
+@click.option("--model", type=click.Choice(["mean_teacher", "pi", "supervised"]), default="mean_teacher",
+              show_default=True)
+@click.option("--data-seed", type=int, help="the split's seed (default: the runner's first, 2000 or 0)")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="directory of the SVHN .mat files")
+@click.option("--seed", type=int, help="seed of torch and the minibatch order (default: the data seed)")
+@click.option("--out", type=click.Path(path_type=Path), help="run directory")
+@click.option("--resume", type=click.Path(path_type=Path), help="continue this run directory")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a hyperparameter (the original's names, e.g. training_length=1000)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--no-progress", is_flag=True)
+def svhn(n_labels: str, n_extra: str, model: str, **options) -> None:
+    """The paper's SVHN runs with the 13-layer ConvNet (Tables 1 and 3), as the original
+    TensorFlow runners configured them."""
+    _convnet_run("svhn", n_labels, int(n_extra), model, **options)
+
+
+def _convnet_run(dataset: str, n_labels: str, n_extra: int, model: str, *, data_seed, data_dir, seed, out, resume,
+                 overrides, device, no_progress) -> None:
+    from mt_repro.convnet_config import load_experiment
+    from mt_repro.engine import convnet_trainer
+
+    overridden = _convnet_overrides(overrides)
+    if data_dir is None:
+        raise BadInput("pass --data: the CIFAR-10 tarball or batches directory, or the directory of "
+                       "the SVHN .mat files")
+    if resume is not None:
+        _print_convnet_summary(convnet_trainer.resume(resume, data_dir, overrides=overridden,
+                                                      progress=not no_progress, echo=click.echo))
+        return
+    name = f"{dataset}_supervised_final_eval" if model == "supervised" else f"{dataset}_final_eval"
+    experiment = load_experiment(name)
+    n_labeled = n_labels if n_labels == "all" else int(n_labels)
+    values = {"device": device, **({"seed": seed} if seed is not None else {}), **overridden}
+    settings = experiment.settings(n_labeled=n_labeled, model=model, data_seed=data_seed,
+                                   n_extra_unlabeled=n_extra, overrides=values)
+    extra = f"_extra{n_extra}" if n_extra else ""
+    out = out or Path("results") / name / f"{n_labels}{extra}_{model}_{settings.data_seed}"
+    click.echo(f"{name} ({experiment.source}): {model}, {n_labels} labels{extra and f', {n_extra} extra'}, "
+               f"data seed {settings.data_seed}, {settings.training_length} steps")
+    _print_convnet_summary(convnet_trainer.train(settings, data_dir, out, progress=not no_progress,
+                                                 echo=click.echo))
+
+
+def _convnet_overrides(pairs) -> dict:
+    from mt_repro.convnet_config import ConvNetSettings
+
+    known = set(ConvNetSettings.__dataclass_fields__)
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise BadInput(f"--set expects key=value, got {pair!r}")
+        if key not in known:
+            raise BadInput(f"--set: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        values[key] = value.strip()
+    return values
+
+
+def _print_convnet_summary(summary: dict) -> None:
+    click.echo(f"done: {summary['global_step']} steps, {summary['n_labeled_in_split']} labeled images")
+    click.echo(f"  student  error {summary['student_error1']:.2f}%")
+    click.echo(f"  teacher  error {summary['teacher_error1']:.2f}%")
+    click.echo(f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="directory of the SVHN .mat files")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results/ablations"), show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="applied to every run")
+@click.option("--dry-run", is_flag=True, help="list the grid, run nothing")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--no-progress", is_flag=True)
+def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, ...], dry_run: bool,
+             device: str, no_progress: bool) -> None:
+    """Run the grid of one of the paper's SVHN ablations (Fig. 4), skipping finished runs and
+    resuming interrupted ones: svhn_250_vary_{consistency_cost,dropout,ema_decay,
+    logit_distance_cost,perturbation,trust}."""
+    from mt_repro.convnet_config import load_experiment
+    from mt_repro.engine import convnet_trainer
+
+    experiment = load_experiment(name)
+    runs = experiment.ablation_runs()
+    overridden = {"device": device, **_convnet_overrides(overrides)}
+    done = 0
+    for number, (data_seed, changes) in enumerate(runs, 1):
+        label = "_".join(f"{k}={v}" for k, v in changes.items())
+        directory = out / name / f"seed{data_seed}" / label
+        if dry_run:
+            click.echo(f"{directory}: {experiment.models[0]}, {experiment.n_labeled[0]} labels, data seed {data_seed}, {label}")
+            continue
+        if (directory / "summary.json").is_file():
+            done += 1
+            continue
+        if data_dir is None:
+            raise BadInput("pass --data: the directory of the SVHN .mat files")
+        click.echo(f"[{number}/{len(runs)}] {directory}")
+        if (directory / "config.json").is_file():
+            convnet_trainer.resume(directory, data_dir, progress=not no_progress, echo=click.echo)
+            continue
+        settings = experiment.settings(n_labeled=experiment.n_labeled[0], model=experiment.models[0],
+                                       data_seed=data_seed, overrides={**changes, **overridden})
+        convnet_trainer.train(settings, data_dir, directory, progress=not no_progress, echo=click.echo)
+    click.echo(f"{name}: {len(runs)} runs" + ("" if dry_run else f", {done} were already finished"))
 
 
 @cli.command()

@@ -183,5 +183,28 @@ def test_bad_input(cli, tmp_path):
     make_run(tmp_path / "odd", 4.0, n_labeled=3000)
     assert_one_line_error(cli("compare", tmp_path / "odd"), "cifar10 3000 labels", "matches no result")
     assert_one_line_error(cli("plot", tmp_path / "empty"), "no training.jsonl")
-    assert_one_line_error(cli("table", 1, "--out", tmp_path / "t"), "cannot train yet")
+    assert_one_line_error(cli("table", 1, "--out", tmp_path / "t"), "Table 1 needs --data svhn=PATH")
     assert_one_line_error(cli("table", 4, "--out", tmp_path / "t"), "needs --data cifar10=PATH")
+
+
+def test_table_1_runs_go_to_the_convnet_runner_with_the_runners_settings(tmp_path, monkeypatch):
+    from mt_repro.engine import convnet_trainer
+
+    started = []
+
+    def fake_train(settings, data_dir, out_dir, **kwargs):
+        started.append(settings)
+        out_dir.mkdir(parents=True)
+        (out_dir / "summary.json").write_text("{}")
+
+    monkeypatch.setattr(convnet_trainer, "train", fake_train)
+    counts = tables.run_table(1, tmp_path, seeds=1, data_dirs={"svhn": "svhn-dir"}, progress=False,
+                              echo=lambda s: None)
+    assert counts["started"] == 12
+    by_cell = {(s.model, s.n_labeled): s for s in started}
+    supervised = by_cell[("supervised", 250)]
+    assert (supervised.data_seed, supervised.training_length, supervised.max_consistency_cost) == (0, 40000, 0.0)
+    pi = by_cell[("pi", 250)]
+    assert (pi.data_seed, pi.ema_consistency, pi.training_length, pi.n_labeled_per_batch) == (2000, False, 180000, 1)
+    everything = by_cell[("mean_teacher", "all")]
+    assert (everything.n_labeled_per_batch, everything.max_consistency_cost) == (100, 100.0)

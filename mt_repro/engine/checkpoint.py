@@ -105,7 +105,14 @@ def link_atomic(source: Path, destination: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint without executing code; one clear error for any broken file."""
+    """Read a Mean Teacher checkpoint without executing code; one clear error for any broken file."""
+    return load_checkpoint_state(path, required=("epoch", "global_step", "state_dict", "ema_state_dict",
+                                                 "optimizer"), kind="a Mean Teacher checkpoint")
+
+
+def load_checkpoint_state(path: str | os.PathLike, required: tuple[str, ...] = ("step",),
+                          kind: str = "a checkpoint of this run") -> dict[str, Any]:
+    """Read any checkpoint dict of ours with ``weights_only`` loading; check its ``required`` keys."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"checkpoint {path} does not exist")
@@ -118,8 +125,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as exc:  # torch.load on damaged bytes raises many kinds; all mean the same here
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"checkpoint {path} is corrupt or truncated ({first_line[:200]})") from None
-    required = ("epoch", "global_step", "state_dict", "ema_state_dict", "optimizer")
     missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if missing:
-        raise BadInput(f"checkpoint {path} is not a Mean Teacher checkpoint (lacks {', '.join(missing)})")
+        raise BadInput(f"checkpoint {path} is not {kind} (lacks {', '.join(missing)})")
     return state

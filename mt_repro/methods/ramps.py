@@ -31,3 +31,17 @@ def cosine_rampdown(current: float, rampdown_length: float) -> float:
     if not 0 <= current <= rampdown_length:
         raise ValueError(f"cosine_rampdown needs 0 <= {current} <= {rampdown_length}")
     return float(0.5 * (np.cos(np.pi * current / rampdown_length) + 1))
+
+
+def sigmoid_rampdown(current: float, rampdown_length: float, training_length: float) -> float:
+    """``exp(-12.5 (1 - (L - t)/R)^2)`` over the last R of L steps, 1 before (the TensorFlow
+    half's ramp-down of the learning rate and Adam's beta1)."""
+    if current < training_length - rampdown_length:
+        return 1.0
+    phase = 1.0 - max(0.0, training_length - current) / rampdown_length
+    return float(np.exp(-12.5 * phase * phase))
+
+
+def step_rampup(current: float, rampup_length: float) -> float:
+    """0 during the ramp-up, 1 after it (the switch of Adam's beta2 and the EMA decay)."""
+    return 0.0 if current < rampup_length else 1.0

@@ -134,9 +134,14 @@ def run_table(table: int, out_dir, *, seeds: int | None = None, data_dirs: dict[
             continue
         echo(f"[{number}/{len(runs)}] {run.key.describe()}, data seed {run.data_seed}: {directory}")
         if (directory / "config.json").is_file():
-            from mt_repro.engine import trainer
+            if run.convnet:
+                from mt_repro.engine import convnet_trainer
 
-            trainer.resume(directory, progress=progress, echo=echo)
+                convnet_trainer.resume(directory, data_dir_for(run, data_dirs or {}), progress=progress, echo=echo)
+            else:
+                from mt_repro.engine import trainer
+
+                trainer.resume(directory, progress=progress, echo=echo)
             counts["resumed"] += 1
             continue
         if run.convnet:
@@ -147,14 +152,19 @@ def run_table(table: int, out_dir, *, seeds: int | None = None, data_dirs: dict[
     return counts
 
 
+def data_dir_for(run: PlannedRun, data_dirs: dict[str, str]) -> str:
+    if run.key.dataset not in data_dirs:
+        raise BadInput(f"Table {run.table} needs --data {run.key.dataset}=PATH")
+    return data_dirs[run.key.dataset]
+
+
 def _start_resnet_run(run, directory, data_dirs, label_dir, gpus, device, progress, echo) -> None:
     from pathlib import Path
 
     from mt_repro.config import load_paper_config
     from mt_repro.engine import trainer
 
-    if run.key.dataset not in data_dirs:
-        raise BadInput(f"Table {run.table} needs --data {run.key.dataset}=PATH")
+    data_dir_for(run, data_dirs)
     if label_dir is None:
         raise BadInput("Table 4 needs the original label files: --label-dir pointing at the original "
                        "code's data-local/labels")
@@ -169,10 +179,6 @@ def _start_resnet_run(run, directory, data_dirs, label_dir, gpus, device, progre
 
 
 def _start_convnet_run(run, directory, data_dirs, device, progress, echo) -> None:
-    try:
-        from mt_repro.engine import convnet_trainer
-    except ImportError:
-        raise BadInput(f"Table {run.table} needs the 13-layer ConvNet runs (the paper's TensorFlow half), "
-                       "which this version of mt-repro cannot train yet; Table 4 can be run, and "
-                       "`mt-repro compare` accepts ConvNet results from elsewhere") from None
+    from mt_repro.engine import convnet_trainer
+
     convnet_trainer.run_planned(run, directory, data_dirs=data_dirs, device=device, progress=progress, echo=echo)
