@@ -328,19 +328,12 @@ def _convnet_run(dataset: str, n_labels: str, n_extra: int, model: str, *, data_
 
 
 def _convnet_overrides(pairs) -> dict:
+    import typing
+
+    from mt_repro.config import parse_overrides
     from mt_repro.convnet_config import ConvNetSettings
 
-    known = set(ConvNetSettings.__dataclass_fields__)
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise BadInput(f"--set expects key=value, got {pair!r}")
-        if key not in known:
-            raise BadInput(f"--set: unknown setting {key!r}; known: {', '.join(sorted(known))}")
-        values[key] = value.strip()
-    return values
+    return parse_overrides(pairs, typing.get_type_hints(ConvNetSettings))
 
 
 def _print_convnet_summary(summary: dict) -> None:

@@ -116,8 +116,13 @@ def _shown(name: Any) -> str:
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
-    """Check ``value`` against the field's type; accept strings as from ``--set key=value``."""
-    hint = _HINTS[name]
+    return coerce_setting(_HINTS, name, value, source)
+
+
+def coerce_setting(hints: dict[str, Any], name: str, value: Any, source: str) -> Any:
+    """Check ``value`` against the type of the dataclass field ``name`` (``hints``: its type
+    hints); accept strings as from ``--set key=value``."""
+    hint = hints[name]
     options = typing.get_args(hint) or (hint,)
     if value is None or (isinstance(value, str) and value.lower() == "none"):
         if type(None) in options:
@@ -156,17 +161,19 @@ def _convert(kind: type, value: Any) -> Any:
     raise TypeError(kind)
 
 
-def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, Any]:
-    """``["lr=0.1", "nesterov=false"]`` -> checked values, for ``--set``."""
+def parse_overrides(pairs: typing.Iterable[str], hints: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``["lr=0.1", "nesterov=false"]`` -> checked values, for ``--set`` (of ``TrainConfig``,
+    or of the dataclass whose type ``hints`` are given)."""
+    hints = _HINTS if hints is None else hints
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise BadInput(f"--set expects key=value, got {pair!r}")
-        if key not in _HINTS:
-            raise BadInput(f"--set: unknown setting {key!r}; known: {', '.join(sorted(_HINTS))}")
-        overrides[key] = _coerce(key, value.strip(), "--set")
+        if key not in hints:
+            raise BadInput(f"--set: unknown setting {key!r}; known: {', '.join(sorted(hints))}")
+        overrides[key] = coerce_setting(hints, key, value.strip(), "--set")
     return overrides
 
 

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mt_repro.config import coerce_setting
 from mt_repro.errors import BadInput
 
 MODELS = ("mean_teacher", "pi", "supervised")
@@ -80,7 +81,7 @@ class ConvNetSettings:
         unknown = sorted(set(values) - set(_HINTS), key=str)
         if unknown:
             raise BadInput(f"{source}: unknown setting(s) {', '.join(map(repr, unknown))}")
-        return cls(**{k: _coerce(k, v, source) for k, v in values.items()}).validate(source)
+        return cls(**{k: coerce_setting(_HINTS, k, v, source) for k, v in values.items()}).validate(source)
 
     def validate(self, source: str = "settings") -> "ConvNetSettings":
         def bad(message: str) -> BadInput:
@@ -118,39 +119,6 @@ class ConvNetSettings:
 
 
 _HINTS = typing.get_type_hints(ConvNetSettings)
-
-
-def _coerce(name: str, value: Any, source: str) -> Any:
-    hint = _HINTS[name]
-    options = typing.get_args(hint) or (hint,)
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        if type(None) in options:
-            return None
-        raise BadInput(f"{source}: {name} cannot be empty")
-    for option in options:
-        if option is type(None):
-            continue
-        if option is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                return value.lower() == "true"
-            continue
-        if option is str:
-            if isinstance(value, str):
-                return value
-            continue
-        if isinstance(value, bool):
-            continue
-        try:
-            converted = option(value)
-        except (TypeError, ValueError):
-            continue
-        if option is int and isinstance(value, float) and converted != value:
-            continue
-        return converted
-    expected = " or ".join(o.__name__ for o in options if o is not type(None))
-    raise BadInput(f"{source}: {name}={value!r} is not a valid {expected}")
 
 
 @dataclass(frozen=True)
