@@ -150,8 +150,8 @@ def splits_command(dataset: str, n_labels: str, data_seed: int, data_dir: Path |
 @click.option("--no-progress", is_flag=True)
 def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
            config: Path | None, no_progress: bool) -> None:
-    """Supervised-only vs. Mean Teacher on scikit-learn's bundled 8x8 digits (real data, no
-    download): a few minutes on a laptop CPU, test error over several data seeds."""
+    """Supervised-only against Mean Teacher on scikit-learn's bundled 8x8 digits (real data,
+    no download): a few minutes on a laptop CPU, test error over several data seeds."""
     from mt_repro.engine import digits_demo
 
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config,
@@ -353,7 +353,7 @@ def _print_convnet_summary(summary: dict) -> None:
 @click.option("--no-progress", is_flag=True)
 def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, ...], dry_run: bool,
              device: str, no_progress: bool) -> None:
-    """Run the grid of one of the paper's SVHN ablations (Fig. 4), skipping finished runs and
+    """Run the grid of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
     resuming interrupted ones: svhn_250_vary_{consistency_cost,dropout,ema_decay,
     logit_distance_cost,perturbation,trust}."""
     from mt_repro.convnet_config import load_experiment
@@ -604,8 +604,8 @@ def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Pat
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("curves.png"), show_default=True)
 def plot_command(run_dirs: tuple[Path, ...], out: Path) -> None:
-    """Training curves like the paper's Fig. 3: student and teacher classification cost and
-    error against steps, log scale, runs overlaid."""
+    """Training curves in the style of the paper's Figure 3: student and teacher
+    classification cost and error against steps, log scale, runs overlaid."""
     from mt_repro.paper import plot
 
     click.echo(f"wrote {plot.write_plot(list(run_dirs), out)}")
