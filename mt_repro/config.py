@@ -54,6 +54,7 @@ class TrainConfig:
     out_dir: str | None = None    # None: results/<runner>/<date>/<run>
     seed: int | None = None       # seeds random, numpy.random, torch in that order
     device: str = "auto"          # auto: cuda when available, else cpu
+    method: str = "mean_teacher"  # a registered method (mt_repro.methods.registry)
 
     def validate(self) -> "TrainConfig":
         """Raise ``BadInput`` naming the first inconsistent setting."""
@@ -68,6 +69,10 @@ class TrainConfig:
             raise bad(f"arch {self.arch!r} is not one of {', '.join(models.available())}")
         if self.consistency_type not in CONSISTENCY_TYPES:
             raise bad(f"consistency_type {self.consistency_type!r} is not one of mse, kl")
+        from mt_repro.methods import registry
+
+        if self.method not in registry.method_names():
+            raise bad(f"method {self.method!r} is not one of {', '.join(registry.method_names())}")
         if bool(self.exclude_unlabeled) == bool(self.labeled_batch_size):
             raise bad("set exactly one of exclude_unlabeled and labeled_batch_size "
                       f"(got exclude_unlabeled={self.exclude_unlabeled}, "

@@ -30,6 +30,7 @@ from mt_repro.logs.runlog import RunLog
 from mt_repro.methods.losses import classification_cost
 from mt_repro.methods.mean_teacher import (MeanTeacher, NonFiniteLoss, accuracy, create_teacher,
                                            learning_rate)
+from mt_repro.methods.registry import create_method
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -121,7 +122,7 @@ class Trainer:
         teacher = create_teacher(factory)
         self.optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-        self.method = MeanTeacher(cfg, student, teacher)
+        self.method = create_method(cfg, student, teacher)
         self._prepare_out_dir()
         return self
 

@@ -16,6 +16,7 @@ from torch import nn
 from mt_repro.config import TrainConfig
 from mt_repro.errors import RunFailed
 from mt_repro.methods import ramps
+from mt_repro.methods.registry import register
 from mt_repro.methods.losses import (CONSISTENCY_COSTS, NO_LABEL, classification_cost,
                                      symmetric_mse_loss)
 
@@ -72,6 +73,7 @@ class StepResult:
     labeled_minibatch_size: int
 
 
+@register("mean_teacher")
 class MeanTeacher:
     """The method: its costs and the teacher update. ``global_step`` counts SGD steps."""
 
@@ -120,21 +122,27 @@ class MeanTeacher:
             values["cons_loss"] = 0.0
 
         loss = class_loss + consistency_loss + res_loss
-        loss_value = loss.item()
-        if not math.isfinite(loss_value) or loss_value > MAX_LOSS:
-            raise NonFiniteLoss(loss_value, values)
-        values["loss"] = loss_value
-
-        top1, top5 = accuracy(class_logit.detach(), targets, topk=(1, 5))
-        ema_top1, ema_top5 = accuracy(teacher_logit, targets, topk=(1, 5))
-        values.update(top1=top1, error1=100.0 - top1, top5=top5, error5=100.0 - top5,
-                      ema_top1=ema_top1, ema_error1=100.0 - ema_top1,
-                      ema_top5=ema_top5, ema_error5=100.0 - ema_top5)
-        return StepResult(loss, values, labeled_minibatch_size)
+        return step_result(loss, values, class_logit, teacher_logit, targets)
 
     def after_optimizer_step(self) -> None:
         self.global_step += 1
         update_teacher(self.student, self.teacher, self.config.ema_decay, self.global_step)
+
+
+def step_result(loss: torch.Tensor, values: dict[str, float], class_logit: torch.Tensor,
+                teacher_logit: torch.Tensor, targets: torch.Tensor) -> StepResult:
+    """Check the loss (the original's explosion guard), add it and the student's and teacher's
+    minibatch precision to ``values``: the end of every method's step."""
+    loss_value = loss.item()
+    if not math.isfinite(loss_value) or loss_value > MAX_LOSS:
+        raise NonFiniteLoss(loss_value, values)
+    values["loss"] = loss_value
+    top1, top5 = accuracy(class_logit.detach(), targets, topk=(1, 5))
+    ema_top1, ema_top5 = accuracy(teacher_logit.detach(), targets, topk=(1, 5))
+    values.update(top1=top1, error1=100.0 - top1, top5=top5, error5=100.0 - top5,
+                  ema_top1=ema_top1, ema_error1=100.0 - ema_top1,
+                  ema_top5=ema_top5, ema_error5=100.0 - ema_top5)
+    return StepResult(loss, values, int(targets.ne(NO_LABEL).sum()))
 
 
 class NonFiniteLoss(RunFailed):

@@ -1,0 +1,47 @@
+"""What the methods other than Mean Teacher share: options from their settings file, an EMA
+of the student evaluated beside it (as Mean Teacher's teacher, so every run reports both), the
+step counter, and the supervised part of the loss as the original computed it (summed
+cross-entropy over labeled samples ÷ the whole minibatch)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from mt_repro.errors import BadInput
+from mt_repro.methods.losses import classification_cost
+from mt_repro.methods.mean_teacher import consistency_weight, update_teacher
+from mt_repro.methods.registry import method_settings
+
+
+class EMAMethod:
+    Options: type = type(None)  # a dataclass of the method's own settings
+
+    def __init__(self, config, student: nn.Module, teacher: nn.Module, options: Any = None):
+        self.config = config
+        self.student = student
+        self.teacher = teacher
+        self.options = options if options is not None else load_options(self.method_name, self.Options)
+        self.global_step = 0
+
+    def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return classification_cost(logits, targets) / len(targets)
+
+    def weight(self, epoch: int) -> float:
+        """The consistency weight of the run's config, ramped up as Mean Teacher's."""
+        return consistency_weight(self.config, epoch) if self.config.consistency else 0.0
+
+    def after_optimizer_step(self) -> None:
+        self.global_step += 1
+        update_teacher(self.student, self.teacher, self.config.ema_decay, self.global_step)
+
+
+def load_options(name: str, options_class: type) -> Any:
+    values = method_settings(name).get("options", {})
+    fields = {f.name for f in dataclasses.fields(options_class)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise BadInput(f"configs/methods/{name}.toml: unknown option(s) {', '.join(unknown)}")
+    return options_class(**values)

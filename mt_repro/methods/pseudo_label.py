@@ -1,0 +1,51 @@
+"""Pseudo-Label (Lee, ICML 2013 workshop), iteration variant: each unlabeled sample whose most
+likely class the student predicts with probability ≥ ``threshold`` counts as labeled with that
+class (recomputed every step, no gradient through the choice), weighted by the ramped-up
+consistency weight (α(t) of the paper). The threshold is that of Oliver et al. (NeurIPS 2018),
+the common re-implementation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mt_repro.methods.base import EMAMethod
+from mt_repro.methods.losses import NO_LABEL
+from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.methods.registry import register
+
+
+@dataclass(frozen=True)
+class PseudoLabelOptions:
+    threshold: float = 0.95
+
+
+def pseudo_label_cost(logits: torch.Tensor, targets: torch.Tensor, threshold: float) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of the unlabeled samples against their confident arg-max class;
+    returns it and how many samples were confident."""
+    with torch.no_grad():
+        probabilities = F.softmax(logits, dim=1)
+        confidence, guess = probabilities.max(dim=1)
+        chosen = targets.eq(NO_LABEL) & confidence.ge(threshold)
+    if not chosen.any():
+        return logits.sum() * 0.0, 0
+    return F.cross_entropy(logits[chosen], guess[chosen], reduction="sum"), int(chosen.sum())
+
+
+@register("pseudo_label")
+class PseudoLabel(EMAMethod):
+    Options = PseudoLabelOptions
+
+    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
+               epoch: int) -> StepResult:
+        logits, _ = self.student(student_input)
+        with torch.no_grad():
+            ema_logits, _ = self.teacher(teacher_input)
+        class_loss = self.class_loss(logits, targets)
+        weight = self.weight(epoch)
+        cost, confident = pseudo_label_cost(logits, targets, self.options.threshold)
+        pseudo = weight * cost / len(targets)
+        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": pseudo.item(),
+                  "pseudo_labeled": float(confident)}
+        return step_result(class_loss + pseudo, values, logits, ema_logits, targets)
