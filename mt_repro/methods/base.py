@@ -29,6 +29,15 @@ class EMAMethod:
     def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return classification_cost(logits, targets) / len(targets)
 
+    def common_part(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
+                    epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """The student's logits on its view, the EMA model's on the other (no gradient), the
+        supervised loss and the step's consistency weight: how every method's step begins."""
+        logits, _ = self.student(student_input)
+        with torch.no_grad():
+            ema_logits, _ = self.teacher(teacher_input)
+        return logits, ema_logits, self.class_loss(logits, targets), self.weight(epoch)
+
     def weight(self, epoch: int) -> float:
         """The consistency weight of the run's config, ramped up as Mean Teacher's."""
         return consistency_weight(self.config, epoch) if self.config.consistency else 0.0

@@ -36,11 +36,7 @@ class ICT(EMAMethod):
 
     def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                epoch: int) -> StepResult:
-        logits, _ = self.student(student_input)
-        with torch.no_grad():
-            ema_logits, _ = self.teacher(teacher_input)
-        class_loss = self.class_loss(logits, targets)
-        weight = self.weight(epoch)
+        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
         unlabeled = targets.eq(NO_LABEL)
         cost = logits.sum() * 0.0
         if unlabeled.sum() > 1:

@@ -39,11 +39,7 @@ class PseudoLabel(EMAMethod):
 
     def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                epoch: int) -> StepResult:
-        logits, _ = self.student(student_input)
-        with torch.no_grad():
-            ema_logits, _ = self.teacher(teacher_input)
-        class_loss = self.class_loss(logits, targets)
-        weight = self.weight(epoch)
+        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
         cost, confident = pseudo_label_cost(logits, targets, self.options.threshold)
         pseudo = weight * cost / len(targets)
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": pseudo.item(),
