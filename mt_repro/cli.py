@@ -575,30 +575,41 @@ def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, data
 
 @cli.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--table", "table", type=int, help="compare with this table only")
+@click.option("--table", "table", type=int, help="judge the runs against this table only")
 @click.option("--out", type=click.Path(path_type=Path), help="also write comparison.md and comparison.csv here")
-@click.option("--html", "html_file", type=click.Path(path_type=Path), help="a self-contained HTML report")
+@click.option("--html", "html_file", type=click.Path(path_type=Path),
+              help="a self-contained HTML report: the table and each cell's training curves")
 @click.pass_context
 def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Path | None, html_file: Path | None) -> None:
-    """Our runs (or the original code's run directories) against the paper's numbers: mean ± std,
-    n, difference, Welch's t-test and a verdict per cell. Exit 0 when every cell is reproduced."""
-    from mt_repro.paper import compare, runs
+    """Our runs (or the original code's) against the paper's numbers: mean ± std, n, difference,
+    Welch's t-test and a verdict per cell. Exit 0 when every cell is reproduced, 1 otherwise.
 
+    RUN_DIR may be a run or a directory holding runs. Ours are found by summary.json, the
+    original PyTorch code's by ema_validation.msgpack or its `port-log` CSV, ema_validation.csv,
+    in the original's results/<runner>/<date>/<labels>_<seed>/ layout."""
+    from mt_repro.paper import compare, report, results, runs
+
+    if table is not None:
+        results.check_table_number(table)
     found = runs.find_runs(list(run_dirs))
     comparisons = compare.compare(found, table)
-    click.echo(compare.terminal_table(comparisons))
+    click.echo(report.terminal_table(comparisons))
     try:
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "comparison.md").write_text(compare.markdown_table(comparisons) + "\n")
-            (out / "comparison.csv").write_text(compare.csv_text(comparisons))
+            (out / "comparison.md").write_text(report.markdown(comparisons))
+            (out / "comparison.csv").write_text(report.csv_text(comparisons))
             click.echo(f"wrote {out / 'comparison.md'} and {out / 'comparison.csv'}")
         if html_file is not None:
-            from mt_repro.paper import plot, report
+            from mt_repro.paper import plot
 
-            ours = [r.path for r in found if (r.path / "training.jsonl").is_file()]
-            png = plot.png_bytes(ours) if ours else None
-            html_file.write_text(report.html_report(comparisons, png))
+            plots = []
+            for c in comparisons:
+                curves = [r.path for r in c.runs if (r.path / plot.TRAINING_LOG).is_file()]
+                if curves:
+                    caption = f"Table {c.paper.table}, {c.paper.row}: {c.paper.key.describe()}"
+                    plots.append((caption, plot.png_bytes(curves, caption)))
+            html_file.write_text(report.html_page(comparisons, plots))
             click.echo(f"wrote {html_file}")
     except OSError as exc:
         raise BadInput(f"cannot write the report: {exc.strerror or exc}") from None
@@ -611,12 +622,15 @@ def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Pat
 @cli.command("plot")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("curves.png"), show_default=True)
-def plot_command(run_dirs: tuple[Path, ...], out: Path) -> None:
+@click.option("--title", help="a title above the curves")
+def plot_command(run_dirs: tuple[Path, ...], out: Path, title: str | None) -> None:
     """Training curves in the style of the paper's Figure 3: student and teacher
-    classification cost and error against steps, log scale, runs overlaid."""
+    classification cost and error against steps, log scale, runs overlaid.
+
+    RUN_DIR may be a run (it holds training.jsonl) or a directory holding runs."""
     from mt_repro.paper import plot
 
-    click.echo(f"wrote {plot.write_plot(list(run_dirs), out)}")
+    click.echo(f"wrote {plot.write_plot(list(run_dirs), out, title)}")
 
 
 def _one_line(message: str) -> str:

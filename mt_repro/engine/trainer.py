@@ -253,7 +253,11 @@ class Trainer:
         summary = {
             "dataset": self.config.dataset,
             "arch": self.config.arch,
+            "method": self.config.method,   # the cell of `mt-repro compare` (mt_repro.paper.runs)
             "labels": self.config.labels,
+            # The label file's number (10.txt -> 10), the ResNet runs' data seed.
+            "data_seed": int(Path(self.config.labels).stem) if self.config.labels
+            and Path(self.config.labels).stem.isdigit() else None,
             "epochs": self.config.epochs,
             "global_step": self.method.global_step,
             "student_prec1": student.get("top1/avg"),

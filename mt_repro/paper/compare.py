@@ -1,23 +1,34 @@
-"""Our runs against the paper, cell by cell, with a verdict a reviewer can accept.
+"""Our runs against the paper, cell by cell, with a verdict a reviewer can check.
 
-For each cell (dataset, model family, method, labels, extra images) with runs: our mean and
-sample standard deviation over n runs, the paper's mean ± std over its n runs, the difference,
-and Welch's t-test of the two means (``scipy.stats.ttest_ind_from_stats``, unequal variances).
-Verdict: fewer than 2 runs of ours, or a paper number without a spread -> "not enough runs";
-p >= ALPHA -> "reproduced" (no significant difference); otherwise "worse" (our error higher) or
-"better". Not rejecting equality is not proof of it: with 2-3 runs only large differences are
-detected, which is why n is shown beside every verdict.
+For each cell with runs: our mean and sample standard deviation (n - 1) over n runs, the paper's
+mean ± std over its n runs, the difference, and Welch's t-test of the two means from those
+summary statistics (``scipy.stats.ttest_ind_from_stats(..., equal_var=False)``, two-sided).
+Verdicts:
+
+* ``not enough runs``: fewer than 2 runs of ours (no spread, so no test);
+* ``reproduced``: p >= ALPHA (0.05), no significant difference from the paper's mean;
+* ``worse`` / ``better``: p < ALPHA and our mean error is higher / lower than the paper's.
+
+Not rejecting equality is not proof of it: with 2-3 runs only large differences are detected,
+which is why n stands beside every verdict.
+
+Runs are pooled into a cell only when they are the same experiment; anything else is an error
+(``BadInput``, exit 2) rather than a silently wrong mean. "Mixed" means:
+
+* with ``--table N``, a run whose method and label count name a cell of Table N but whose
+  dataset or network family is not that cell's (an SVHN run against CIFAR-10's Table 2, a ResNet
+  CIFAR-10 run in Table 2's ConvNet cell);
+* runs of one cell that trained for different numbers of steps (``global_step`` of our
+  summaries), e.g. a shortened trial run beside full-length runs.
 """
 from __future__ import annotations
 
-import csv
-import io
-import math
 import statistics
 from dataclasses import dataclass
 
 from mt_repro.errors import BadInput
-from mt_repro.paper.results import CellKey, PaperNumber, check_table_number, paper_numbers
+from mt_repro.paper.results import (CellKey, PaperNumber, check_table_number, context_numbers, paper_numbers,
+                                    scheduled_numbers)
 from mt_repro.paper.runs import RunResult
 
 ALPHA = 0.05
@@ -28,6 +39,7 @@ REPRODUCED, WORSE, BETTER, NOT_ENOUGH = "reproduced", "worse", "better", "not en
 class CellComparison:
     paper: PaperNumber
     runs: tuple[RunResult, ...]
+    values: tuple[float, ...]
     mean: float
     std: float | None
     t: float | None
@@ -36,97 +48,107 @@ class CellComparison:
 
     @property
     def n(self) -> int:
-        return len(self.runs)
+        return len(self.values)
 
     @property
     def difference(self) -> float:
         return self.mean - self.paper.mean
 
+    @property
+    def context(self) -> list[PaperNumber]:
+        return context_numbers(self.paper)
+
 
 def welch(mean: float, std: float, n: int, paper: PaperNumber) -> tuple[float, float]:
+    """Welch's t statistic and two-sided p of our mean against the paper's (unequal variances)."""
     from scipy import stats
 
     result = stats.ttest_ind_from_stats(mean, std, n, paper.mean, paper.std, paper.n_runs, equal_var=False)
     return float(result.statistic), float(result.pvalue)
 
 
+def verdict_of(values: list[float], paper: PaperNumber) -> tuple[float, float | None, float | None, float | None, str]:
+    """Mean, sample std, t, p and verdict of our ``values`` against ``paper``."""
+    mean = statistics.fmean(values)
+    if len(values) < 2 or paper.std is None or not paper.n_runs or paper.n_runs < 2:
+        return mean, None if len(values) < 2 else statistics.stdev(values), None, None, NOT_ENOUGH
+    std = statistics.stdev(values)
+    t, p = welch(mean, std, len(values), paper)
+    verdict = REPRODUCED if p >= ALPHA else (WORSE if mean > paper.mean else BETTER)
+    return mean, std, t, p, verdict
+
+
 def compare(runs: list[RunResult], table: int | None = None) -> list[CellComparison]:
-    numbers = [n for n in paper_numbers() if n.runnable and (table is None or n.table == check_table_number(table))]
-    by_key: dict[CellKey, PaperNumber] = {}
-    for number in numbers:
-        by_key.setdefault(number.key, number)  # Tables 1 and 3 share cells: the same number
-    cells: dict[CellKey, list[RunResult]] = {}
-    for run in runs:
-        if run.key not in by_key:
-            raise BadInput(_no_cell_message(run, table, numbers))
-        cells.setdefault(run.key, []).append(run)
+    """One comparison per cell that has runs, in the paper's order."""
+    cells = assign_cells(runs, table)
+    order = {number: index for index, number in enumerate(paper_numbers())}
     comparisons = []
-    for key, cell_runs in cells.items():
-        paper = by_key[key]
-        missing = [r.path for r in cell_runs if paper.metric not in r.errors]
+    for number, cell_runs in sorted(cells.items(), key=lambda item: order[item[0]]):
+        missing = [r.path for r in cell_runs if number.metric not in r.errors]
         if missing:
-            raise BadInput(f"{missing[0]} has no {paper.metric} to compare with the paper's")
-        values = [r.errors[paper.metric] for r in cell_runs]
-        mean = statistics.fmean(values)
-        std = statistics.stdev(values) if len(values) > 1 else None
-        t = p = None
-        if std is None or paper.std is None or not paper.n_runs or paper.n_runs < 2:
-            verdict = NOT_ENOUGH
-        elif std == 0 and paper.std == 0:
-            verdict = REPRODUCED if mean == paper.mean else (WORSE if mean > paper.mean else BETTER)
-        else:
-            t, p = welch(mean, std, len(values), paper)
-            verdict = REPRODUCED if p >= ALPHA else (WORSE if mean > paper.mean else BETTER)
-        comparisons.append(CellComparison(paper, tuple(cell_runs), mean, std, t, p, verdict))
-    comparisons.sort(key=lambda c: (c.paper.table, c.paper.key))
+            raise BadInput(f"{missing[0]} has no {number.metric} to compare with the paper's")
+        values = [r.errors[number.metric] for r in cell_runs]
+        mean, std, t, p, verdict = verdict_of(values, number)
+        comparisons.append(CellComparison(number, tuple(cell_runs), tuple(values), mean, std, t, p, verdict))
     return comparisons
 
 
-def _no_cell_message(run: RunResult, table: int | None, numbers: list[PaperNumber]) -> str:
-    where = f"Table {table}" if table else "the paper"
-    datasets = sorted({n.key.dataset for n in numbers})
-    if table and run.key.dataset not in datasets:
-        return (f"mixed datasets: {where} is about {', '.join(datasets)}, but {run.path} is a "
-                f"{run.key.dataset} run")
-    return f"{run.path} ({run.key.describe()}) matches no result of {where}"
+def assign_cells(runs: list[RunResult], table: int | None = None) -> dict[PaperNumber, list[RunResult]]:
+    """The paper's number each run is judged against; ``BadInput`` for runs that fit no cell or
+    would mix experiments in one."""
+    if table is not None:
+        check_table_number(table)
+    candidates = scheduled_numbers(table)
+    by_key: dict[CellKey, PaperNumber] = {}
+    for number in candidates:
+        by_key.setdefault(number.key, number)   # Tables 1 and 3 share cells; the first names them
+    cells: dict[PaperNumber, list[RunResult]] = {}
+    for run in runs:
+        if run.key not in by_key:
+            raise BadInput(_unmatched(run, table, candidates))
+        cells.setdefault(by_key[run.key], []).append(run)
+    for number, cell_runs in cells.items():
+        lengths = sorted({r.global_step for r in cell_runs if r.global_step is not None})
+        if len(lengths) > 1:
+            short = next(r for r in cell_runs if r.global_step == lengths[0])
+            long = next(r for r in cell_runs if r.global_step == lengths[-1])
+            raise BadInput(f"mixed training lengths in the cell {number.key.describe()}: {short.path} trained "
+                           f"{lengths[0]:,} steps, {long.path} {lengths[-1]:,}; compare runs of one configuration")
+    return cells
 
 
-# --- output -------------------------------------------------------------------------------
-HEADER = ["table", "cell", "metric", "ours mean", "ours std", "n", "paper mean", "paper std", "paper n",
-          "difference", "t", "p", "verdict", "paper number checked"]
-
-
-def rows(comparisons: list[CellComparison]) -> list[list[str]]:
-    def number(value, digits=2):
-        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-    return [[str(c.paper.table), c.paper.key.describe(), c.paper.metric, number(c.mean), number(c.std), str(c.n),
-             number(c.paper.mean), number(c.paper.std), str(c.paper.n_runs or ""), f"{c.difference:+.2f}",
-             number(c.t), number(c.p, 3), c.verdict, c.paper.checked] for c in comparisons]
-
-
-def terminal_table(comparisons: list[CellComparison]) -> str:
-    shown = [0, 1, 3, 4, 5, 6, 7, 9, 11, 12]
-    table = [[HEADER[i] for i in shown]] + [[row[i] for i in shown] for row in rows(comparisons)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(shown))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def markdown_table(comparisons: list[CellComparison]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(comparisons)]
-    return "\n".join(lines)
-
-
-def csv_text(comparisons: list[CellComparison]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HEADER)
-    writer.writerows(rows(comparisons))
-    return buffer.getvalue()
+def _unmatched(run: RunResult, table: int | None, candidates: list[PaperNumber]) -> str:
+    key = run.key
+    if table is not None:
+        same_place = [n for n in candidates if (n.key.method, n.key.n_labels, n.key.extra_unlabeled)
+                      == (key.method, key.n_labels, key.extra_unlabeled) and n.metric in run.errors]
+        if same_place:
+            cell = same_place[0]
+            what = "datasets" if cell.key.dataset != key.dataset else "networks"
+            return (f"mixed {what}: Table {table}'s cell '{cell.row}, {cell.key.n_labels} labels' is "
+                    f"{cell.key.dataset} with {cell.key.architecture}, but {run.path} is {key.dataset} "
+                    f"with {key.architecture}")
+        elsewhere = [n.table for n in scheduled_numbers() if n.key == key]
+        use = f": compare it with --table {elsewhere[0]}" if elsewhere else ""
+        datasets = sorted({n.key.dataset for n in candidates})
+        if key.dataset not in datasets:
+            return (f"mixed datasets: Table {table} is about {', '.join(datasets)}, but {run.path} is a "
+                    f"{key.dataset} run{use}")
+        if elsewhere:
+            return f"{run.path} ({key.describe()}) is a result of Table {elsewhere[0]}, not of Table {table}{use}"
+        return f"{run.path} ({key.describe()}) matches no result of Table {table}"
+    related = sorted({(n.key.architecture, n.table) for n in candidates
+                      if (n.key.dataset, n.key.method, n.key.n_labels) == (key.dataset, key.method, key.n_labels)})
+    hint = ""
+    if related:
+        hint = "; the paper's runs of that kind used " + ", ".join(f"{a} (Table {t})" for a, t in related)
+    return f"{run.path} ({key.describe()}) matches no result of the paper{hint}"
 
 
 def all_reproduced(comparisons: list[CellComparison]) -> bool:
     return bool(comparisons) and all(c.verdict == REPRODUCED for c in comparisons)
+
+
+def notes(comparisons: list[CellComparison]) -> list[str]:
+    """What a reader of the verdicts should know about individual runs."""
+    return [note for c in comparisons for run in c.runs for note in run.notes]

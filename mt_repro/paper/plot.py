@@ -1,11 +1,21 @@
 """Training curves in the style of the paper's Fig. 3: classification cost (top) and
 classification error (bottom) of the student (solid) and the teacher (dashed) against training
-steps, log-scale, one colour per run.
+steps, log-scale y axes, one colour per run.
 
-Reads a run's ``training.jsonl`` (per-step ``class_loss``/``ema_class_loss`` and
-``error1``/``ema_error1`` on the labeled part of each minibatch, smoothed with a running mean as
-the paper's figure is) and ``validation.jsonl``/``ema_validation.jsonl`` (``error1/avg`` of each
-evaluation, drawn as markers). Columns a run lacks are skipped.
+Columns read (any a run lacks are skipped; a run with none of them is an error):
+
+* top, ``training.jsonl``: ``step``, ``class_loss`` / ``ema_class_loss``: the student's /
+  teacher's classification cost on the minibatch's labeled images, smoothed by a running mean
+  as the paper's figure is. Both our runners write these; the ResNet runner's cost is divided by
+  the whole minibatch, as the original PyTorch code's, so it sits below the ConvNet runner's by
+  the labeled fraction.
+* bottom, ``validation.jsonl`` / ``ema_validation.jsonl``: ``step`` and ``error1/avg`` of each
+  evaluation on the test set. A run evaluated fewer than twice has no curve there; its training
+  minibatches' error (``error1`` / ``ema_error1`` of ``training.jsonl``, smoothed) is drawn
+  instead, thinner, and the legend says so.
+
+Values of 0 (a perfect minibatch) cannot sit on a log axis: they break the line. Rendered with
+matplotlib's Agg backend (no display needed).
 """
 from __future__ import annotations
 
@@ -17,11 +27,12 @@ import numpy as np
 
 from mt_repro.errors import BadInput
 
-SERIES = {  # panel -> ((training-log column, evaluation log, label), ...) for student, teacher
-    "classification cost": (("class_loss", None, "student"), ("ema_class_loss", None, "teacher")),
-    "classification error %": (("error1", "validation.jsonl", "student"),
-                               ("ema_error1", "ema_validation.jsonl", "teacher")),
-}
+TRAINING_LOG = "training.jsonl"
+COST = (("class_loss", "-"), ("ema_class_loss", "--"))                       # student, teacher
+EVALUATION = (("validation.jsonl", "-"), ("ema_validation.jsonl", "--"))
+TRAINING_ERROR = (("error1", "-"), ("ema_error1", "--"))
+MAX_LEGEND_RUNS = 12
+SMOOTHING_POINTS = 30   # the running mean covers 1/30 of a run's logged rows
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -29,20 +40,45 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or len(values) == 0:
         return values
     cumulative = np.cumsum(np.insert(values, 0, 0.0))
-    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
-    return (cumulative[1:] - cumulative[starts]) / (np.arange(1, len(values) + 1) - starts)
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (cumulative[ends] - cumulative[starts]) / (ends - starts)
 
 
 def _column(rows: list[dict], name: str) -> tuple[np.ndarray, np.ndarray]:
-    points = [(row["step"], row[name]) for row in rows if row.get(name) is not None and "step" in row]
+    points = [(row["step"], row[name]) for row in rows
+              if isinstance(row.get(name), (int, float)) and isinstance(row.get("step"), (int, float))]
     if not points:
         return np.zeros(0), np.zeros(0)
     steps, values = map(np.asarray, zip(*points))
-    return steps.astype(float), values.astype(float)
+    keep = np.isfinite(values)
+    return steps[keep].astype(float), values[keep].astype(float)
 
 
-def figure(run_dirs: list[str | os.PathLike]):
-    """The matplotlib Figure for these run directories."""
+def _log_safe(values: np.ndarray) -> np.ndarray:
+    return np.where(values > 0, values, np.nan)
+
+
+def find_plot_runs(paths: list[str | os.PathLike]) -> list[Path]:
+    """The run directories (holding ``training.jsonl``) in ``paths`` or below them."""
+    runs: dict[Path, None] = {}
+    for given in map(Path, paths):
+        if not given.is_dir():
+            raise BadInput(f"{given} is not a directory" if given.exists() else f"{given} does not exist")
+        found = [given] if (given / TRAINING_LOG).is_file() else sorted(p.parent for p in given.rglob(TRAINING_LOG))
+        if not found:
+            raise BadInput(f"{given} has no {TRAINING_LOG} in it or below it: not a run directory of mt-repro")
+        for run in found:
+            runs.setdefault(run, None)
+    return list(runs)
+
+
+def _name(run: Path) -> str:
+    return "/".join(run.parts[-2:])
+
+
+def figure(run_dirs: list[str | os.PathLike], title: str | None = None):
+    """The matplotlib Figure for these runs (directories, or directories holding them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,63 +86,79 @@ def figure(run_dirs: list[str | os.PathLike]):
 
     from mt_repro.logs.runlog import read_rows
 
-    runs = [Path(d) for d in run_dirs]
-    for run in runs:
-        if not (run / "training.jsonl").is_file():
-            raise BadInput(f"{run} has no training.jsonl: not a run directory of mt-repro")
-    fig, axes = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    runs = find_plot_runs(run_dirs)
+    fig, (cost_axis, error_axis) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = 0
+    drawn, from_training = 0, 0
     for index, run in enumerate(runs):
-        rows = read_rows(run / "training.jsonl")
         colour = colours[index % len(colours)]
-        for axis, (panel, series) in zip(axes, SERIES.items()):
-            for (column, evaluation_log, who), style in zip(series, ("-", "--")):
-                steps, values = _column(rows, column)
-                smoothed = smooth(values, max(1, len(values) // 50))
-                positive = smoothed > 0  # a log axis cannot show a perfect minibatch
-                if positive.any():
-                    axis.plot(steps[positive], smoothed[positive], style, color=colour,
-                              label=f"{run.name} {who}", linewidth=1.2)
+        rows = read_rows(run / TRAINING_LOG)
+        for column, style in COST:
+            steps, values = _column(rows, column)
+            if np.any(values > 0):
+                smoothed = smooth(values, max(1, len(values) // SMOOTHING_POINTS))
+                cost_axis.plot(steps, _log_safe(smoothed), style, color=colour, linewidth=1.2)
+                drawn += 1
+        evaluations = [_column(read_rows(run / log), "error1/avg") + (style,) for log, style in EVALUATION]
+        label = _name(run)
+        if any(len(steps) >= 2 for steps, _, _ in evaluations):
+            for steps, values, style in evaluations:
+                if np.any(values > 0):
+                    error_axis.plot(steps, _log_safe(values), style, color=colour, linewidth=1.2,
+                                    marker="o" if style == "-" else "s", markersize=2.5)
                     drawn += 1
-                if evaluation_log and (run / evaluation_log).is_file():
-                    eval_steps, eval_values = _column(read_rows(run / evaluation_log), "error1/avg")
-                    keep = eval_values > 0
-                    axis.plot(eval_steps[keep], eval_values[keep], "o" if who == "student" else "s",
-                              color=colour, markersize=4, fillstyle="none",
-                              label=f"{run.name} {who}, evaluation")
-            axis.set_yscale("log")
-            axis.set_ylabel(panel)
-            axis.grid(True, which="both", alpha=0.3)
+        else:   # no curve of test-set evaluations: the training minibatches' error instead
+            label += " (error on training minibatches)"
+            from_training += 1
+            for column, style in TRAINING_ERROR:
+                steps, values = _column(rows, column)
+                if np.any(values > 0):
+                    smoothed = smooth(values, max(1, len(values) // SMOOTHING_POINTS))
+                    error_axis.plot(steps, _log_safe(smoothed), style, color=colour, linewidth=0.8)
+                    drawn += 1
+        if len(runs) <= MAX_LEGEND_RUNS:
+            cost_axis.plot([], [], "-", color=colour, label=label)
     if not drawn:
-        raise BadInput("the runs' training logs hold no class_loss/error1 values to plot")
-    axes[-1].set_xlabel("training step")
-    for axis in axes:
-        axis.legend(fontsize=7, ncol=2)
-    axes[0].set_title("student (solid) and teacher (dashed); evaluations as markers")
+        plt.close(fig)
+        raise BadInput("the runs' logs hold no class_loss/ema_class_loss, evaluations or error1/ema_error1 "
+                       "values to plot")
+    error_source = ("training minibatches" if from_training == len(runs) else
+                    "test set" if not from_training else "test set or training minibatches")
+    for axis, name in ((cost_axis, "classification cost\n(training, labeled images)"),
+                       (error_axis, f"classification error %\n({error_source})")):
+        axis.set_yscale("log")
+        axis.set_ylabel(name)
+        axis.grid(True, which="both", alpha=0.3)
+    if len(runs) <= MAX_LEGEND_RUNS:
+        cost_axis.legend(fontsize=7)
+    error_axis.set_xlabel("training step")
+    subtitle = "student solid, teacher (EMA) dashed"
+    cost_axis.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def write_plot(run_dirs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+def write_plot(run_dirs: list[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> Path:
+    import matplotlib.pyplot as plt
+
     out = Path(out)
-    fig = figure(run_dirs)
+    fig = figure(run_dirs, title)
     try:
-        fig.savefig(out, dpi=120)
+        fig.savefig(out, dpi=120, format="png")
     except OSError as exc:
         raise BadInput(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
-        import matplotlib.pyplot as plt
-
         plt.close(fig)
     return out
 
 
-def png_bytes(run_dirs: list[str | os.PathLike]) -> bytes:
+def png_bytes(run_dirs: list[str | os.PathLike], title: str | None = None) -> bytes:
     import matplotlib.pyplot as plt
 
-    fig = figure(run_dirs)
+    fig = figure(run_dirs, title)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return buffer.getvalue()

@@ -1,115 +1,197 @@
-"""Finished runs, read back as (cell, final test error): ours, and the original PyTorch code's.
+"""Finished runs, read back as (cell, final test error): ours, and the original code's.
 
-* Our run directories hold ``summary.json`` (dataset, architecture, labels) and the evaluation
-  logs ``ema_validation.jsonl`` (teacher) / ``validation.jsonl`` (student). The error compared is
-  the last evaluation's: the teacher's for Mean Teacher (the paper reports the EMA model), the
-  student's for the other methods. Keys a summary lacks take defaults: method ``mean_teacher``,
-  no extra images.
-* The original PyTorch code's run directories, ``results/<runner>/<date>/<labels>_<seed>/``
-  with ``ema_validation.msgpack``, are read directly (no conversion needed): the runner's name
-  gives the experiment (``cifar10_test``, ``imagenet_valid``), the directory name the labels.
-  Beware: the original saved a log only when 300 s had passed since its last save, so its file
-  may lack the final evaluation; the last row present is used, and its epoch is reported.
+A run directory is recognised by one of these files (``find_runs`` looks for them in the given
+directories and everywhere below them):
+
+* ``summary.json``: a run of ours, ResNet (``mt_repro.engine.trainer``) or ConvNet
+  (``mt_repro.engine.convnet_trainer``). The cell comes from the summary: ``dataset``, ``arch``,
+  ``n_labeled``, and, where present, ``method`` (default ``mean_teacher``: the ResNet runs before
+  the method registry did not write it) and ``extra_unlabeled`` (default 0). The error is the final
+  evaluation's: ``teacher_error1`` for Mean Teacher (the paper reports the EMA model), else
+  ``student_error1``; when the summary lacks it, and for top-5 (ImageNet), the last row of
+  ``ema_validation.jsonl`` / ``validation.jsonl`` (``error1/avg``, ``error5/avg``).
+* ``ema_validation.msgpack`` (the original PyTorch code's log, read as is) or
+  ``ema_validation.csv`` (the same log converted by ``mt-repro port-log``): a run of the original
+  PyTorch code (Table 4). The directory must keep the original's layout,
+  ``<runner>/<date>/<run>/``, because that is where the original recorded the cell: the runner
+  (``cifar10_test`` or ``imagenet_valid``) gives the experiment, the run name ``<labels>_<seed>``
+  the labels. The error is the last row's ``error1/avg`` / ``error5/avg``. The original saved a
+  log only when 300 s had passed since its last save (``pytorch/mean_teacher/run_context.py``), so
+  the file may end before the last evaluation: the epoch of the row used is kept and a note says
+  when it is not the run's last.
+
+The original TensorFlow code's directories (``results/<runner>/<date>/<data seed>/``) do not record
+the labels or the model of a run, so they cannot be assigned to a cell and are not read.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mt_repro.errors import BadInput
-from mt_repro.paper.results import CellKey
+from mt_repro.paper.results import ALL_LABELS, CellKey
 
+SUMMARY = "summary.json"
+ORIGINAL_LOGS = ("ema_validation.msgpack", "ema_validation.csv")
+# Network families as the paper's rows name them, by the ``arch`` of a run.
 ARCHITECTURES = {"cifar_shakeshake26": "shakeshake26", "resnext152": "resnext152", "convnet13": "convnet13",
                  "cifar_shakeshake_mini": "shakeshake_mini"}
-METRIC_COLUMNS = {"test_error_pct": "error1/avg", "top5_error_pct": "error5/avg"}
-# The original PyTorch runners whose results the paper reports (Table 4).
-ORIGINAL_RUNNERS = {"cifar10_test": ("cifar10", "shakeshake26"), "imagenet_valid": ("imagenet", "resnext152")}
-IMAGENET_LABELS = 128000
+METHOD_ALIASES = {"pi": "pi_model"}   # the ConvNet runner's name for the Pi model
+DEFAULT_METHOD = "mean_teacher"
+LOG_COLUMNS = {"test_error_pct": "error1/avg", "top5_error_pct": "error5/avg"}
+# The original PyTorch runners behind Table 4 (pytorch/experiments/cifar10_test.py and
+# imagenet_valid.py): their dataset, network and epochs per label count.
+ORIGINAL_RUNNERS = {"cifar10_test": ("cifar10", "shakeshake26", {4000: 300, 1000: 180}),
+                    "imagenet_valid": ("imagenet", "resnext152", {128000: 60})}
+IMAGENET_LABELS = 128000   # imagenet_valid.py always used the 10% label file
 
 
 @dataclass(frozen=True)
 class RunResult:
     path: Path
     key: CellKey
-    errors: dict[str, float]     # metric -> final error (percent) of the reported model
-    evaluated_at: float          # epoch of that evaluation
-    source: str                  # "mt-repro" or "original code"
+    errors: dict[str, float]       # metric -> final error (percent) of the reported network
+    network: str                   # "teacher" or "student": whose error ``errors`` holds
+    source: str                    # "mt-repro" or "original code"
+    global_step: int | None = None   # training steps of our runs, to catch mixed configurations
+    evaluated_at: float | None = None  # epoch of the original code's evaluation that was read
+    notes: tuple[str, ...] = field(default=())
+
+
+def reported_network(method: str) -> str:
+    """The paper reports Mean Teacher's EMA model (the teacher) and the other methods' network."""
+    return "teacher" if method == "mean_teacher" else "student"
 
 
 def find_runs(paths: list[str | os.PathLike]) -> list[RunResult]:
-    """Every run directory in ``paths`` or below them (a run is a directory with our
-    ``summary.json`` or the original's ``ema_validation.msgpack``)."""
-    results = []
+    """Every run in ``paths`` or below them, each once."""
+    directories: dict[Path, None] = {}
     for given in map(Path, paths):
         if not given.exists():
             raise BadInput(f"{given} does not exist")
         if given.is_file():
             raise BadInput(f"{given} is a file; give run directories (or directories holding them)")
-        found = sorted({p.parent for pattern in ("summary.json", "ema_validation.msgpack")
-                        for p in given.rglob(pattern)} | ({given} if _is_run(given) else set()))
+        found = {p.parent for name in (SUMMARY, *ORIGINAL_LOGS) for p in given.rglob(name)}
+        if _is_run(given):
+            found.add(given)
         if not found:
-            raise BadInput(f"{given} holds no finished run (no summary.json or ema_validation.msgpack "
-                           "in it or below it)")
-        results += [read_run(directory) for directory in found]
-    return results
+            raise BadInput(f"{given} holds no finished run: no {SUMMARY} (ours) or "
+                           f"{' / '.join(ORIGINAL_LOGS)} (the original code's) in it or below it")
+        for directory in sorted(found):
+            directories.setdefault(directory.resolve(), None)
+    return [read_run(directory) for directory in directories]
 
 
 def _is_run(directory: Path) -> bool:
-    return (directory / "summary.json").is_file() or (directory / "ema_validation.msgpack").is_file()
+    return any((directory / name).is_file() for name in (SUMMARY, *ORIGINAL_LOGS))
 
 
-def read_run(directory: Path) -> RunResult:
-    if (directory / "summary.json").is_file():
+def read_run(directory: str | os.PathLike) -> RunResult:
+    directory = Path(directory)
+    if (directory / SUMMARY).is_file():
         return _read_ours(directory)
     return _read_original(directory)
 
 
+# --- ours ---------------------------------------------------------------------------------
 def _read_ours(directory: Path) -> RunResult:
     from mt_repro.logs.runlog import read_rows
 
+    path = directory / SUMMARY
     try:
-        summary = json.loads((directory / "summary.json").read_text())
+        summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{directory / 'summary.json'} cannot be read: {exc}") from None
-    if not isinstance(summary, dict) or "dataset" not in summary or "arch" not in summary:
-        raise BadInput(f"{directory / 'summary.json'} is not a run summary (no dataset/arch)")
-    method = summary.get("method", "mean_teacher")
+        raise BadInput(f"{path} cannot be read: {exc}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("dataset"), str) \
+            or not isinstance(summary.get("arch"), str):
+        raise BadInput(f"{path} is not a run summary (no dataset/arch)")
+    dataset = summary["dataset"]
+    method = summary.get("method", DEFAULT_METHOD)
+    if not isinstance(method, str):
+        raise BadInput(f"{path}: method should be a name, got {method!r}")
+    method = METHOD_ALIASES.get(method, method)
     n_labels = summary.get("n_labeled")
-    if not isinstance(n_labels, int):
-        raise BadInput(f"{directory / 'summary.json'} does not say how many labels the run had")
-    key = CellKey(summary["dataset"], ARCHITECTURES.get(summary["arch"], summary["arch"]), method,
-                  n_labels, int(summary.get("extra_unlabeled", 0)))
-    log = "ema_validation.jsonl" if method == "mean_teacher" else "validation.jsonl"
-    rows = read_rows(directory / log)
-    if not rows:
-        raise BadInput(f"{directory} has no evaluation in {log}: the run has not been evaluated")
-    last = rows[-1]
-    errors = {metric: float(last[column]) for metric, column in METRIC_COLUMNS.items()
-              if last.get(column) is not None}
-    return RunResult(directory, key, errors, float(last.get("epoch", 0)), "mt-repro")
+    if n_labels == "all" and dataset in ALL_LABELS:
+        n_labels = ALL_LABELS[dataset]
+    if not _is_count(n_labels):
+        raise BadInput(f"{path} does not say how many labels the run had (n_labeled)")
+    extra = summary.get("extra_unlabeled", 0)
+    if not _is_count(extra):
+        raise BadInput(f"{path}: extra_unlabeled should be a number of images, got {extra!r}")
+    key = CellKey(dataset, ARCHITECTURES.get(summary["arch"], summary["arch"]), method, n_labels, extra)
+
+    network = reported_network(method)
+    rows = read_rows(directory / ("ema_validation.jsonl" if network == "teacher" else "validation.jsonl"))
+    last = rows[-1] if rows else {}
+    errors = {metric: float(last[column]) for metric, column in LOG_COLUMNS.items() if _is_number(last.get(column))}
+    if _is_number(summary.get(f"{network}_error1")):
+        errors["test_error_pct"] = float(summary[f"{network}_error1"])
+    if not errors:
+        raise BadInput(f"{directory} has no final test error of its {network} ({network}_error1 in "
+                       f"{SUMMARY}, or an evaluation in its log)")
+    step = summary.get("global_step")
+    return RunResult(directory, key, errors, network, "mt-repro", global_step=step if _is_count(step) else None)
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --- the original code's --------------------------------------------------------------------
 def _read_original(directory: Path) -> RunResult:
-    from mt_repro.logs.pandas_msgpack import read_legacy_log
-
     runner = directory.parent.parent.name
     if runner not in ORIGINAL_RUNNERS:
-        raise BadInput(f"{directory}: an original run directory must sit in results/<runner>/<date>/ "
-                       f"with runner {' or '.join(ORIGINAL_RUNNERS)}, found {runner!r}")
-    dataset, architecture = ORIGINAL_RUNNERS[runner]
+        raise BadInput(f"{directory}: a run of the original code must keep its layout "
+                       f"<runner>/<date>/<run>/ with runner {' or '.join(ORIGINAL_RUNNERS)}; found {runner!r}")
+    dataset, architecture, epochs_by_labels = ORIGINAL_RUNNERS[runner]
     if dataset == "imagenet":
         n_labels = IMAGENET_LABELS
     else:
         try:
             n_labels = int(directory.name.split("_")[0])
         except ValueError:
-            raise BadInput(f"{directory}: expected a run directory named <labels>_<data seed>") from None
-    frame = read_legacy_log(directory / "ema_validation.msgpack")
+            raise BadInput(f"{directory}: expected the original's run name <labels>_<data seed>") from None
+    frame, log = _original_log(directory)
     if frame.empty:
-        raise BadInput(f"{directory / 'ema_validation.msgpack'} holds no evaluation")
-    last = frame.iloc[-1]
-    errors = {metric: float(last[column]) for metric, column in METRIC_COLUMNS.items() if column in last}
-    return RunResult(directory, CellKey(dataset, architecture, "mean_teacher", n_labels, 0), errors,
-                     float(frame.index[-1]), "original code")
+        raise BadInput(f"{log} holds no evaluation")
+    import pandas as pd
+
+    last = pd.to_numeric(frame.iloc[-1], errors="coerce")
+    errors = {metric: float(last[column]) for metric, column in LOG_COLUMNS.items()
+              if column in last.index and _is_number(float(last[column]))}
+    if not errors:
+        raise BadInput(f"{log} has no error1/avg column: not an evaluation log of the original code")
+    epoch = float(frame.index[-1])
+    notes = ()
+    planned = epochs_by_labels.get(n_labels)
+    if planned is not None and epoch < planned:
+        notes = (f"{log} ends at epoch {epoch:g} of {planned} (the original saved its logs only every "
+                 "300 s): its error is that epoch's",)
+    return RunResult(directory, CellKey(dataset, architecture, "mean_teacher", n_labels, 0), errors, "teacher",
+                     "original code", evaluated_at=epoch, notes=notes)
+
+
+def _original_log(directory: Path):
+    msgpack, ported = (directory / name for name in ORIGINAL_LOGS)
+    if msgpack.is_file():
+        from mt_repro.logs.pandas_msgpack import read_legacy_log
+
+        return read_legacy_log(msgpack), msgpack
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(ported, index_col=0)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        raise BadInput(f"{ported} cannot be read as a CSV log: {str(exc).splitlines()[0][:160]}") from None
+    try:
+        frame.index = frame.index.astype(float)
+    except (TypeError, ValueError):
+        raise BadInput(f"{ported}: its first column should be the epoch (as `mt-repro port-log` writes it)") from None
+    return frame, ported
