@@ -149,9 +149,11 @@ def splits_command(dataset: str, n_labels: str, data_seed: int, data_dir: Path |
 @click.option("--config", type=click.Path(path_type=Path), help="a demo config (default: the bundled digits.toml)")
 @click.option("--method", "methods", default="mean_teacher", show_default=True, metavar="NAME[,NAME]|all",
               help="semi-supervised method(s) to put beside supervised-only")
+@click.option("--sampling", type=click.Choice(["two_stream", "uniform"]), default="two_stream", show_default=True,
+              help="minibatches of the semi-supervised methods: a fixed labeled share, or drawn from all images")
 @click.option("--no-progress", is_flag=True)
 def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
-           config: Path | None, methods: str, no_progress: bool) -> None:
+           config: Path | None, methods: str, sampling: str, no_progress: bool) -> None:
     """Supervised-only against Mean Teacher on scikit-learn's bundled 8x8 digits (real data,
     no download): a few minutes on a laptop CPU, test error over several data seeds."""
     from mt_repro.engine import digits_demo
@@ -163,7 +165,7 @@ def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: P
         chosen.remove("mean_teacher")
         chosen.insert(0, "mean_teacher")
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config, methods=chosen,
-                                  progress=not no_progress, echo=click.echo)
+                                  sampling=sampling, progress=not no_progress, echo=click.echo)
     table = result.table()
     click.echo(table)
     try:
@@ -188,6 +190,8 @@ def _run_options(fn):
         click.option("--seed", type=int, help="seed random, numpy.random and torch, in that order"),
         click.option("--out", type=click.Path(path_type=Path), help="run directory"),
         click.option("--resume", type=click.Path(path_type=Path), help="continue this run directory"),
+        click.option("--method", help="semi-supervised method (default mean_teacher), with its paper's "
+                     "settings from configs/methods/NAME.toml"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override any setting"),
         click.option("--device", default="auto", show_default=True),
         click.option("--no-progress", is_flag=True),
@@ -198,12 +202,15 @@ def _run_options(fn):
 
 
 def _paper_run(config_name: str, *, label_file, data_seed, label_dir, data_dir, gpus, epochs,
-               workers, seed, out, resume, overrides, device, no_progress) -> None:
+               workers, seed, out, resume, overrides, device, no_progress, method=None) -> None:
     from mt_repro.config import load_paper_config, parse_overrides
     from mt_repro.engine import trainer
+    from mt_repro.methods.registry import method_class, paper_run_settings
 
     echo = click.echo
     overridden = parse_overrides(overrides)
+    if method is not None and resume is not None:
+        raise BadInput("--method applies to a new run; a resumed run keeps the method it was started with")
     if resume is not None:
         summary = trainer.resume(resume, epochs=epochs, overrides=overridden,
                                  progress=not no_progress, echo=echo)
@@ -229,6 +236,10 @@ def _paper_run(config_name: str, *, label_file, data_seed, label_dir, data_dir, 
                        ("data_dir", None if data_dir is None else str(data_dir))):
         if value is not None:
             values[key] = value
+    if method is not None:  # the method's own paper's settings (its [train] table), then --set
+        method_class(method)
+        values.update(paper_run_settings(method), method=method)
+        run_name = f"{run_name}_{method}"
     values.update(overridden)
     config = paper.resolve(gpus=gpus, **values)
     out_dir = out or trainer.default_out_dir(config_name, run_name)

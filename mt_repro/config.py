@@ -18,6 +18,9 @@ from mt_repro.errors import BadInput
 
 DATASETS = ("cifar10", "imagenet", "digits")  # digits: sklearn's bundled 8x8 demo
 CONSISTENCY_TYPES = ("mse", "kl")
+# two_stream: the original's minibatches, a fixed number of labeled samples in each;
+# uniform: minibatches drawn uniformly from all training images (Laine & Aila's), one pass an epoch.
+SAMPLINGS = ("two_stream", "uniform")
 
 
 @dataclass
@@ -55,6 +58,8 @@ class TrainConfig:
     seed: int | None = None       # seeds random, numpy.random, torch in that order
     device: str = "auto"          # auto: cuda when available, else cpu
     method: str = "mean_teacher"  # a registered method (mt_repro.methods.registry)
+    method_options: str | None = None  # "name=value,..." over the method's [options] (its settings file)
+    sampling: str = "two_stream"  # how minibatches are composed: one of SAMPLINGS
 
     def validate(self) -> "TrainConfig":
         """Raise ``BadInput`` naming the first inconsistent setting."""
@@ -73,7 +78,14 @@ class TrainConfig:
 
         if self.method not in registry.method_names():
             raise bad(f"method {self.method!r} is not one of {', '.join(registry.method_names())}")
-        if bool(self.exclude_unlabeled) == bool(self.labeled_batch_size):
+        registry.method_options(self.method, self.method_options)  # names and types of the options
+        if self.sampling not in SAMPLINGS:
+            raise bad(f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
+        if self.sampling == "uniform":
+            if self.exclude_unlabeled or self.labeled_batch_size is not None:
+                raise bad("sampling 'uniform' draws minibatches from all training images: leave "
+                          "labeled_batch_size unset and exclude_unlabeled off")
+        elif bool(self.exclude_unlabeled) == bool(self.labeled_batch_size):
             raise bad("set exactly one of exclude_unlabeled and labeled_batch_size "
                       f"(got exclude_unlabeled={self.exclude_unlabeled}, "
                       f"labeled_batch_size={self.labeled_batch_size})")

@@ -1,27 +1,117 @@
-"""The methods beside Mean Teacher: each loss on a batch small enough to check by hand, the
-registry, and a short digits run of each through the CLI."""
+"""The methods beside Mean Teacher: the method interface and registry, each method's loss on a
+batch small enough to check by hand (or against plain numpy written here), Temporal
+Ensembling's targets against a numpy EMA, Deep Mutual Learning with three students, both
+minibatch compositions, ``--method`` on the paper's commands, and a short digits run of each."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from conftest import assert_one_line_error
 from mt_repro.config import TrainConfig
+from mt_repro.errors import BadInput, RunFailed
 from mt_repro.methods import registry
 from mt_repro.methods.ict import ict_cost
+from mt_repro.methods.interface import Method, MethodHooks
 from mt_repro.methods.pseudo_label import pseudo_label_cost
 
-
-def test_every_method_is_registered_with_a_settings_file():
-    assert registry.method_names() == ["ict", "mean_teacher", "pi_model", "pseudo_label"]
-    for name in registry.method_names():
-        assert registry.method_settings(name)["source"]
+ALL_METHODS = ["ict", "mean_teacher", "mixmatch", "mutual_learning", "pi_model", "pseudo_label",
+               "pseudo_label_epoch", "self_training", "temporal_ensembling", "vat"]
 
 
+class TwoHeadLinear(nn.Module):
+    """logits = flattened input @ w, returned for both heads: predictions a test can redo in numpy."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.w = nn.Parameter(weight.clone())
+
+    def forward(self, x):
+        z = x.reshape(len(x), -1) @ self.w
+        return z, z
+
+
+def toy_config(method: str, **changes) -> TrainConfig:
+    values = dict(dataset="digits", arch="digits_convnet", labeled_batch_size=1, batch_size=2,
+                  consistency=1.0, consistency_rampup=0, method=method)
+    values.update(changes)
+    return TrainConfig(**values).validate()
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def kl(p: np.ndarray, q: np.ndarray) -> float:
+    """Summed KL(p || q) over rows."""
+    return float((p * (np.log(p) - np.log(q))).sum())
+
+
+# --- interface and registry ---------------------------------------------------------------------
+def test_every_method_is_registered_with_a_settings_file_and_the_interface():
+    assert registry.method_names() == ALL_METHODS
+    assert registry.settings_names() == ALL_METHODS  # the directory scan finds the same set
+    for name in ALL_METHODS:
+        settings = registry.method_settings(name)
+        assert settings["source"]
+        cls = registry.method_class(name)
+        assert cls.method_name == name and cls.reported_model in ("student", "teacher")
+        registry.method_options(name)  # the [options] table fits the method's Options
+        TrainConfig.from_dict({**toy_config(name).to_dict(), **registry.paper_run_settings(name)}).validate()
+
+
+def test_mean_teacher_satisfies_the_interface_unchanged_in_behaviour():
+    from mt_repro.methods.mean_teacher import MeanTeacher
+
+    config = toy_config("mean_teacher")
+    method = MeanTeacher(config, TwoHeadLinear(torch.ones(4, 5)), TwoHeadLinear(torch.ones(4, 5)))
+    assert isinstance(method, Method)
+    assert method.state_dict() == {} and method.extra_parameters() == [] and method.sample_extras == ()
+    assert MeanTeacher.reported_model == "teacher"
+
+
+def test_a_class_lacking_the_interface_is_refused_at_registration():
+    class Incomplete:
+        def losses(self, *args):
+            pass
+
+    with pytest.raises(TypeError, match="lacks after_optimizer_step"):
+        registry.register("incomplete")(Incomplete)
+
+    class AsksTooMuch(MethodHooks):
+        sample_extras = ("labels_of_the_future",)
+
+        def losses(self, *args):
+            pass
+
+        def after_optimizer_step(self):
+            pass
+
+    with pytest.raises(TypeError, match="unknown sample extras"):
+        registry.register("asks_too_much")(AsksTooMuch)
+    assert "incomplete" not in registry.method_names() and "asks_too_much" not in registry.method_names()
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ("epsilon=2,eps=1", "unknown option(s) eps of method vat"),
+    ("epsilon=big", "epsilon='big' is not a valid float"),
+    ("epsilon", "expects name=value"),
+    ("epsilon=-1", "epsilon and xi must be positive"),
+])
+def test_method_options_are_checked_when_the_config_is(options, fragment):
+    with pytest.raises(BadInput, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        toy_config("vat", method_options=options)
+    assert registry.method_options("vat", "epsilon=2, power_iterations=2").epsilon == 2.0
+
+
+# --- Pseudo-Label ---------------------------------------------------------------------------------
 def test_pseudo_label_uses_only_confident_unlabeled_samples():
     logits = torch.tensor([[10.0, 0.0, 0.0],    # labeled: never pseudo-labeled
                            [0.0, 9.0, 0.0],     # unlabeled, confident: class 1
@@ -32,6 +122,56 @@ def test_pseudo_label_uses_only_confident_unlabeled_samples():
     assert confident == 1 and cost.item() == pytest.approx(-math.log(p), rel=1e-9)
     none, zero = pseudo_label_cost(logits, torch.tensor([0, 1, 2]), 0.95)
     assert zero == 0 and none.item() == 0.0
+
+
+def test_epoch_pseudo_labels_come_from_the_previous_epoch():
+    from mt_repro.methods.pseudo_label_epoch import EpochPseudoLabel, EpochPseudoLabelOptions
+
+    # 2-d inputs, 5 classes: image [a, b] gives logits [a, b, 0, 0, 0]
+    model = TwoHeadLinear(torch.eye(2, 5))
+    method = EpochPseudoLabel(toy_config("pseudo_label_epoch", consistency=2.0), model,
+                              TwoHeadLinear(torch.eye(2, 5)), EpochPseudoLabelOptions(threshold=0.9))
+    images = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.3, 0.0]])  # unlabeled: sure, sure, unsure
+    targets, indices = torch.tensor([-1, -1, -1]), torch.tensor([0, 1, 2])
+    first = method.losses(images, images, targets, 0, indices=indices)
+    assert first.values["cons_loss"] == 0.0 and first.values["pseudo_labeled"] == 0  # none yet
+    method.end_of_epoch(1)
+    with torch.no_grad():
+        model.w.copy_(torch.eye(2, 5)[[1, 0]])  # the network now predicts the other class
+    second = method.losses(images, images, targets, 1, indices=indices)
+    # sample 0 keeps pseudo-label 0 and sample 1 label 1 from epoch 0; sample 2 has none
+    ce = -math.log(1 / (math.exp(5) + 4))  # both now give their pseudo-label's logit 0, the other 5
+    assert second.values["pseudo_labeled"] == 2
+    assert second.values["cons_loss"] == pytest.approx(2.0 * 2 * ce / 3, rel=1e-6)
+
+
+# --- Π-model and ICT -------------------------------------------------------------------------------
+def test_pi_model_consistency_has_gradients_through_both_passes():
+    from mt_repro.methods.pi_model import PiModel, PiOptions
+
+    torch.manual_seed(0)
+    student, teacher = TwoHeadLinear(torch.randn(4, 6)), TwoHeadLinear(torch.randn(4, 6))
+    method = PiModel(toy_config("pi_model", consistency=10.0), student, teacher,
+                     PiOptions(scale_by_labeled_fraction=False))
+    a, b, targets = torch.randn(2, 4), torch.randn(2, 4), torch.tensor([1, -1])
+    result = method.losses(a, b, targets, epoch=0)
+    expected_cons = 10.0 * ((F.softmax(a @ student.w, 1) - F.softmax(b @ student.w, 1)) ** 2).sum() / 6 / 2
+    assert result.values["cons_loss"] == pytest.approx(expected_cons.item(), rel=1e-6)
+    assert result.values["class_loss"] == pytest.approx(F.cross_entropy((a @ student.w)[:1], targets[:1]).item() / 2)
+    result.loss.backward()
+    assert student.w.grad is not None and teacher.w.grad is None
+
+
+def test_pi_model_weight_is_scaled_by_the_labeled_fraction_seen():
+    from mt_repro.methods.pi_model import PiModel
+
+    torch.manual_seed(0)
+    method = PiModel(toy_config("pi_model", consistency=10.0), TwoHeadLinear(torch.randn(4, 5)),
+                     TwoHeadLinear(torch.randn(4, 5)))
+    x = torch.randn(4, 4)
+    method.losses(x, x, torch.tensor([1, -1, -1, -1]), 0, indices=torch.tensor([0, 1, 2, 3]))
+    result = method.losses(x, x, torch.tensor([2, 0, -1, -1]), 0, indices=torch.tensor([4, 5, 2, 3]))
+    assert result.values["cons_weight"] == pytest.approx(10.0 * 3 / 6)  # images 0, 4, 5 of 0..5 labeled
 
 
 def test_ict_matches_a_hand_mixup():
@@ -49,46 +189,358 @@ def test_ict_matches_a_hand_mixup():
     assert got.item() == pytest.approx(((student - target) ** 2).sum() / 2, rel=1e-6)
 
 
-def test_pi_model_consistency_has_gradients_through_both_passes():
-    from mt_repro.methods.pi_model import PiModel
+# --- Temporal Ensembling ---------------------------------------------------------------------------
+def test_temporal_ensembling_targets_equal_a_numpy_ema_with_bias_correction():
+    from mt_repro.methods.temporal_ensembling import TemporalEnsembling, TemporalEnsemblingOptions
 
     torch.manual_seed(0)
+    rng = np.random.RandomState(0)
+    n, dims, classes, alpha, weight = 6, 4, 5, 0.6, 5.0
+    model = TwoHeadLinear(torch.randn(dims, classes))
+    method = TemporalEnsembling(toy_config("temporal_ensembling", consistency=weight), model,
+                                TwoHeadLinear(torch.randn(dims, classes)),
+                                TemporalEnsemblingOptions(prediction_decay=alpha, scale_by_labeled_fraction=False))
+    targets = torch.tensor([0, -1, 2, -1, -1, 1])
+    w = model.w.detach().numpy().astype(np.float64)
+    ensemble, updates = np.zeros((n, classes)), np.zeros(n)
+    for epoch in range(4):
+        images = torch.randn(n, dims)
+        order = rng.permutation(n)
+        # epoch 2 leaves sample order[0] out: its ensemble and its update count stay as they were
+        seen = order[1:] if epoch == 2 else order
+        for batch in (seen[:3], seen[3:]):
+            index = torch.tensor(batch)
+            result = method.losses(images[index], images[index], targets[index], epoch, indices=index)
+            p = softmax(images[index].numpy().astype(np.float64) @ w)
+            have = updates[batch] > 0
+            bias = 1 - alpha ** np.maximum(updates[batch], 1)
+            expected = weight * ((p - ensemble[batch] / bias[:, None]) ** 2)[have].sum() / classes / len(batch)
+            assert result.values["cons_loss"] == pytest.approx(expected, rel=1e-5, abs=1e-12)
+        method.end_of_epoch(epoch + 1)
+        z = softmax(images.numpy().astype(np.float64) @ w)
+        ensemble[seen] = alpha * ensemble[seen] + (1 - alpha) * z[seen]
+        updates[seen] += 1
+        got, has_target = method.predictions.targets(torch.arange(n))
+        assert has_target.all()
+        np.testing.assert_allclose(got.numpy(), ensemble / (1 - alpha ** updates)[:, None], rtol=1e-5)
+    assert sorted(updates) == [3, 4, 4, 4, 4, 4]
 
-    class Noisy(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.randn(4, 6))
 
-        def forward(self, x):
-            return x @ self.w, None
+def test_temporal_ensembling_keeps_the_last_prediction_of_a_sample_seen_twice():
+    from mt_repro.methods.temporal_ensembling import PredictionEnsemble
 
-    student, teacher = Noisy(), Noisy()
-    config = TrainConfig(consistency=10.0, consistency_rampup=0, method="pi_model", dataset="digits",
-                         arch="digits_convnet", labeled_batch_size=1, batch_size=2)
-    method = PiModel(config, student, teacher)
-    a, b, targets = torch.randn(2, 4), torch.randn(2, 4), torch.tensor([1, -1])
-    result = method.losses(a, b, targets, epoch=0)
-    expected_cons = 10.0 * ((F.softmax(a @ student.w, 1) - F.softmax(b @ student.w, 1)) ** 2).sum() / 6 / 2
-    assert result.values["cons_loss"] == pytest.approx(expected_cons.item(), rel=1e-6)
-    assert result.values["class_loss"] == pytest.approx(F.cross_entropy((a @ student.w)[:1], targets[:1]).item() / 2)
-    result.loss.backward()
-    assert student.w.grad is not None and teacher.w.grad is None
+    ensemble = PredictionEnsemble(decay=0.5)
+    ensemble.record(torch.tensor([0, 1]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    ensemble.record(torch.tensor([0]), torch.tensor([[0.2, 0.8]]))
+    ensemble.end_epoch()
+    targets, has = ensemble.targets(torch.tensor([0, 1]))
+    assert has.all() and torch.allclose(targets, torch.tensor([[0.2, 0.8], [0.0, 1.0]]))
 
 
-@pytest.mark.parametrize("method", ["pi_model", "pseudo_label", "ict"])
+# --- VAT -------------------------------------------------------------------------------------------
+def test_vat_direction_is_a_power_iteration_of_the_kl_curvature_and_its_cost_the_kl_there():
+    from mt_repro.methods.vat import VATOptions, adversarial_direction, unit_vectors, vat_cost
+
+    torch.manual_seed(0)
+    w = torch.randn(5, 3, dtype=torch.float64)
+    model = TwoHeadLinear(w)
+    x = torch.randn(2, 5, dtype=torch.float64)
+    start = torch.randn(2, 5, dtype=torch.float64)
+    assert torch.allclose(unit_vectors(start).norm(dim=1), torch.ones(2, dtype=torch.float64))
+
+    W, X, d0 = w.numpy(), x.numpy(), start.numpy()
+    p = softmax(X @ W)
+    expected = []
+    for i in range(2):  # KL(p || softmax(W(x + r))) ~ r' H r / 2 with H = W (diag p - p p') W'
+        hessian = W @ (np.diag(p[i]) - np.outer(p[i], p[i])) @ W.T
+        v = hessian @ d0[i]
+        expected.append(v / np.linalg.norm(v))
+    expected = np.array(expected)
+    got = adversarial_direction(model, x, torch.from_numpy(p), xi=1e-6, iterations=1, start=start)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+    options = VATOptions(epsilon=0.7, xi=1e-6, power_iterations=1)
+    cost = vat_cost(model, x, x @ w, options, start=start)
+    assert cost.item() == pytest.approx(kl(p, softmax((X + 0.7 * expected) @ W)), rel=1e-4)
+
+
+def test_vat_leaves_batch_norm_running_statistics_alone():
+    from mt_repro.methods.vat import frozen_batch_norm_statistics
+
+    norm = nn.BatchNorm1d(3)
+    before = norm.running_mean.clone()
+    with frozen_batch_norm_statistics(norm):
+        norm(torch.randn(8, 3) + 5)
+    assert torch.equal(norm.running_mean, before) and norm.momentum == 0.1
+    norm(torch.randn(8, 3) + 5)
+    assert not torch.equal(norm.running_mean, before)
+
+
+# --- MixMatch --------------------------------------------------------------------------------------
+def test_mixmatch_pieces_by_hand():
+    from mt_repro.methods.mixmatch import mix, mixmatch_costs, sharpen
+
+    sharp = sharpen(torch.tensor([[0.6, 0.4]]), 0.5)
+    assert torch.allclose(sharp, torch.tensor([[0.36 / 0.52, 0.16 / 0.52]]))
+    inputs, targets = torch.tensor([[1.0], [3.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mixed_inputs, mixed_targets = mix(inputs, targets, 0.75, torch.tensor([1, 0]))
+    assert torch.allclose(mixed_inputs, torch.tensor([[1.5], [2.5]]))
+    assert torch.allclose(mixed_targets, torch.tensor([[0.75, 0.25], [0.25, 0.75]]))
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, -1.0]])
+    soft = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+    supervised, unsupervised = mixmatch_costs(logits, soft, n_labeled=1)
+    p = softmax(logits.numpy().astype(np.float64))
+    assert supervised.item() == pytest.approx(-(soft.numpy()[0] * np.log(p[0])).sum(), rel=1e-6)
+    assert unsupervised.item() == pytest.approx(((p[1:] - soft.numpy()[1:]) ** 2).sum() / 2 / 2, rel=1e-6)
+
+
+def test_mixmatch_step_matches_a_numpy_replay():
+    from mt_repro.methods.mixmatch import MixMatch, MixMatchOptions
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 5)
+    method = MixMatch(toy_config("mixmatch", consistency=7.0), TwoHeadLinear(w), TwoHeadLinear(w),
+                      MixMatchOptions(temperature=0.5, alpha=0.75))
+    view1, view2 = torch.randn(3, 3), torch.randn(3, 3)
+    targets = torch.tensor([1, -1, -1])
+    np.random.seed(5)
+    torch.manual_seed(5)
+    result = method.losses(view1, view2, targets, epoch=3)
+
+    np.random.seed(5)
+    torch.manual_seed(5)
+    W, a, b = w.numpy().astype(np.float64), view1.numpy().astype(np.float64), view2.numpy().astype(np.float64)
+    guess = (softmax(a[1:] @ W) + softmax(b[1:] @ W)) / 2
+    guess = guess ** 2 / (guess ** 2).sum(axis=1, keepdims=True)  # T = 0.5
+    inputs = np.concatenate([a[:1], a[1:], b[1:]])
+    soft = np.concatenate([np.eye(5)[[1]], guess, guess])
+    lam = np.random.beta(0.75, 0.75)
+    lam = max(lam, 1 - lam)
+    partner = torch.randperm(5).numpy()
+    mixed_x, mixed_y = lam * inputs + (1 - lam) * inputs[partner], lam * soft + (1 - lam) * soft[partner]
+    p = softmax(mixed_x @ W)
+    supervised = -(mixed_y[0] * np.log(p[0])).sum()
+    unsupervised = ((p[1:] - mixed_y[1:]) ** 2).sum() / 5 / 4
+    assert result.values["class_loss"] == pytest.approx(supervised, rel=1e-5)
+    assert result.values["cons_loss"] == pytest.approx(7.0 * unsupervised, rel=1e-5)
+
+
+# --- Deep Mutual Learning --------------------------------------------------------------------------
+def test_mutual_learning_three_students_each_mimic_the_other_two():
+    from mt_repro.methods.mutual_learning import mimicry_losses
+
+    torch.manual_seed(0)
+    logits = [torch.randn(4, 5, requires_grad=True) for _ in range(3)]
+    p = [softmax(z.detach().numpy().astype(np.float64)) for z in logits]
+    costs = mimicry_losses(logits)
+    for k in range(3):
+        others = [l for l in range(3) if l != k]
+        assert costs[k].item() == pytest.approx(sum(kl(p[l], p[k]) for l in others) / 2, rel=1e-5)
+        gradients = torch.autograd.grad(costs[k], logits, allow_unused=True)
+        for l in range(3):  # only student k's own logits learn from its mimicry cost
+            assert (gradients[l] is not None and gradients[l].abs().sum() > 0) == (l == k)
+
+    ensemble = mimicry_losses(logits, ensemble_teacher=True)
+    for k in range(3):
+        mean_of_others = sum(p[l] for l in range(3) if l != k) / 2
+        assert ensemble[k].item() == pytest.approx(kl(mean_of_others, p[k]), rel=1e-5)
+
+    moved = [logits[0], logits[1], logits[2] + 1.5 * torch.randn(4, 5)]  # only student 2 changes
+    changed = [a.item() != pytest.approx(b.item()) for a, b in zip(mimicry_losses(moved), costs)]
+    assert changed == [True, True, True]
+
+
+def test_mutual_learning_with_three_students_trains_and_resumes_the_whole_cohort(tmp_path):
+    from mt_repro.engine import checkpoint as ckpt
+    from mt_repro.engine import trainer
+
+    config = digits_config(tmp_path, method="mutual_learning", method_options="students=3", epochs=1)
+    run = trainer.Trainer(config, tmp_path / "run", progress=False, echo=lambda _: None).build()
+    method = run.method
+    assert len(method.peers) == 2 and len(run.optimizer.param_groups) == 2
+    assert {id(p) for p in run.optimizer.param_groups[1]["params"]} == {id(p) for p in method.peers.parameters()}
+    before = [peer.fc1.weight.detach().clone() for peer in method.peers]
+    assert not torch.equal(before[0], before[1])  # separately initialised
+    run.fit()
+    assert all(not torch.equal(b, peer.fc1.weight) for b, peer in zip(before, method.peers))
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    peers = state["mt_repro"]["method_state"]["peers"]
+    assert torch.equal(peers["1.fc1.weight"], method.peers[1].fc1.weight)
+    again = trainer.Trainer(config, tmp_path / "run", progress=False, echo=lambda _: None).build()
+    again.load_state(state)
+    assert torch.equal(again.method.peers[1].fc1.weight, method.peers[1].fc1.weight)
+
+
+# --- self-training ---------------------------------------------------------------------------------
+def test_self_training_distils_the_clean_teacher_with_temperature_from_the_second_generation():
+    from mt_repro.methods.self_training import SelfTraining, SelfTrainingOptions, generation_ends
+
+    assert generation_ends(60, 3) == [20, 40] and generation_ends(10, 2) == [5]
+    torch.manual_seed(0)
+    student, teacher = TwoHeadLinear(torch.randn(4, 5)), TwoHeadLinear(torch.randn(4, 5))
+    method = SelfTraining(toy_config("self_training", consistency=2.0, epochs=4), student, teacher,
+                          SelfTrainingOptions(temperature=2.0, generations=2))
+    noisy, other, clean = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
+    targets = torch.tensor([1, -1, -1])
+    first = method.losses(noisy, other, targets, 1, clean_input=clean)
+    assert first.values["cons_loss"] == 0.0  # generation 0: labels only
+    method.end_of_epoch(2)
+    assert torch.equal(teacher.w, student.w)  # the student became the teacher
+    with torch.no_grad():
+        student.w.add_(0.5)
+    result = method.losses(noisy, other, targets, 2, clean_input=clean)
+    S, T, N, C = student.w.detach().numpy(), teacher.w.detach().numpy(), noisy.numpy(), clean.numpy()
+    t = softmax(C[1:] @ T / 2.0)
+    s = softmax(N[1:] @ S / 2.0)
+    assert result.values["cons_loss"] == pytest.approx(2.0 * 4.0 * kl(t, s) / 3, rel=1e-5)
+    assert not teacher.training  # the teacher predicts without noise
+
+
+# --- minibatch compositions ------------------------------------------------------------------------
+def test_uniform_sampling_config_and_batches(tmp_path):
+    with pytest.raises(BadInput, match="sampling 'uniform' draws minibatches from all training images"):
+        toy_config("mean_teacher", sampling="uniform")
+    with pytest.raises(BadInput, match="sampling 'random' is not one of two_stream, uniform"):
+        toy_config("mean_teacher", sampling="random")
+    from mt_repro.data.datasets import create_data
+
+    config = digits_config(tmp_path, sampling="uniform", labeled_batch_size=None, method="temporal_ensembling")
+    data = create_data(config)
+    assert len(data.train_loader) == 1297 // config.batch_size
+    batches = [(targets, extras["indices"]) for _, targets, extras in data.train_loader]
+    labeled_counts = {int(t.ne(-1).sum()) for t, _ in batches}
+    assert len(labeled_counts) > 1  # no fixed labeled share
+    indices = torch.cat([i for _, i in batches])
+    assert len(set(indices.tolist())) == len(indices) == len(batches) * config.batch_size  # one pass
+
+
+def test_mean_teacher_accepts_a_uniform_minibatch_without_labels():
+    from mt_repro.methods.mean_teacher import MeanTeacher
+
+    w = torch.randn(4, 5)
+    x, no_labels = torch.randn(2, 4), torch.tensor([-1, -1])
+    uniform = toy_config("mean_teacher", sampling="uniform", labeled_batch_size=None)
+    result = MeanTeacher(uniform, TwoHeadLinear(w), TwoHeadLinear(w)).losses(x, x, no_labels, 0)
+    assert result.values["class_loss"] == 0.0 and result.labeled_minibatch_size == 0
+    with pytest.raises(RunFailed, match="no labeled samples"):
+        MeanTeacher(toy_config("mean_teacher"), TwoHeadLinear(w), TwoHeadLinear(w)).losses(x, x, no_labels, 0)
+
+
+def test_the_faithful_path_gets_no_sample_extras(tmp_path):
+    from mt_repro.data.datasets import create_data
+
+    (views, target), = [create_data(digits_config(tmp_path)).train_loader.dataset[0]]
+    assert len(views) == 2 and isinstance(target, int)
+
+
+# --- runs ------------------------------------------------------------------------------------------
+def digits_config(tmp_path, **changes) -> TrainConfig:
+    from mt_repro.data import digits
+    from mt_repro.data.labels import write_label_file
+    from mt_repro.engine import digits_demo
+
+    label_file = tmp_path / "labels.txt"
+    write_label_file(label_file, digits.label_file_entries(100, 0))
+    mean_teacher, _ = digits_demo.configs_for(digits_demo.load_demo_config(), 100, label_file, 0, 2, tmp_path)
+    return mean_teacher.replace(**{"checkpoint_epochs": 1, **changes}).validate()
+
+
+def test_temporal_ensembling_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from mt_repro.engine import checkpoint as ckpt
+    from mt_repro.engine import trainer
+    from mt_repro.methods.temporal_ensembling import TemporalEnsembling
+
+    config = digits_config(tmp_path, method="temporal_ensembling", epochs=2, lr_rampdown_epochs=3)
+    trainer.train(config, tmp_path / "straight", progress=False, echo=lambda _: None)
+
+    original = TemporalEnsembling.after_optimizer_step
+
+    def crash_in_epoch_two(self):
+        original(self)
+        if self.global_step == 30:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TemporalEnsembling, "after_optimizer_step", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, tmp_path / "resumed", progress=False, echo=lambda _: None)
+    monkeypatch.setattr(TemporalEnsembling, "after_optimizer_step", original)
+    trainer.resume(tmp_path / "resumed", progress=False, echo=lambda _: None)
+
+    a, b = (ckpt.load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("straight", "resumed"))
+    for key in ("state_dict", "ema_state_dict"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    ensemble_a, ensemble_b = (s["mt_repro"]["method_state"]["predictions"]["ensemble"] for s in (a, b))
+    assert ensemble_a.shape == (1297, 10) and torch.equal(ensemble_a, ensemble_b)
+
+
+@pytest.mark.parametrize("method", [m for m in ALL_METHODS if m != "mean_teacher"])
 def test_each_method_runs_on_the_digits(cli, tmp_path, method):
-    code, out, err = cli("digits", "--method", method, "--seeds", 1, "--epochs", 2, "--out", tmp_path,
+    code, out, err = cli("digits", "--method", method, "--seeds", 1, "--epochs", 1, "--out", tmp_path,
                          "--no-progress")
     assert code == 0, err
     assert method.replace("_", " ") in out and "supervised" in out
-    summary = (tmp_path / f"{method}_0" / "summary.json").read_text()
-    assert '"teacher_error1"' in summary
+    summary = json.loads((tmp_path / f"{method}_0" / "summary.json").read_text())
+    assert summary["global_step"] == 24 and math.isfinite(summary["student_error1"])
+
+
+def test_digits_with_uniform_minibatches_has_the_same_number_of_steps(cli, tmp_path):
+    code, out, err = cli("digits", "--method", "mean_teacher,pseudo_label", "--sampling", "uniform",
+                         "--seeds", 1, "--epochs", 5, "--out", tmp_path, "--no-progress")
+    assert code == 0, err
+    assert "uniform sampling" in out
+    for run in ("mean_teacher_uniform_0", "pseudo_label_uniform_0"):
+        config = json.loads((tmp_path / run / "config.json").read_text())
+        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        assert config["sampling"] == "uniform" and config["epochs"] == 6  # 5 x 24 steps / 20 per epoch
+        assert summary["global_step"] == 120
 
 
 def test_unknown_method(cli, tmp_path):
     assert_one_line_error(cli("digits", "--method", "mixmatch2", "--out", tmp_path), "unknown method 'mixmatch2'")
-    from mt_repro.errors import BadInput
-
     with pytest.raises(BadInput, match="method 'nope' is not one of ict, mean_teacher"):
-        TrainConfig(dataset="digits", arch="digits_convnet", labeled_batch_size=1, batch_size=2,
-                    method="nope").validate()
+        toy_config("nope")
+
+
+# --- --method on the paper's commands --------------------------------------------------------------
+@pytest.fixture
+def captured_paper_run(monkeypatch):
+    from mt_repro.engine import trainer
+
+    seen = {}
+
+    def fake_train(config, out_dir, **_):
+        seen["config"] = config
+        return {"epochs": config.epochs, "global_step": 0, "n_labeled": 0, "n_unlabeled": 0,
+                "student_prec1": None, "student_error1": None, "teacher_prec1": None,
+                "teacher_error1": None, "checkpoint": "-", "out_dir": str(out_dir)}
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    return seen
+
+
+def test_method_on_the_paper_command_brings_its_papers_settings(cli, tmp_path, captured_paper_run):
+    label_file = tmp_path / "10.txt"
+    label_file.write_text("")
+    code, out, err = cli("cifar10", "--labels", 4000, "--label-file", label_file, "--method", "temporal_ensembling",
+                         "--out", tmp_path / "run", "--no-progress")
+    assert code == 0, err
+    config = captured_paper_run["config"]
+    assert config.method == "temporal_ensembling" and config.consistency == 30.0 and config.consistency_rampup == 80
+    assert config.arch == "cifar_shakeshake26" and config.labeled_batch_size == 31 * 4  # the run's own budget
+    code, _, err = cli("cifar10", "--labels", 4000, "--label-file", label_file, "--method", "vat",
+                       "--set", "consistency=0.3", "--set", "method_options=epsilon=2.5", "--out", tmp_path / "r2")
+    assert code == 0, err
+    config = captured_paper_run["config"]
+    assert (config.method, config.consistency, config.consistency_rampup) == ("vat", 0.3, 0)
+    assert config.method_options == "epsilon=2.5"
+
+
+def test_method_on_the_paper_command_bad_input(cli, tmp_path, captured_paper_run):
+    label_file = tmp_path / "10.txt"
+    label_file.write_text("")
+    assert_one_line_error(cli("cifar10", "--label-file", label_file, "--method", "nope"), "unknown method 'nope'")
+    assert_one_line_error(cli("cifar10", "--resume", tmp_path, "--method", "vat"), "a resumed run keeps")
+    assert_one_line_error(cli("cifar10", "--arch", "convnet13", "--data", tmp_path, "--method", "vat"),
+                          "--method", "not to --arch convnet13")
+    assert "config" not in captured_paper_run

@@ -86,7 +86,11 @@ def create_data(config: TrainConfig) -> DataBundle:
     else:
         labeled, unlabeled = list(range(len(train_set))), []
 
-    if config.exclude_unlabeled:
+    if config.sampling == "uniform":  # labeled and unlabeled alike, one pass an epoch
+        if len(train_set) < config.batch_size:
+            raise BadInput(f"only {len(train_set)} training images: fewer than one batch of {config.batch_size}")
+        batch_sampler = BatchSampler(SubsetRandomSampler(range(len(train_set))), config.batch_size, drop_last=True)
+    elif config.exclude_unlabeled:
         if len(labeled) < config.batch_size:
             raise BadInput(f"only {len(labeled)} labeled images: fewer than one batch of {config.batch_size}")
         batch_sampler = BatchSampler(SubsetRandomSampler(labeled), config.batch_size, drop_last=True)
@@ -98,9 +102,25 @@ def create_data(config: TrainConfig) -> DataBundle:
             raise BadInput(f"impossible split: {exc}") from None
 
     pin = torch.cuda.is_available()
+    train_set = with_sample_extras(config, train_set)
     train_loader = DataLoader(train_set, batch_sampler=batch_sampler,
                               num_workers=config.workers, pin_memory=pin)
     eval_loader = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False,
                              num_workers=2 * config.workers,  # evaluation needs images twice as fast
                              pin_memory=pin, drop_last=False)
     return DataBundle(train_loader, eval_loader, NUM_CLASSES[config.dataset], len(labeled), len(unlabeled))
+
+
+def with_sample_extras(config: TrainConfig, train_set: Dataset) -> Dataset:
+    """The training set as the run's method needs it: unchanged, or wrapped to add per-sample
+    indices or clean images (``mt_repro.data.sample_extras``)."""
+    from mt_repro.data.sample_extras import SampleExtras
+    from mt_repro.methods.registry import method_class
+
+    wanted = method_class(config.method).sample_extras
+    if not wanted:
+        return train_set
+    clean = None
+    if "clean_input" in wanted:
+        clean = load_split(config, config.train_subdir, eval_transform(config.dataset))
+    return SampleExtras(train_set, wanted, clean)

@@ -66,6 +66,7 @@ class DemoResult:
     seeds: list[int]
     methods: list[str] = field(default_factory=lambda: ["mean_teacher"])
     runs: list[DemoRun] = field(default_factory=list)
+    sampling: str = "two_stream"  # of the semi-supervised methods' minibatches
 
     def errors(self, method: str) -> list[float]:
         return [r.test_error for r in self.runs if r.method == method]
@@ -123,13 +124,16 @@ def _demo_setting(data: dict[str, Any], key: str) -> int:
     return value
 
 
-def method_config(mean_teacher: TrainConfig, method: str, out_dir: Path, data_seed: int) -> TrainConfig:
+def method_config(mean_teacher: TrainConfig, method: str, out_dir: Path, data_seed: int,
+                  sampling: str = "two_stream", n_labels: int | None = None) -> TrainConfig:
     """The demo's settings for ``method``: Mean Teacher's, changed by the ``[digits]`` table of
-    the method's settings file."""
+    the method's settings file. With ``sampling="uniform"`` (minibatches drawn from all
+    training images) the epochs and every schedule in epochs are rescaled so that the run has
+    Mean Teacher's number of SGD steps."""
     from mt_repro.config import coerce_setting
     from mt_repro.methods.registry import method_settings
 
-    if method == "mean_teacher":
+    if method == "mean_teacher" and sampling == "two_stream":
         return mean_teacher
     hints = typing.get_type_hints(TrainConfig)
     changes = method_settings(method).get("digits", {})
@@ -137,12 +141,31 @@ def method_config(mean_teacher: TrainConfig, method: str, out_dir: Path, data_se
     if unknown:
         raise BadInput(f"configs/methods/{method}.toml [digits]: unknown setting(s) {', '.join(unknown)}")
     typed = {k: coerce_setting(hints, k, v, f"configs/methods/{method}.toml") for k, v in changes.items()}
-    return mean_teacher.replace(method=method, out_dir=str(out_dir / f"{method}_{data_seed}"), **typed).validate()
+    suffix = "" if sampling == "two_stream" else f"_{sampling}"
+    config = mean_teacher.replace(method=method, out_dir=str(out_dir / f"{method}{suffix}_{data_seed}"), **typed)
+    if sampling == "two_stream":
+        return config.validate()
+    if n_labels is None:
+        raise ValueError("uniform sampling needs n_labels to match the steps")
+    n_train = len(digits.test_and_training_indices()[1])
+    steps = mean_teacher.epochs * ((n_train - n_labels) // (mean_teacher.batch_size - mean_teacher.labeled_batch_size))
+    per_epoch = n_train // config.batch_size
+    epochs = max(1, round(steps / per_epoch))
+    ratio = epochs / config.epochs
+
+    def scaled(value):
+        return None if value is None else max(0, round(value * ratio))
+
+    return config.replace(
+        sampling=sampling, labeled_batch_size=None, epochs=epochs, evaluation_epochs=epochs,
+        lr_rampup=scaled(config.lr_rampup), consistency_rampup=scaled(config.consistency_rampup),
+        lr_rampdown_epochs=None if config.lr_rampdown_epochs is None
+        else max(epochs, scaled(config.lr_rampdown_epochs))).validate()
 
 
 def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: int | None = None,
              out_dir: str | Path = "results/digits", *, config: str | Path | None = None,
-             methods: list[str] | None = None, progress: bool = True,
+             methods: list[str] | None = None, sampling: str = "two_stream", progress: bool = True,
              echo: Callable[[str], None] = print) -> DemoResult:
     from mt_repro.engine.trainer import Trainer, seed_everything
     from mt_repro.methods.registry import method_class
@@ -150,6 +173,10 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
     methods = methods or ["mean_teacher"]
     for method in methods:
         method_class(method)  # an unknown name fails here, before anything runs
+    from mt_repro.config import SAMPLINGS
+
+    if sampling not in SAMPLINGS:
+        raise BadInput(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
 
     data = load_demo_config(config)
     n_labels = _demo_setting(data, "labels") if n_labels is None else n_labels
@@ -159,7 +186,7 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
     if epochs is not None and epochs < 1:
         raise BadInput(f"--epochs must be at least 1, got {epochs}")
     out_dir = Path(out_dir)
-    result = DemoResult(n_labels, list(range(n_seeds)), list(methods))
+    result = DemoResult(n_labels, list(range(n_seeds)), list(methods), sampling=sampling)
     for data_seed in result.seeds:
         entries = digits.label_file_entries(n_labels, data_seed)  # checks n_labels first
         label_file = out_dir / "labels" / f"{n_labels}_{data_seed}.txt"
@@ -169,7 +196,7 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
         except OSError as exc:
             raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
         mean_teacher, supervised = configs_for(data, n_labels, label_file, data_seed, epochs, out_dir)
-        runs = [("supervised", supervised)] + [(m, method_config(mean_teacher, m, out_dir, data_seed))
+        runs = [("supervised", supervised)] + [(m, method_config(mean_teacher, m, out_dir, data_seed, sampling, n_labels))
                                                for m in methods]
         for method, cfg in runs:
             start = time.time()
@@ -180,8 +207,8 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
                      f"of {len(trainer.data.train_loader)} steps")
             summary = trainer.fit()
             student, teacher = summary["student_error1"], summary["teacher_error1"]
-            # Mean Teacher is judged by its teacher, as the paper does; the others by their network.
-            reported, other = (teacher, student) if method == "mean_teacher" else (student, teacher)
+            # Each method is judged by the network its paper reports (Mean Teacher: the teacher).
+            reported, other = (teacher, student) if reported_model(method) == "teacher" else (student, teacher)
             result.runs.append(DemoRun(method, data_seed, reported, other, trainer.method.global_step,
                                        time.time() - start))
     return result
@@ -204,16 +231,29 @@ def render_table(result: DemoResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     sup = result.errors("supervised")
     seconds = sum(r.seconds for r in result.runs)
-    steps = {r.method: r.steps for r in result.runs}
+    steps = sorted({r.steps for r in result.runs})
+    step_note = (f"{steps[0]} SGD steps per run for every method" if len(steps) == 1
+                 else f"{'/'.join(map(str, steps))} SGD steps per run")
     others = ", ".join(f"{m.replace('_', ' ')} {_mean_std(result.other_errors(m))}" for m in result.methods)
+    by_teacher = [m.replace("_", " ") for m in result.methods if reported_model(m) == "teacher"]
+    reported = (f"{', '.join(by_teacher)} = the EMA teacher (as their papers report); " if by_teacher else "")
     notes = [
         f"{result.n_labels} labels, {len(digits.test_and_training_indices()[1]) - result.n_labels} "
-        f"unlabeled, {digits.N_TEST} test images (sklearn 8x8 digits); {steps.get('supervised')} "
-        f"SGD steps per run for every method; {seconds:.0f} s in all",
-        "supervised = the network trained on the labeled images only; mean teacher = its EMA teacher; "
-        "other methods = their network. The other model of each run (EMA, or Mean Teacher's "
-        f"student): supervised {_mean_std(result.other_errors('supervised'))}, {others}",
+        f"unlabeled, {digits.N_TEST} test images (sklearn 8x8 digits); {step_note}; {seconds:.0f} s in all",
+        f"supervised = the network trained on the labeled images only; {reported}the others = their network. "
+        "The other network of each run (the teacher, or the student where the teacher is reported): "
+        f"supervised {_mean_std(result.other_errors('supervised'))}, {others}",
     ]
+    if result.sampling != "two_stream":
+        notes.append(f"semi-supervised minibatches: {result.sampling} sampling of all training images "
+                     "(epochs rescaled to the same number of steps)")
     notes += [f"{m.replace('_', ' ')} - supervised: {statistics.fmean(result.errors(m)) - statistics.fmean(sup):+.2f} points"
               for m in result.methods]
     return "\n".join(lines + [""] + notes)
+
+
+def reported_model(method: str) -> str:
+    """"teacher" or "student": the network the method's paper reports."""
+    from mt_repro.methods.registry import method_class
+
+    return "student" if method == "supervised" else method_class(method).reported_model

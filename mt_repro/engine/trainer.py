@@ -123,6 +123,9 @@ class Trainer:
         self.optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.method = create_method(cfg, student, teacher)
+        cohort = self.method.extra_parameters()  # e.g. the other students of Deep Mutual Learning
+        if cohort:
+            self.optimizer.add_param_group({"params": cohort})
         self._prepare_out_dir()
         return self
 
@@ -153,6 +156,7 @@ class Trainer:
         extras = state.get("mt_repro") or {}
         if restore_rng and "rng" in extras:
             ckpt.restore_rng_state(extras["rng"])
+        method.load_state_dict(extras.get("method_state") or {})
         # Rows written after this checkpoint by the interrupted run will be written again.
         self.training_log.truncate(lambda row: row["step"] <= method.global_step)
         for log in (self.validation_log, self.ema_validation_log):
@@ -181,7 +185,7 @@ class Trainer:
         steps = len(loader)
         meters = MeterSet()
         end = time.time()
-        for i, ((student_input, teacher_input), targets) in enumerate(loader):
+        for i, ((student_input, teacher_input), targets, *extras) in enumerate(loader):
             meters.update("data_time", time.time() - end)
             lr = learning_rate(cfg, epoch, i, steps)
             for group in optimizer.param_groups:
@@ -191,8 +195,11 @@ class Trainer:
             student_input = student_input.to(self.device, non_blocking=True)
             teacher_input = teacher_input.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
+            # Per-sample inputs the method asked the loader for (mt_repro.data.sample_extras).
+            sample_extras = {name: value.to(self.device, non_blocking=True)
+                             for extra in extras for name, value in extra.items()}
             try:
-                result = method.losses(student_input, teacher_input, targets, epoch)
+                result = method.losses(student_input, teacher_input, targets, epoch, **sample_extras)
             except NonFiniteLoss as exc:
                 raise RunFailed(f"training diverged at step {method.global_step + 1} (epoch {epoch}): "
                                 f"{exc}; the last good checkpoint is kept in "
@@ -224,6 +231,7 @@ class Trainer:
 
     def end_of_epoch(self, epochs_done: int) -> None:
         cfg, method = self.config, self.method
+        method.end_of_epoch(epochs_done)  # before evaluation: e.g. a new self-training teacher
         is_best = False
         if cfg.evaluation_epochs and epochs_done % cfg.evaluation_epochs == 0:
             student = self.evaluate(method.student)
@@ -239,6 +247,9 @@ class Trainer:
                                       arch=cfg.arch, student=method.student, teacher=method.teacher,
                                       optimizer=self.optimizer, best_prec1=self.best_prec1,
                                       config=cfg.to_dict())
+        method_state = method.state_dict()
+        if method_state:  # what the method keeps besides the two networks, for --resume
+            state["mt_repro"]["method_state"] = method_state
         directory = self.out_dir / CHECKPOINT_DIR
         if cfg.checkpoint_epochs and epochs_done % cfg.checkpoint_epochs == 0:
             numbered = ckpt.save_atomic(state, directory / f"checkpoint.{epochs_done}.ckpt")

@@ -33,6 +33,7 @@ def ict_cost(student, teacher_probabilities: torch.Tensor, unlabeled: torch.Tens
 @register("ict")
 class ICT(EMAMethod):
     Options = ICTOptions
+    reported_model = "teacher"  # the authors' code reports its EMA model's test error
 
     def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                epoch: int) -> StepResult:

@@ -16,6 +16,7 @@ from torch import nn
 from mt_repro.config import TrainConfig
 from mt_repro.errors import RunFailed
 from mt_repro.methods import ramps
+from mt_repro.methods.interface import MethodHooks
 from mt_repro.methods.registry import register
 from mt_repro.methods.losses import (CONSISTENCY_COSTS, NO_LABEL, classification_cost,
                                      symmetric_mse_loss)
@@ -74,8 +75,11 @@ class StepResult:
 
 
 @register("mean_teacher")
-class MeanTeacher:
-    """The method: its costs and the teacher update. ``global_step`` counts SGD steps."""
+class MeanTeacher(MethodHooks):
+    """The method: its costs and the teacher update. ``global_step`` counts SGD steps. It keeps
+    nothing between steps beyond its two networks; the paper reports the teacher."""
+
+    reported_model = "teacher"
 
     def __init__(self, config: TrainConfig, student: nn.Module, teacher: nn.Module):
         self.config = config
@@ -89,7 +93,8 @@ class MeanTeacher:
         cfg = self.config
         minibatch_size = len(targets)
         labeled_minibatch_size = int(targets.ne(NO_LABEL).sum())
-        if labeled_minibatch_size == 0:
+        # The original asserted this; uniformly drawn minibatches may lack labels (class cost 0).
+        if labeled_minibatch_size == 0 and cfg.sampling != "uniform":
             raise RunFailed("a minibatch has no labeled samples")
 
         # Teacher first, then student: both draw shake gates from torch's generator.

@@ -1,0 +1,94 @@
+"""Deep Mutual Learning (Zhang et al., CVPR 2018): a cohort of K ≥ 2 students of the same
+architecture, each initialised separately, trained together; each learns from the labels and
+mimics the others: student k's cost is its cross-entropy plus the weight × the mean over the
+other K − 1 students l of ``KL(p_l ‖ p_k)`` (the others' predictions fixed, no gradient). With
+``ensemble_teacher`` student k mimics instead the average prediction of the other K − 1
+(the paper's variant for larger cohorts). Semi-supervised: the KL terms cover every sample,
+labeled and unlabeled, while the labels only teach on labeled ones.
+
+All students see the same minibatch (the student's view) and take one SGD step together, as
+the sum of their costs under one optimizer (the gradients of each student's parameters are
+those of its own cost); the paper's Algorithm 1 instead updates them in turn, recomputing the
+predictions in between. The run's student is the first of the cohort (reported, checkpointed
+as ``state_dict``, followed by the EMA teacher as every method); the others are kept in the
+method's state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mt_repro import models
+from mt_repro.errors import BadInput
+from mt_repro.methods.base import EMAMethod
+from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.methods.registry import register
+
+
+@dataclass(frozen=True)
+class MutualLearningOptions:
+    students: int = 2
+    ensemble_teacher: bool = False
+
+    def check(self) -> None:
+        if self.students < 2:
+            raise BadInput(f"mutual_learning: a cohort needs at least 2 students, got {self.students}")
+
+
+def mimicry_losses(logits: list[torch.Tensor], ensemble_teacher: bool = False) -> list[torch.Tensor]:
+    """Summed KL mimicry cost of each student: mean over the others of ``KL(p_other ‖ p_k)``,
+    or ``KL(mean of the others' p ‖ p_k)`` with ``ensemble_teacher``. Only student k's logits
+    carry gradient in its cost."""
+    fixed = [F.softmax(z.detach(), dim=1) for z in logits]
+    costs = []
+    for k, z in enumerate(logits):
+        log_p = F.log_softmax(z, dim=1)
+        others = [p for l, p in enumerate(fixed) if l != k]
+        if ensemble_teacher:
+            costs.append(F.kl_div(log_p, torch.stack(others).mean(dim=0), reduction="sum"))
+        else:
+            costs.append(sum(F.kl_div(log_p, p, reduction="sum") for p in others) / len(others))
+    return costs
+
+
+@register("mutual_learning")
+class MutualLearning(EMAMethod):
+    Options = MutualLearningOptions
+
+    def __init__(self, config, student, teacher, options=None):
+        super().__init__(config, student, teacher, options)
+        from mt_repro.data.datasets import NUM_CLASSES
+
+        device = next(student.parameters()).device
+        self.peers = nn.ModuleList(models.create_model(config.arch, NUM_CLASSES[config.dataset]).to(device)
+                                   for _ in range(self.options.students - 1))
+
+    @property
+    def cohort(self) -> list[nn.Module]:
+        return [self.student, *self.peers]
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        return list(self.peers.parameters())
+
+    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
+               epoch: int) -> StepResult:
+        self.peers.train(self.student.training)
+        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+        all_logits = [logits] + [peer(student_input)[0] for peer in self.peers]
+        class_losses = [class_loss] + [self.class_loss(z, targets) for z in all_logits[1:]]
+        mimicry = [cost / len(targets) for cost in mimicry_losses(all_logits, self.options.ensemble_teacher)]
+        loss = sum(c + weight * m for c, m in zip(class_losses, mimicry))
+        # the first student's terms; "loss" is the cohort's sum
+        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": weight * mimicry[0].item()}
+        return step_result(loss, values, logits, ema_logits, targets)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"peers": self.peers.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.peers.load_state_dict(state["peers"])

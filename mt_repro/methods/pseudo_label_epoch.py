@@ -1,0 +1,96 @@
+"""Pseudo-Label (Lee, ICML 2013 workshop), epoch variant: the pseudo-labels used during an epoch
+are fixed at the end of the previous one, from the predictions the network made on each
+unlabeled sample while training on it (its arg-max class, where the probability reached
+``threshold``). The first epoch has none. Otherwise as the iteration variant
+(``mt_repro.methods.pseudo_label``): summed cross-entropy ÷ minibatch × the ramped-up weight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mt_repro.methods.base import EMAMethod
+from mt_repro.methods.losses import NO_LABEL
+from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.methods.registry import register
+
+
+@dataclass(frozen=True)
+class EpochPseudoLabelOptions:
+    threshold: float = 0.95
+
+
+class EpochPseudoLabels:
+    """The pseudo-label of every sample for this epoch (``NO_LABEL``: none) and the candidates
+    collected during it; grows to the largest index it is given."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.current = torch.zeros(0, dtype=torch.long)
+        self.next = torch.zeros(0, dtype=torch.long)
+
+    def _grow(self, size: int) -> None:
+        if size > len(self.current):
+            extra = torch.full((size - len(self.current),), NO_LABEL, dtype=torch.long)
+            self.current = torch.cat([self.current, extra])
+            self.next = torch.cat([self.next, extra.clone()])
+
+    def record(self, indices: torch.Tensor, probabilities: torch.Tensor, unlabeled: torch.Tensor) -> None:
+        indices = indices.cpu()
+        self._grow(int(indices.max()) + 1)
+        confidence, guess = probabilities.detach().cpu().max(dim=1)
+        chosen = unlabeled.cpu() & confidence.ge(self.threshold)
+        self.next[indices] = torch.where(chosen, guess, torch.full_like(guess, NO_LABEL))
+
+    def labels(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.current[indices.cpu()]
+
+    def end_epoch(self) -> None:
+        self.current = self.next.clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"current": self.current}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.current = state["current"].clone()
+        self.next = torch.full_like(self.current, NO_LABEL)
+
+
+@register("pseudo_label_epoch")
+class EpochPseudoLabel(EMAMethod):
+    Options = EpochPseudoLabelOptions
+    sample_extras = ("indices",)
+
+    def __init__(self, config, student, teacher, options=None):
+        super().__init__(config, student, teacher, options)
+        self.pseudo_labels = EpochPseudoLabels(self.options.threshold)
+
+    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
+               epoch: int, indices: torch.Tensor | None = None) -> StepResult:
+        if indices is None:
+            raise ValueError("pseudo_label_epoch needs the samples' indices")
+        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+        unlabeled = targets.eq(NO_LABEL)
+        self.pseudo_labels.record(indices, F.softmax(logits, dim=1), unlabeled)
+        guesses = self.pseudo_labels.labels(indices).to(logits.device)
+        guesses = torch.where(unlabeled, guesses, torch.full_like(guesses, NO_LABEL))
+        chosen = guesses.ne(NO_LABEL)
+        cost = (F.cross_entropy(logits[chosen], guesses[chosen], reduction="sum") if chosen.any()
+                else logits.sum() * 0.0)
+        pseudo = weight * cost / len(targets)
+        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": pseudo.item(),
+                  "pseudo_labeled": float(chosen.sum())}
+        return step_result(class_loss + pseudo, values, logits, ema_logits, targets)
+
+    def end_of_epoch(self, epochs_done: int) -> None:
+        self.pseudo_labels.end_epoch()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pseudo_labels": self.pseudo_labels.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.pseudo_labels.load_state_dict(state["pseudo_labels"])

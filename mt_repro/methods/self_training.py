@@ -1,0 +1,86 @@
+"""Self-training with a noised student (Xie et al., "Self-training with Noisy Student", CVPR
+2020) and temperature distillation (Hinton et al. 2015). The teacher, in eval mode (no dropout,
+its running batch-norm statistics), predicts on the clean images (no augmentation, no noise);
+the student, in train mode, sees the augmented noisy view and is pulled towards the teacher's
+softened predictions: ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over the unlabeled samples
+÷ minibatch, × the ramped-up weight, besides cross-entropy on the labels.
+
+The run is cut into ``generations`` of equal length. The first trains on the labels alone;
+at the end of each generation the student's weights become the teacher (the run's teacher
+network, so it is evaluated and checkpointed as the teacher); the student goes on training
+from where it is (Xie et al. train each new student from scratch; here the run's one learning
+rate schedule continues).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mt_repro.errors import BadInput
+from mt_repro.methods.base import EMAMethod
+from mt_repro.methods.losses import NO_LABEL
+from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.methods.registry import register
+
+
+@dataclass(frozen=True)
+class SelfTrainingOptions:
+    temperature: float = 1.0
+    generations: int = 3
+
+    def check(self) -> None:
+        if self.temperature <= 0 or self.generations < 2:
+            raise BadInput("self_training: temperature must be positive and generations at least 2 "
+                           "(the first has no teacher)")
+
+
+def distillation_cost(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Summed ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` (T² keeps the gradient's scale as T varies)."""
+    target = F.softmax(teacher_logits.detach() / temperature, dim=1)
+    return temperature ** 2 * F.kl_div(F.log_softmax(student_logits / temperature, dim=1), target,
+                                       reduction="sum")
+
+
+def generation_ends(epochs: int, generations: int) -> list[int]:
+    """The epochs after which the teacher is replaced (all but the last generation's end)."""
+    return sorted({round(epochs * g / generations) for g in range(1, generations)} - {0, epochs})
+
+
+@register("self_training")
+class SelfTraining(EMAMethod):
+    Options = SelfTrainingOptions
+    sample_extras = ("clean_input",)
+
+    def __init__(self, config, student, teacher, options=None):
+        super().__init__(config, student, teacher, options)
+        self.ends = generation_ends(config.epochs, self.options.generations)
+
+    def generation(self, epoch: int) -> int:
+        return sum(epoch >= end for end in self.ends)
+
+    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
+               epoch: int, clean_input: torch.Tensor | None = None) -> StepResult:
+        if clean_input is None:
+            raise ValueError("self_training needs the clean images")
+        logits, _ = self.student(student_input)
+        class_loss = self.class_loss(logits, targets)
+        self.teacher.eval()
+        with torch.no_grad():
+            teacher_logits, _ = self.teacher(clean_input)
+        unlabeled = targets.eq(NO_LABEL)
+        weight = self.weight(epoch) if self.generation(epoch) > 0 else 0.0
+        cost = (distillation_cost(logits[unlabeled], teacher_logits[unlabeled], self.options.temperature)
+                if weight and unlabeled.any() else logits.sum() * 0.0)
+        distillation = weight * cost / len(targets)
+        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": distillation.item(),
+                  "generation": float(self.generation(epoch))}
+        return step_result(class_loss + distillation, values, logits, teacher_logits, targets)
+
+    def after_optimizer_step(self) -> None:
+        self.global_step += 1  # the teacher changes only between generations
+
+    def end_of_epoch(self, epochs_done: int) -> None:
+        if epochs_done in self.ends:
+            self.teacher.load_state_dict(self.student.state_dict())

@@ -1,0 +1,136 @@
+"""Temporal Ensembling (Laine & Aila, ICLR 2017): the consistency target of each training sample
+is an exponential moving average of the network's predictions on it over past epochs,
+``Z ← αZ + (1 − α)z`` once per epoch, divided by ``1 − α^n`` (the startup bias correction;
+``n`` the number of updates so far). The target stays fixed during an epoch.
+
+As in Laine & Aila's ``train.py``: ``z`` is the prediction (softmax) recorded while training
+on the sample (its last one of the epoch when it is seen several times), the cost is the
+squared difference ÷ classes ÷ minibatch, and the weight's maximum is scaled by the fraction of
+labeled training images M/N. A sample without target yet (the first epoch) adds no cost.
+Where their code decays the ensemble of a sample the epoch's batches left out towards zero,
+here it is left as it was (every sample is seen each epoch in their runs, so the two agree).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mt_repro.errors import BadInput
+from mt_repro.methods.base import EMAMethod, LabeledFraction
+from mt_repro.methods.losses import NO_LABEL
+from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.methods.registry import register
+
+
+@dataclass(frozen=True)
+class TemporalEnsemblingOptions:
+    prediction_decay: float = 0.6          # α
+    scale_by_labeled_fraction: bool = True  # weight × M/N, as Laine & Aila's code
+
+    def check(self) -> None:
+        if not 0 <= self.prediction_decay < 1:
+            raise BadInput(f"temporal_ensembling: prediction_decay must be in [0, 1), got {self.prediction_decay}")
+
+
+class PredictionEnsemble:
+    """Per-sample ensemble predictions ``Z``, their update counts and the current epoch's
+    predictions; grows to the largest sample index it is given."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.ensemble = torch.zeros(0, 0)
+        self.updates = torch.zeros(0, dtype=torch.long)
+        self.epoch_predictions = torch.zeros(0, 0)
+        self.seen = torch.zeros(0, dtype=torch.bool)
+
+    def _grow(self, size: int, classes: int) -> None:
+        if size <= len(self.updates) and classes == self.ensemble.size(1):
+            return
+        old = len(self.updates)
+        size = max(size, old)
+
+        def grown(tensor: torch.Tensor, *shape: int) -> torch.Tensor:
+            bigger = torch.zeros(*shape, dtype=tensor.dtype)
+            if old:
+                bigger[:old] = tensor
+            return bigger
+
+        if old and classes != self.ensemble.size(1):
+            raise ValueError(f"{classes} classes, the ensemble has {self.ensemble.size(1)}")
+        self.ensemble = grown(self.ensemble, size, classes)
+        self.epoch_predictions = grown(self.epoch_predictions, size, classes)
+        self.updates, self.seen = grown(self.updates, size), grown(self.seen, size)
+
+    def record(self, indices: torch.Tensor, probabilities: torch.Tensor) -> None:
+        """Remember this step's predictions; a sample seen twice keeps the later one."""
+        indices = indices.cpu()
+        self._grow(int(indices.max()) + 1, probabilities.size(1))
+        self.epoch_predictions[indices] = probabilities.detach().float().cpu()
+        self.seen[indices] = True
+
+    def targets(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bias-corrected ensemble predictions, mask of the samples that have one) of
+        samples already ``record``-ed."""
+        indices = indices.cpu()
+        n = self.updates[indices]
+        has_target = n > 0
+        correction = 1 - self.decay ** n.double().clamp(min=1)
+        return (self.ensemble[indices].double() / correction[:, None]).float(), has_target
+
+    def end_epoch(self) -> None:
+        seen = self.seen
+        self.ensemble[seen] = self.decay * self.ensemble[seen] + (1 - self.decay) * self.epoch_predictions[seen]
+        self.updates[seen] += 1
+        self.seen = torch.zeros_like(self.seen)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ensemble": self.ensemble, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ensemble = state["ensemble"].clone()
+        self.updates = state["updates"].clone()
+        self.epoch_predictions = torch.zeros_like(self.ensemble)
+        self.seen = torch.zeros_like(self.updates, dtype=torch.bool)
+
+
+@register("temporal_ensembling")
+class TemporalEnsembling(EMAMethod):
+    Options = TemporalEnsemblingOptions
+    sample_extras = ("indices",)
+
+    def __init__(self, config, student, teacher, options=None):
+        super().__init__(config, student, teacher, options)
+        self.predictions = PredictionEnsemble(self.options.prediction_decay)
+        self.labeled_fraction = LabeledFraction()
+
+    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
+               epoch: int, indices: torch.Tensor | None = None) -> StepResult:
+        if indices is None:
+            raise ValueError("temporal_ensembling needs the samples' indices")
+        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+        probabilities = F.softmax(logits, dim=1)
+        self.predictions.record(indices, probabilities)
+        self.labeled_fraction.record(indices, targets.ne(NO_LABEL))
+        ensemble, has_target = self.predictions.targets(indices)
+        if self.options.scale_by_labeled_fraction:
+            weight *= self.labeled_fraction.value()
+        mask = has_target.to(logits.device)
+        squared = (probabilities - ensemble.to(logits.device)) ** 2
+        cost = squared[mask].sum() / logits.size(1)
+        consistency = weight * cost / len(targets)
+        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item()}
+        return step_result(class_loss + consistency, values, logits, ema_logits, targets)
+
+    def end_of_epoch(self, epochs_done: int) -> None:
+        self.predictions.end_epoch()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"predictions": self.predictions.state_dict(), "labeled_fraction": self.labeled_fraction.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.predictions.load_state_dict(state["predictions"])
+            self.labeled_fraction.load_state_dict(state["labeled_fraction"])

@@ -1,0 +1,105 @@
+"""Virtual Adversarial Training (Miyato et al., TPAMI 2018): the network's prediction should not
+change under the small input perturbation that changes it most. Per step, for every sample
+(labeled and unlabeled, the student's view):
+
+* ``p = softmax(f(x))``, kept fixed (no gradient);
+* power iteration: ``d`` random unit vector, ``d ← normalize(∇_r KL(p ‖ softmax(f(x + r))))``
+  at ``r = ξ·d``, ``power_iterations`` times;
+* cost: ``KL(p ‖ softmax(f(x + ε·d)))`` summed ÷ minibatch, × the ramped-up weight;
+  with ``entropy_minimization`` the mean prediction entropy is added too (VAT+EntMin).
+
+The perturbed passes run in train mode but leave batch-norm running statistics as they were
+(they are not images of the data), as the authors' code does by not updating them there.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mt_repro.errors import BadInput
+from mt_repro.methods.base import EMAMethod
+from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.methods.registry import register
+
+
+@dataclass(frozen=True)
+class VATOptions:
+    epsilon: float = 6.0
+    xi: float = 1e-6
+    power_iterations: int = 1
+    entropy_minimization: bool = False
+
+    def check(self) -> None:
+        if self.epsilon <= 0 or self.xi <= 0 or self.power_iterations < 1:
+            raise BadInput("vat: epsilon and xi must be positive and power_iterations at least 1")
+
+
+def unit_vectors(d: torch.Tensor) -> torch.Tensor:
+    """Each sample's ``d`` scaled to unit L2 norm (over all its dimensions)."""
+    flat = d.reshape(len(d), -1)
+    flat = flat / (flat.abs().max(dim=1, keepdim=True).values + 1e-12)  # no underflow below
+    flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return flat.reshape(d.shape)
+
+
+def kl_to(p: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Summed ``KL(p ‖ softmax(logits))``."""
+    return F.kl_div(F.log_softmax(logits, dim=1), p, reduction="sum")
+
+
+@contextmanager
+def frozen_batch_norm_statistics(model: nn.Module):
+    """Normalise with the batch's statistics but leave the running ones untouched."""
+    saved = [(m, m.momentum) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        for module, _ in saved:
+            module.momentum = 0.0
+        yield
+    finally:
+        for module, momentum in saved:
+            module.momentum = momentum
+
+
+def adversarial_direction(model: nn.Module, inputs: torch.Tensor, p: torch.Tensor, xi: float,
+                          iterations: int, start: torch.Tensor | None = None) -> torch.Tensor:
+    """Unit perturbations along which ``KL(p ‖ f(x + r))`` grows fastest (power iteration from
+    ``start``, a random normal direction by default)."""
+    d = unit_vectors(torch.randn_like(inputs) if start is None else start)
+    for _ in range(iterations):
+        d = d.detach().requires_grad_(True)
+        logits, _ = model(inputs.detach() + xi * d)
+        gradient, = torch.autograd.grad(kl_to(p, logits), d)
+        d = unit_vectors(gradient)
+    return d.detach()
+
+
+def vat_cost(model: nn.Module, inputs: torch.Tensor, logits: torch.Tensor, options: VATOptions,
+             start: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed local distributional smoothness cost ``KL(p ‖ f(x + ε·d_adv))``."""
+    p = F.softmax(logits.detach(), dim=1)
+    with frozen_batch_norm_statistics(model):
+        d = adversarial_direction(model, inputs, p, options.xi, options.power_iterations, start)
+        adversarial_logits, _ = model(inputs.detach() + options.epsilon * d)
+    return kl_to(p, adversarial_logits)
+
+
+@register("vat")
+class VAT(EMAMethod):
+    Options = VATOptions
+
+    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
+               epoch: int) -> StepResult:
+        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+        vat = weight * vat_cost(self.student, student_input, logits, self.options) / len(targets)
+        loss = class_loss + vat
+        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": vat.item()}
+        if self.options.entropy_minimization:
+            log_p = F.log_softmax(logits, dim=1)
+            entropy = -(log_p.exp() * log_p).sum() / len(targets)
+            loss = loss + entropy
+            values["entropy"] = entropy.item()
+        return step_result(loss, values, logits, ema_logits, targets)
