@@ -277,20 +277,24 @@ def _print_summary(summary: dict) -> None:
               show_default=True, help="ResNet run of Table 4, or the 13-layer ConvNet of Table 2")
 @click.option("--model", type=click.Choice(["mean_teacher", "pi", "supervised"]), default="mean_teacher",
               show_default=True, help="convnet13 only: Mean Teacher, Pi model or supervised-only")
+@click.option("--steps", type=int, help="convnet13 only: train for this many steps (training_length)")
 @_run_options
-def cifar10(n_labels: str, arch: str, model: str, **options) -> None:
+def cifar10(n_labels: str, arch: str, model: str, steps: int | None, **options) -> None:
     """The paper's CIFAR-10 runs as the original runners configured them: the ResNet
     (shake-shake 26, Table 4; 1000 or 4000 labels) or the 13-layer ConvNet (Table 2)."""
     if arch == "convnet13":
-        unused = [f"--{k.replace('_', '-')}" for k in ("label_file", "label_dir", "gpus", "epochs", "workers")
+        unused = [f"--{k.replace('_', '-')}" for k in ("label_file", "label_dir", "gpus", "epochs", "workers", "method")
                   if options[k] is not None]
         if unused:
             raise BadInput(f"{', '.join(unused)} apply to the ResNet run, not to --arch convnet13 "
                            "(its length is --set training_length=STEPS)")
         _convnet_run("cifar10", n_labels, 0, model, data_seed=options["data_seed"], data_dir=options["data_dir"],
                      seed=options["seed"], out=options["out"], resume=options["resume"],
-                     overrides=options["overrides"], device=options["device"], no_progress=options["no_progress"])
+                     overrides=options["overrides"], device=options["device"], no_progress=options["no_progress"],
+                     steps=steps)
         return
+    if steps is not None:
+        raise BadInput("--steps applies to --arch convnet13; the ResNet run's length is --epochs")
     if n_labels not in ("1000", "4000") or model != "mean_teacher":
         raise BadInput("the ResNet run (Table 4) has Mean Teacher with 1000 or 4000 labels; "
                        "for other label counts or models use --arch convnet13")
@@ -307,6 +311,7 @@ def cifar10(n_labels: str, arch: str, model: str, **options) -> None:
 @click.option("--data-seed", type=int, help="the split's seed (default: the runner's first, 2000 or 0)")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="directory of the SVHN .mat files")
 @click.option("--seed", type=int, help="seed of torch and the minibatch order (default: the data seed)")
+@click.option("--steps", type=int, help="train for this many steps (sets training_length; for short runs)")
 @click.option("--out", type=click.Path(path_type=Path), help="run directory")
 @click.option("--resume", type=click.Path(path_type=Path), help="continue this run directory")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -320,11 +325,13 @@ def svhn(n_labels: str, n_extra: str, model: str, **options) -> None:
 
 
 def _convnet_run(dataset: str, n_labels: str, n_extra: int, model: str, *, data_seed, data_dir, seed, out, resume,
-                 overrides, device, no_progress) -> None:
+                 overrides, device, no_progress, steps=None) -> None:
     from mt_repro.convnet_config import load_experiment
     from mt_repro.engine import convnet_trainer
 
     overridden = _convnet_overrides(overrides)
+    if steps is not None:
+        overridden["training_length"] = steps
     if data_dir is None:
         raise BadInput("pass --data: the CIFAR-10 tarball or batches directory, or the directory of "
                        "the SVHN .mat files")

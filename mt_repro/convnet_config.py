@@ -93,6 +93,13 @@ class ConvNetSettings:
             raise bad(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
         if not 0.0 <= self.consistency_trust <= 1.0:
             raise bad(f"consistency_trust must be in [0, 1], got {self.consistency_trust}")
+        if self.ema_consistency != (self.model != "pi"):
+            # the original's switch between the EMA target and the second pass (model.py)
+            raise bad(f"ema_consistency {str(self.ema_consistency).lower()} contradicts model {self.model!r}: "
+                      "the Pi model is ema_consistency false, the other models true")
+        if self.model == "supervised" and self.n_labeled_per_batch != self.batch_size:
+            raise bad(f"supervised-only trains on labeled minibatches: n_labeled_per_batch must equal "
+                      f"batch_size ({self.batch_size}), got {self.n_labeled_per_batch!r}")
         if self.model == "pi" and self.consistency_trust > 0:
             raise bad("the Pi model needs consistency_trust 0 (its KL costs give the second pass no gradient)")
         if self.num_logits not in (1, 2):

@@ -31,6 +31,7 @@ def test_ramps_at_their_edges():
     assert sigmoid_rampdown(150000, 25000, 150000) == pytest.approx(math.exp(-12.5))
     assert sigmoid_rampdown(137500, 25000, 150000) == pytest.approx(math.exp(-12.5 * 0.25))
     assert step_rampup(39999, 40000) == 0.0 and step_rampup(40000, 40000) == 1.0
+    assert sigmoid_rampdown(40000, 0, 40000) == 1.0  # train_*.py runners: no ramp-down
 
 
 def test_adam_and_ema_switches():
@@ -81,6 +82,42 @@ def test_residual_cost_and_masking_of_labeled_samples():
     np.testing.assert_allclose(class_costs.numpy(), [math.log(4), 0, math.log(4), 0])
 
 
+def test_minimised_cost_sums_over_samples_and_averages_over_the_three_kinds():
+    class_costs, cons_costs, res_costs = np.array([1.0, 0.0, 2.0, 0.0]), np.array([0.5, 0.25, 0.0, 1.0]), np.full(4, 0.1)
+    got = costs.total_cost(*(torch.tensor(c) for c in (class_costs, cons_costs, res_costs)))
+    # model.py total_costs: stacked to 3 x 4, summed over the 4 samples, mean of the 3 sums
+    assert got.item() == pytest.approx((3.0 + 1.75 + 0.4) / 3)
+    assert got.item() != pytest.approx((class_costs + cons_costs + res_costs).mean())
+
+
+def test_tf_adam_bias_correction_uses_the_initial_betas_first():
+    """Gradient 1 on one weight; betas (0.9, 0.99), then (0.5, 0.999), then (0.5, 0.999):
+    TensorFlow's powers are β(0), β(0)·β(0), β(0)·β(0)·β(1) at updates 0, 1, 2."""
+    weight = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    adam = ct.TFAdam([weight], lr=0.1, eps=1e-8)
+    schedule = [(0.9, 0.99), (0.5, 0.999), (0.5, 0.999)]
+    powers = [(0.9, 0.99), (0.81, 0.9801), (0.405, 0.9791199)]
+    theta, m, v = 0.0, 0.0, 0.0
+    for (b1, b2), (p1, p2) in zip(schedule, powers):
+        weight.grad = torch.ones(1, dtype=torch.float64)
+        adam.param_groups[0]["betas"] = (b1, b2)
+        adam.step()
+        m, v = m + (1 - m) * (1 - b1), v + (1 - v) * (1 - b2)
+        theta -= 0.1 * math.sqrt(1 - p2) / (1 - p1) * m / (math.sqrt(v) + 1e-8)
+        assert weight.item() == pytest.approx(theta, rel=1e-12)
+    assert weight.item() == pytest.approx(-0.1 - 0.1 * math.sqrt(0.0199) / 0.19 * 0.55 / math.sqrt(0.01099)
+                                          - 0.1 * math.sqrt(1 - 0.9791199) / 0.595 * 0.775 / math.sqrt(0.01197901),
+                                          rel=1e-6)
+
+
+def test_teacher_is_a_plain_ema_of_the_weights():
+    student, teacher = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    before = [p.detach().clone() for p in teacher.parameters()]
+    ct.update_teacher(student, teacher, 0.99)
+    for t, t0, s in zip(teacher.parameters(), before, student.parameters()):
+        torch.testing.assert_close(t, 0.99 * t0 + 0.01 * s)
+
+
 # --- 2. weight normalisation ------------------------------------------------------------------
 def test_data_dependent_init_gives_unit_pre_activations():
     torch.manual_seed(0)
@@ -97,6 +134,16 @@ def test_data_dependent_init_gives_unit_pre_activations():
         torch.testing.assert_close(out.mean(dim=dims), torch.zeros(out.shape[1]), atol=1e-4, rtol=0)
         torch.testing.assert_close(out.var(dim=dims, unbiased=False), torch.ones(out.shape[1]), atol=1e-3, rtol=0)
     assert all(float(m.eval_mean.abs().max()) == 0 for m, _ in outputs)  # untouched by the init
+
+
+def test_second_head_is_initialised_from_data_even_with_one_logit():
+    torch.manual_seed(0)
+    model = ConvNet13(num_logits=1, width=0.0625)
+    data_dependent_init(model, torch.randn(16, 3, 32, 32))
+    assert not torch.equal(model.fc2.g, torch.ones_like(model.fc2.g))  # as the original's tower
+    model.eval()
+    primary, cons = model(torch.randn(4, 3, 32, 32))
+    assert torch.equal(primary, cons)
 
 
 def test_eval_mode_subtracts_the_ema_of_batch_means():
@@ -178,6 +225,21 @@ def test_pi_and_mean_teacher_differ_only_in_the_target(svhn_dir, tmp_path, monke
     assert torch.equal(mt_logits, pi_logits)          # the same student pass
     assert not torch.equal(mt_target, pi_target)      # another target pass
     assert not mt_grad and pi_grad                    # the Π target carries gradients
+    # the second pass is the original's separate tower: the student's evaluation means saw one pass
+    for name, buffer in mt.student.named_buffers():
+        assert torch.equal(buffer, pi.student.state_dict()[name]), name
+    assert any(float(b.abs().max()) > 0 for b in pi.student.buffers())
+
+
+def test_logged_loss_is_the_minimised_total_cost(svhn_dir, tmp_path):
+    t = trainer(svhn_dir, tmp_path, "mean_teacher", logit_distance_cost=0.01, num_logits=2,
+                consistency_trust=0.5)
+    assert t.data.train_x.dtype == torch.uint8  # SVHN pixels stay uint8 in memory
+    values = t.train_step()
+    batch = t.s.batch_size
+    parts = values["class_loss"] + values["cons_loss"] + values["res_loss"]
+    assert values["res_loss"] > 0 and values["cons_loss"] > 0
+    assert values["loss"] == pytest.approx(parts * batch / 3, rel=1e-5)
 
 
 def test_supervised_sees_only_labeled_images(svhn_dir, tmp_path):
@@ -293,7 +355,41 @@ def test_bad_input(cli, svhn_dir, tmp_path):
                               "--set", "batch_size=200", "--set", "n_labeled=50", "--out", tmp_path / "r"),
                           "100 labeled images per minibatch, but only 50 are labeled")
     assert_one_line_error(cli("svhn", "--labels", "100", "--data", svhn_dir, "--set", "widht=2"), "unknown setting 'widht'")
+    assert_one_line_error(cli("svhn", "--labels", "100", "--data", svhn_dir, "--set", "ema_consistency=false",
+                              "--out", tmp_path / "r"), "ema_consistency false contradicts model 'mean_teacher'")
+    assert_one_line_error(cli("svhn", "--labels", "100", "--data", svhn_dir, "--model", "supervised",
+                              "--set", "n_labeled_per_batch=vary", "--out", tmp_path / "r"),
+                          "supervised-only trains on labeled minibatches")
+    assert_one_line_error(cli("cifar10", "--labels", "4000", "--steps", "3"), "--steps applies to --arch convnet13")
     assert_one_line_error(cli("cifar10", "--labels", "2000"), "for other label counts or models use --arch convnet13")
     assert_one_line_error(cli("cifar10", "--arch", "convnet13", "--epochs", "3"), "--epochs apply to the ResNet run")
     assert_one_line_error(cli("svhn", "--labels", "100", "--extra", "100000", "--data", svhn_dir,
                               "--set", "width=0.0625", "--out", tmp_path / "x"), "extra file has only 60")
+
+
+# --- 6. commands ---------------------------------------------------------------------------------
+def test_svhn_command_short_run_writes_summary_and_config(cli, svhn_dir, tmp_path):
+    code, out, err = cli("svhn", "--labels", "100", "--model", "pi", "--data", svhn_dir, "--steps", "2",
+                         "--set", "width=0.0625", "--set", "batch_size=20", "--set", "evaluation_span=1",
+                         "--device", "cpu", "--no-progress", "--out", tmp_path / "run")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["dataset"], summary["arch"], summary["method"]) == ("svhn", "convnet13", "pi_model")
+    assert (summary["n_labeled"], summary["extra_unlabeled"], summary["data_seed"]) == (100, 0, 2000)
+    assert summary["global_step"] == 2 and summary["config"] == "svhn_final_eval"
+    assert summary["student_error1"] is not None and summary["teacher_error1"] is not None
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["training_length"] == 2 and config["ema_consistency"] is False
+
+
+def test_cifar10_convnet_reads_the_originals_npz(tmp_path):
+    rng = np.random.RandomState(0)
+    train_y, test_y = np.repeat(np.arange(10), 20), np.arange(10).repeat(2)
+    path = tmp_path / "cifar10_gcn_zca_v2.npz"
+    np.savez(path, train_x=rng.randn(200, 32, 32, 3), train_y=train_y.astype(np.uint8),
+             test_x=rng.randn(20, 32, 32, 3), test_y=test_y.astype(np.uint8))
+    settings = load_experiment("cifar10_final_eval").settings(n_labeled=100, overrides=TINY)
+    data = ct.load_data(settings, path)
+    assert data.train_x.dtype == torch.float32 and data.train_x.shape == (200, 3, 32, 32)
+    assert (data.train_y[:100] != -1).all() and (data.train_y[100:] == -1).all()
+    assert data.eval_x.shape == (20, 3, 32, 32) and data.eval_y.tolist() == test_y.tolist()

@@ -2,12 +2,14 @@
 half re-expressed in PyTorch (``tensorflow/mean_teacher/model.py``, ``minibatching.py``).
 
 Per step, in the original's order: the schedule at the current step; the student's pass
-(student dropout), for the Π-model a second pass of the same network (teacher dropout) as the
-target, for Mean Teacher the EMA model's pass (teacher dropout, no gradient); the costs; the EMA
-update of the teacher from the student's weights *before* this step's update (the original ran
-it among the update ops the optimizer step depended on); Adam with the step's beta1 and beta2,
-its bias corrections accumulated as products of the betas actually used (TensorFlow's
-``beta1_power``/``beta2_power``), epsilon outside the corrected denominator as TensorFlow places it.
+(student dropout); the EMA model's pass (teacher dropout, no gradient; the target of Mean
+Teacher); for the Π-model a second pass of the same network (teacher dropout) as the target,
+which, like the original's separate "secondary" tower, leaves the student's evaluation means
+alone; the costs, minimised as the original's ``total_cost`` (each kind summed over the
+minibatch, averaged over the three kinds); the EMA update of the teacher from the student's
+weights *before* this step's update (the original ran it among the update ops the optimizer
+step depended on); Adam with the step's beta1 and beta2 as TensorFlow 1.x computes it
+(``TFAdam``).
 Evaluation (student and teacher, evaluation mode) at step 0, every ``evaluation_span`` steps and at
 the end, each followed by a checkpoint; ``--resume`` continues bit for bit.
 """
@@ -32,7 +34,7 @@ from mt_repro.fileio import write_text_atomic
 from mt_repro.logs.runlog import RunLog
 from mt_repro.methods import convnet_training as costs
 from mt_repro.methods.losses import NO_LABEL
-from mt_repro.models.convnet13 import ConvNet13, data_dependent_init
+from mt_repro.models.convnet13 import ConvNet13, data_dependent_init, frozen_eval_means
 
 CHECKPOINT = "checkpoints/last.ckpt"
 METHOD_NAMES = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": "supervised"}
@@ -41,10 +43,15 @@ METHOD_NAMES = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": 
 # --- data -----------------------------------------------------------------------------------
 @dataclass
 class ConvNetData:
-    train_x: torch.Tensor      # N x 3 x 32 x 32 float32
+    train_x: torch.Tensor      # N x 3 x 32 x 32: SVHN raw uint8 pixels, CIFAR-10 float32 (GCN + ZCA)
     train_y: np.ndarray        # N, -1 for unlabeled
     eval_x: torch.Tensor
     eval_y: np.ndarray
+
+    def images(self, x: torch.Tensor, index, device) -> torch.Tensor:
+        """A minibatch as float32 on ``device`` (SVHN stays uint8 in memory: with 500000 extra
+        images float32 would take 7 GB; the original also fed the uint8 pixels to its graph)."""
+        return x[index].to(device).float()
 
     @property
     def n_labeled(self) -> int:
@@ -62,7 +69,8 @@ def load_data(settings: ConvNetSettings, data_dir: str | Path) -> ConvNetData:
         split = svhn.split_from_files(data_dir, labels, settings.data_seed, test_phase=settings.test_phase,
                                       n_extra_unlabeled=settings.n_extra_unlabeled)
         train = svhn.read_svhn(data_dir, "train")
-        images = [train.images[split.training_order()[1][split.training_order()[0] == 0]]]
+        source, index, _ = split.training_order()
+        images = [train.images[index[source == 0]]]
         if len(split.extra):
             images.append(svhn.read_svhn(data_dir, "extra").images[split.extra])
         train_x = np.concatenate(images)
@@ -72,9 +80,12 @@ def load_data(settings: ConvNetSettings, data_dir: str | Path) -> ConvNetData:
         else:
             eval_x, eval_y = train.images[split.validation], train.labels[split.validation]
     else:
-        from mt_repro.data.zca import cifar10_gcn_zca
+        from mt_repro.data.zca import cifar10_gcn_zca, read_tf_npz
 
-        arrays = cifar10_gcn_zca(data_dir)
+        if Path(data_dir).suffix == ".npz":  # the original's own cifar10_gcn_zca_v2.npz
+            arrays = read_tf_npz(data_dir)
+        else:
+            arrays = cifar10_gcn_zca(data_dir)
         split = splits.cifar10_split(arrays["train_y"].astype(np.int64), labels, settings.data_seed,
                                      test_phase=settings.test_phase)
         train_x = arrays["train_x"][split.training_order()[1]]
@@ -85,7 +96,9 @@ def load_data(settings: ConvNetSettings, data_dir: str | Path) -> ConvNetData:
     target = split.training_order()[2]
 
     def tensor(images: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
+        images = np.asarray(images)
+        dtype = np.uint8 if images.dtype == np.uint8 else np.float32
+        return torch.from_numpy(np.ascontiguousarray(images.astype(dtype, copy=False).transpose(0, 3, 1, 2)))
 
     return ConvNetData(tensor(train_x), target.astype(np.int64), tensor(eval_x), np.asarray(eval_y, np.int64))
 
@@ -165,39 +178,44 @@ class Minibatches:
 
 # --- optimisation ---------------------------------------------------------------------------
 class TFAdam(torch.optim.Optimizer):
-    """Adam as TensorFlow 1.x computes it: ``lr_t = lr·sqrt(1 - β2^t)/(1 - β1^t)`` with the powers
-    accumulated from the betas of each step, and ``θ -= lr_t·m/(sqrt(v) + ε)``."""
+    """Adam as TensorFlow 1.x's ``AdamOptimizer`` computes it, with betas that change per step:
+    ``m += (g - m)(1 - β1)``, ``v += (g² - v)(1 - β2)``, ``θ -= lr_t·m/(sqrt(v) + ε)`` with
+    ``lr_t = lr·sqrt(1 - p2)/(1 - p1)``. The powers ``p1``, ``p2`` are one pair for all variables:
+    TensorFlow created them holding the betas of the initialisation run (global step 0), used
+    them, and multiplied them by the step's betas after each update, so the k-th update (from 0)
+    uses ``β(0)·β(0)·β(1)···β(k-1)``, not ``β(0)···β(k)``; it matters only once the betas change."""
 
     def __init__(self, params, lr: float = 0.001, betas=(0.9, 0.999), eps: float = 1e-8):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        # Python floats (float64), kept as they are by load_state_dict; None until the first step
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, beta1_power=None, beta2_power=None))
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            if group["beta1_power"] is None:
+                group["beta1_power"], group["beta2_power"] = float(beta1), float(beta2)
+            lr_t = group["lr"] * math.sqrt(1 - group["beta2_power"]) / (1 - group["beta1_power"])
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None:  # the unused second head when num_logits is 1
                     continue
                 state = self.state[p]
                 if not state:
                     state["m"] = torch.zeros_like(p)
                     state["v"] = torch.zeros_like(p)
-                    # Python floats: float64, and kept as they are by load_state_dict
-                    state["beta1_power"] = 1.0
-                    state["beta2_power"] = 1.0
-                state["beta1_power"] *= beta1
-                state["beta2_power"] *= beta2
-                lr_t = group["lr"] * math.sqrt(1 - state["beta2_power"]) / (1 - state["beta1_power"])
-                state["m"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                state["v"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                p.addcdiv_(state["m"], state["v"].sqrt().add_(group["eps"]), value=-lr_t)
+                state["m"].add_((p.grad - state["m"]).mul_(1 - beta1))
+                state["v"].add_((p.grad * p.grad - state["v"]).mul_(1 - beta2))
+                p.sub_(state["m"] * lr_t / (state["v"].sqrt() + group["eps"]))
+            group["beta1_power"] *= beta1
+            group["beta2_power"] *= beta2
 
 
 @torch.no_grad()
 def update_teacher(student: torch.nn.Module, teacher: torch.nn.Module, decay: float) -> None:
-    """Plain EMA of the trainable variables (TensorFlow's ExponentialMovingAverage, no warm-up)."""
+    """Plain EMA of the trainable variables (TensorFlow's ExponentialMovingAverage without
+    ``num_updates``: no warm-up), in its form ``shadow -= (1 - decay)(shadow - variable)``."""
     for t, s in zip(teacher.parameters(), student.parameters()):
-        t.mul_(decay).add_(s, alpha=1 - decay)
+        t.sub_((t - s).mul_(1 - decay))
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -231,7 +249,7 @@ class ConvNetTrainer:
     def initialize(self) -> None:
         """Data-dependent init on the first minibatch; the teacher starts as a copy."""
         index, _ = self.batches.next()
-        data_dependent_init(self.student, self.data.train_x[index].to(self.device))
+        data_dependent_init(self.student, self.data.images(self.data.train_x, index, self.device))
         self.teacher = copy.deepcopy(self.student)
         self.teacher.dropout = self.s.teacher_dropout_probability
         for p in self.teacher.parameters():
@@ -244,25 +262,25 @@ class ConvNetTrainer:
         for group in self.optimizer.param_groups:
             group["lr"], group["betas"] = hp.learning_rate, (hp.adam_beta_1, hp.adam_beta_2)
         index, targets = self.batches.next()
-        x = self.data.train_x[index].to(self.device)
+        x = self.data.images(self.data.train_x, index, self.device)
         y = torch.from_numpy(targets).to(self.device)
         student.train()
         teacher.train()
         class_1, cons_1 = student(x)
         with torch.no_grad():
             class_ema, cons_ema = teacher(x)
-        if s.model == "pi":
-            student.dropout = s.teacher_dropout_probability
-            class_2, _ = student(x)
-            student.dropout = s.student_dropout_probability
-            target = class_2
-        else:
+        if s.ema_consistency:
             target = class_ema
+        else:  # the Π model: the original's "secondary" tower, with its own evaluation means
+            student.dropout = s.teacher_dropout_probability
+            with frozen_eval_means(student):
+                target, _ = student(x)
+            student.dropout = s.student_dropout_probability
         mask = costs.consistency_mask(y, s.apply_consistency_to_labeled)
         class_costs = costs.classification_costs(class_1, y)
         cons_costs = costs.consistency_costs(cons_1, target, hp.cons_coefficient, mask, s.consistency_trust)
         res_costs = costs.residual_costs(class_1, cons_1, s.logit_distance_cost)
-        loss = (class_costs + cons_costs + res_costs).mean()
+        loss = costs.total_cost(class_costs, cons_costs, res_costs)
         if not torch.isfinite(loss):
             raise RunFailed(f"training diverged at step {self.step + 1}: loss is {loss.item()}; the last good "
                             f"checkpoint is kept in {self.out_dir / 'checkpoints'}")
@@ -287,7 +305,7 @@ class ConvNetTrainer:
         model.eval()
         wrong, cost, n = 0.0, 0.0, 0
         for start in range(0, len(self.data.eval_y), self.s.batch_size):
-            x = self.data.eval_x[start:start + self.s.batch_size].to(self.device)
+            x = self.data.images(self.data.eval_x, slice(start, start + self.s.batch_size), self.device)
             y = torch.from_numpy(self.data.eval_y[start:start + self.s.batch_size]).to(self.device)
             logits, _ = model(x)
             wrong += costs.errors(logits, y).sum().item()
@@ -355,7 +373,8 @@ class ConvNetTrainer:
         summary = {"dataset": s.dataset, "arch": "convnet13", "method": METHOD_NAMES[s.model],
                    "n_labeled": s.labels_count, "n_labeled_in_split": self.data.n_labeled,
                    "extra_unlabeled": s.n_extra_unlabeled, "data_seed": s.data_seed,
-                   "experiment": s.experiment, "global_step": self.step,
+                   "experiment": s.experiment, "config": s.experiment, "model": s.model,
+                   "global_step": self.step,
                    "student_error1": self.last_eval["student"]["error1/avg"],
                    "teacher_error1": self.last_eval["teacher"]["error1/avg"], "out_dir": str(self.out_dir)}
         write_text_atomic(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -6,10 +6,11 @@ graph read it): learning rate and consistency weight ramp up with ``sigmoid_ramp
 ``sigmoid_rampdown`` over the last ``rampdown_length`` of ``training_length`` steps; Adam's beta2
 (0.99 → 0.999) and the EMA decay (0.99 → 0.999) switch at the end of the ramp-up.
 
-Costs are per sample and averaged over the whole minibatch (``tensorflow/mean_teacher/model.py``):
-cross-entropy of labeled samples (0 for unlabeled), the consistency cost (below) times its
-weight, masked off for labeled samples unless ``apply_consistency_to_labeled``, and
-``logit_distance_cost · Σ(class − cons logits)²``.
+Costs are per sample (``tensorflow/mean_teacher/model.py``): cross-entropy of labeled samples
+(0 for unlabeled), the consistency cost (below) times its weight, masked off for labeled samples
+unless ``apply_consistency_to_labeled``, and ``logit_distance_cost · Σ(class − cons logits)²``.
+What the original minimised is not their mean over the minibatch but ``total_cost``: each kind
+summed over the minibatch, averaged over the three kinds (``model.py`` ``total_costs``).
 """
 from __future__ import annotations
 
@@ -91,6 +92,14 @@ def consistency_costs(logits: torch.Tensor, target_logits: torch.Tensor, coeffic
 def residual_costs(class_logits: torch.Tensor, cons_logits: torch.Tensor, cost: float) -> torch.Tensor:
     """``cost · Σ_k (class − cons)²`` per sample: ties the two heads together."""
     return cost * ((class_logits - cons_logits) ** 2).sum(dim=1)
+
+
+def total_cost(*per_sample_costs: torch.Tensor) -> torch.Tensor:
+    """The original's minimised cost: the per-sample costs stacked to K x N, summed over the N
+    samples and averaged over the K kinds, i.e. ``(Σ class + Σ cons + Σ res) / 3``. This quirk of
+    ``model.py`` ``total_costs`` (its result is asserted to have shape [3]) scales the gradient
+    by N/3 against a per-sample mean; Adam undoes the scale but for its epsilon, so it is kept."""
+    return torch.stack(per_sample_costs).sum(dim=1).mean()
 
 
 def consistency_mask(labels: torch.Tensor, apply_to_labeled: bool) -> torch.Tensor:

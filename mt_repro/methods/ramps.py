@@ -35,8 +35,8 @@ def cosine_rampdown(current: float, rampdown_length: float) -> float:
 
 def sigmoid_rampdown(current: float, rampdown_length: float, training_length: float) -> float:
     """``exp(-12.5 (1 - (L - t)/R)^2)`` over the last R of L steps, 1 before (the TensorFlow
-    half's ramp-down of the learning rate and Adam's beta1)."""
-    if current < training_length - rampdown_length:
+    half's ramp-down of the learning rate and Adam's beta1); R = 0: no ramp-down."""
+    if current < training_length - rampdown_length or rampdown_length == 0:
         return 1.0
     phase = 1.0 - max(0.0, training_length - current) / rampdown_length
     return float(np.exp(-12.5 * phase * phase))

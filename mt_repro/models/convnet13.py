@@ -15,16 +15,23 @@ that. ``data_dependent_init`` sets ``g`` and ``b`` from the first training batch
 layer's pre-activations have mean 0 and variance 1 per channel on it. Convs are followed by leaky
 ReLU 0.1; V is drawn from N(0, 0.05).
 
-Quirk kept from the original: the dense layers keep their evaluation mean before scaling by
+Quirks kept from the original: the dense layers keep their evaluation mean before scaling by
 ``g/‖V‖`` (``fully_connected`` subtracts the mean of ``x·V``), the convs after (``conv2d``
-subtracts the mean of the normalised convolution).
+subtracts the mean of the normalised convolution). Both heads are always computed, so the second
+one is initialised from data even when ``num_logits`` is 1 (``tower`` builds both). Every tower of
+the original graph (``model.py`` ``inference``: primary, secondary, EMA) owned its evaluation
+means; ``frozen_eval_means`` runs a pass that leaves this network's untouched (the Π model's
+second pass, the original's secondary tower).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mt_repro.data.svhn import per_image_standardize
 from mt_repro.models import register
 
 EVAL_MEAN_DECAY = 0.999
@@ -43,6 +50,7 @@ class _WeightNormLayer(nn.Module):
         self.b = nn.Parameter(torch.zeros(out_features))
         self.register_buffer("eval_mean", torch.zeros(out_features))
         self.initializing = False
+        self.track_eval_mean = True
 
     def _normalized_V(self) -> torch.Tensor:
         dims = tuple(range(1, self.V.dim()))
@@ -51,8 +59,9 @@ class _WeightNormLayer(nn.Module):
     def _center(self, x: torch.Tensor, channel_dims: tuple[int, ...]) -> torch.Tensor:
         if self.training:
             mean = x.mean(dim=channel_dims)
-            with torch.no_grad():
-                self.eval_mean.sub_((1 - EVAL_MEAN_DECAY) * (self.eval_mean - mean.detach()))
+            if self.track_eval_mean:
+                with torch.no_grad():
+                    self.eval_mean.sub_((1 - EVAL_MEAN_DECAY) * (self.eval_mean - mean.detach()))
         else:
             mean = self.eval_mean
         shape = [1, -1] + [1] * (x.dim() - 2)
@@ -108,15 +117,6 @@ def translate_batch(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) ->
     return shifted.gather(3, columns)
 
 
-def standardize_per_image(images: torch.Tensor, epsilon: float = 1e-12) -> torch.Tensor:
-    """Each image minus its mean over all pixels and channels, over its standard deviation
-    (``slim.layer_norm`` without scale and centre, as the original normalised SVHN)."""
-    dims = tuple(range(1, images.dim()))
-    mean = images.mean(dim=dims, keepdim=True)
-    var = images.var(dim=dims, keepdim=True, unbiased=False)
-    return (images - mean) / torch.sqrt(var + epsilon)
-
-
 class ConvNet13(nn.Module):
     def __init__(self, num_classes: int = 10, *, input_noise: float = 0.15, dropout: float = 0.5,
                  normalize_input: bool = True, flip_horizontally: bool = False, translate: int = 2,
@@ -142,7 +142,7 @@ class ConvNet13(nn.Module):
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Normalisation and the training-mode input noise of the original tower."""
         if self.normalize_input:
-            x = standardize_per_image(x)
+            x = per_image_standardize(x)
         if self.training:
             n = x.shape[0]
             if self.flip_horizontally:
@@ -164,8 +164,21 @@ class ConvNet13(nn.Module):
             if pool:
                 x = F.dropout(F.max_pool2d(x, 2), self.dropout, self.training)
         x = x.mean(dim=(2, 3))
-        primary = self.fc1(x)
-        return primary, (self.fc2(x) if self.num_logits == 2 else primary)
+        primary, secondary = self.fc1(x), self.fc2(x)
+        return primary, (secondary if self.num_logits == 2 else primary)
+
+
+@contextmanager
+def frozen_eval_means(model: nn.Module):
+    """Training-mode passes inside leave every layer's evaluation mean as it was."""
+    layers = [m for m in model.modules() if isinstance(m, _WeightNormLayer)]
+    for layer in layers:
+        layer.track_eval_mean = False
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.track_eval_mean = True
 
 
 @torch.no_grad()
@@ -174,17 +187,16 @@ def data_dependent_init(model: nn.Module, batch: torch.Tensor) -> None:
     pre-activations have mean 0 and variance 1 per channel (``init=True`` towers of the
     original). Evaluation means are left at zero, as the original initialised them."""
     layers = [m for m in model.modules() if isinstance(m, _WeightNormLayer)]
-    saved = [layer.eval_mean.clone() for layer in layers]
     was_training = model.training
     model.train()
     for layer in layers:
         layer.initializing = True
     try:
-        model(batch)
+        with frozen_eval_means(model):
+            model(batch)
     finally:
-        for layer, mean in zip(layers, saved):
+        for layer in layers:
             layer.initializing = False
-            layer.eval_mean.copy_(mean)
         model.train(was_training)
 
 
