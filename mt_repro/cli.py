@@ -151,9 +151,11 @@ def splits_command(dataset: str, n_labels: str, data_seed: int, data_dir: Path |
               help="semi-supervised method(s) to put beside supervised-only")
 @click.option("--sampling", type=click.Choice(["two_stream", "uniform"]), default="two_stream", show_default=True,
               help="minibatches of the semi-supervised methods: a fixed labeled share, or drawn from all images")
+@click.option("--mode", type=click.Choice(["faithful", "fast"]), default="faithful", show_default=True,
+              help="fast: the same training, batched augmentation and faster kernels")
 @click.option("--no-progress", is_flag=True)
 def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
-           config: Path | None, methods: str, sampling: str, no_progress: bool) -> None:
+           config: Path | None, methods: str, sampling: str, mode: str, no_progress: bool) -> None:
     """Supervised-only against Mean Teacher on scikit-learn's bundled 8x8 digits (real data,
     no download): a few minutes on a laptop CPU, test error over several data seeds."""
     from mt_repro.engine import digits_demo
@@ -165,7 +167,7 @@ def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: P
         chosen.remove("mean_teacher")
         chosen.insert(0, "mean_teacher")
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config, methods=chosen,
-                                  sampling=sampling, progress=not no_progress, echo=click.echo)
+                                  sampling=sampling, mode=mode, progress=not no_progress, echo=click.echo)
     table = result.table()
     click.echo(table)
     try:
@@ -192,6 +194,10 @@ def _run_options(fn):
         click.option("--resume", type=click.Path(path_type=Path), help="continue this run directory"),
         click.option("--method", help="semi-supervised method (default mean_teacher), with its paper's "
                      "settings from configs/methods/NAME.toml"),
+        click.option("--mode", type=click.Choice(["faithful", "fast"]),
+                     help="faithful (default): the original's computation step for step; fast: the same "
+                     "training with batched augmentation on the device, channels-last, bf16 where supported"),
+        click.option("--compile", "compile_model", is_flag=True, help="fast mode: torch.compile the networks"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override any setting"),
         click.option("--device", default="auto", show_default=True),
         click.option("--no-progress", is_flag=True),
@@ -202,19 +208,26 @@ def _run_options(fn):
 
 
 def _paper_run(config_name: str, *, label_file, data_seed, label_dir, data_dir, gpus, epochs,
-               workers, seed, out, resume, overrides, device, no_progress, method=None) -> None:
+               workers, seed, out, resume, overrides, device, no_progress, method=None, mode=None,
+               compile_model=False) -> None:
     from mt_repro.config import load_paper_config, parse_overrides
     from mt_repro.engine import trainer
+    from mt_repro.engine.distributed import from_environment
     from mt_repro.methods.registry import method_class, paper_run_settings
 
-    echo = click.echo
+    # Under torchrun every process runs this; rank 0 alone speaks (and writes).
+    echo = click.echo if from_environment().is_main else (lambda *_: None)
     overridden = parse_overrides(overrides)
+    if mode is not None:
+        overridden["mode"] = mode
+    if compile_model:
+        overridden["compile"] = True
     if method is not None and resume is not None:
         raise BadInput("--method applies to a new run; a resumed run keeps the method it was started with")
     if resume is not None:
         summary = trainer.resume(resume, epochs=epochs, overrides=overridden,
                                  progress=not no_progress, echo=echo)
-        _print_summary(summary)
+        _print_summary(summary, echo)
         return
     paper = load_paper_config(config_name)
     if label_file is not None and data_seed is not None:
@@ -244,30 +257,30 @@ def _paper_run(config_name: str, *, label_file, data_seed, label_dir, data_dir, 
     config = paper.resolve(gpus=gpus, **values)
     out_dir = out or trainer.default_out_dir(config_name, run_name)
     echo(f"{paper.title} ({paper.source}), {gpus or paper.gpus} GPU(s)' worth of batch and lr")
-    _print_config(config)
+    _print_config(config, echo)
     summary = trainer.train(config, out_dir, progress=not no_progress, echo=echo)
-    _print_summary(summary)
+    _print_summary(summary, echo)
 
 
 def _seed_range(seeds) -> str:
     return f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
 
 
-def _print_config(config) -> None:
+def _print_config(config, echo=click.echo) -> None:
     items = [f"{k}={v}" for k, v in config.to_dict().items()]
-    click.echo("config: " + "  ".join(items))
+    echo("config: " + "  ".join(items))
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: dict, echo=click.echo) -> None:
     def pct(value):
         return "n/a" if value is None else f"{value:.2f}%"
 
-    click.echo(f"done: {summary['epochs']} epochs, {summary['global_step']} steps, "
+    echo(f"done: {summary['epochs']} epochs, {summary['global_step']} steps, "
                f"{summary['n_labeled']} labeled / {summary['n_unlabeled']} unlabeled images")
-    click.echo(f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}")
-    click.echo(f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}")
-    click.echo(f"  checkpoint {summary['checkpoint']}")
-    click.echo(f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl")
+    echo(f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}")
+    echo(f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}")
+    echo(f"  checkpoint {summary['checkpoint']}")
+    echo(f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl")
 
 
 @cli.command()
@@ -283,8 +296,8 @@ def cifar10(n_labels: str, arch: str, model: str, steps: int | None, **options) 
     """The paper's CIFAR-10 runs as the original runners configured them: the ResNet
     (shake-shake 26, Table 4; 1000 or 4000 labels) or the 13-layer ConvNet (Table 2)."""
     if arch == "convnet13":
-        unused = [f"--{k.replace('_', '-')}" for k in ("label_file", "label_dir", "gpus", "epochs", "workers", "method")
-                  if options[k] is not None]
+        unused = [f"--{k.replace('_', '-')}" for k in ("label_file", "label_dir", "gpus", "epochs", "workers", "method", "mode")
+                  if options[k] is not None] + (["--compile"] if options["compile_model"] else [])
         if unused:
             raise BadInput(f"{', '.join(unused)} apply to the ResNet run, not to --arch convnet13 "
                            "(its length is --set training_length=STEPS)")

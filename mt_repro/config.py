@@ -60,6 +60,12 @@ class TrainConfig:
     method: str = "mean_teacher"  # a registered method (mt_repro.methods.registry)
     method_options: str | None = None  # "name=value,..." over the method's [options] (its settings file)
     sampling: str = "two_stream"  # how minibatches are composed: one of SAMPLINGS
+    mode: str = "faithful"        # "fast": same maths, faster execution (mt_repro.engine.fast_mode)
+    compile: bool = False         # fast mode: torch.compile student and teacher
+    # Split each minibatch into this many equal chunks with their own batch-norm statistics, as
+    # DataParallel over that many GPUs did (mt_repro.engine.distributed); None: one per process.
+    batch_shards: int | None = None
+    dist_timeout_s: float = 600.0  # how long a process of a torchrun run waits for its peers
 
     def validate(self) -> "TrainConfig":
         """Raise ``BadInput`` naming the first inconsistent setting."""
@@ -79,6 +85,19 @@ class TrainConfig:
         if self.method not in registry.method_names():
             raise bad(f"method {self.method!r} is not one of {', '.join(registry.method_names())}")
         registry.method_options(self.method, self.method_options)  # names and types of the options
+        from mt_repro.engine.fast_mode import MODES
+
+        if self.mode not in MODES:
+            raise bad(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.compile and self.mode != "fast":
+            raise bad("compile is a fast-mode setting: set mode = \"fast\" too")
+        if self.batch_shards is not None and self.batch_shards < 1:
+            raise bad(f"batch_shards must be at least 1, got {self.batch_shards}")
+        if self.batch_shards and self.batch_size % self.batch_shards:
+            raise bad(f"batch_size ({self.batch_size}) must be a multiple of batch_shards "
+                      f"({self.batch_shards}): every shard gets the same number of images")
+        if not self.dist_timeout_s > 0:
+            raise bad(f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
         if self.sampling not in SAMPLINGS:
             raise bad(f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
         if self.sampling == "uniform":

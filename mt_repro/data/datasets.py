@@ -21,6 +21,8 @@ DEFAULT_DATA_DIRS = {
     "imagenet": "data-local/images/ilsvrc2012/",
 }
 NUM_CLASSES = {"cifar10": 10, "imagenet": 1000, "digits": 10}
+# Datasets small enough for fast mode to hold on the training device (mt_repro.data.device_loader).
+DEVICE_RESIDENT = ("cifar10", "digits")
 
 
 @dataclass
@@ -74,9 +76,16 @@ def _cached_cifar(root: Path) -> dict:
     return _CIFAR_CACHE[key]
 
 
-def create_data(config: TrainConfig) -> DataBundle:
-    """Datasets, label split, sampler and loaders. Workers 0 keeps every random draw in order."""
-    train_set = load_split(config, config.train_subdir, train_transform(config.dataset))
+def create_data(config: TrainConfig, device: torch.device | None = None) -> DataBundle:
+    """Datasets, label split, sampler and loaders. Workers 0 keeps every random draw in order.
+
+    Fast mode (``config.mode``) trains CIFAR-10 and the digits from ``DeviceBatches`` on
+    ``device``, over the same batch sampler; ImageNet keeps per-image loading with workers
+    that stay alive between epochs and prefetch further ahead."""
+    device = device or torch.device("cpu")
+    on_device = config.mode == "fast" and config.dataset in DEVICE_RESIDENT
+    train_set = load_split(config, config.train_subdir,
+                           None if on_device else train_transform(config.dataset))
     eval_set = load_split(config, config.eval_subdir, eval_transform(config.dataset))
     if len(train_set) == 0 or len(eval_set) == 0:
         raise BadInput(f"no images found under {data_dir_of(config)}")
@@ -102,13 +111,29 @@ def create_data(config: TrainConfig) -> DataBundle:
             raise BadInput(f"impossible split: {exc}") from None
 
     pin = torch.cuda.is_available()
-    train_set = with_sample_extras(config, train_set)
-    train_loader = DataLoader(train_set, batch_sampler=batch_sampler,
-                              num_workers=config.workers, pin_memory=pin)
+    if on_device:
+        from mt_repro.data.batch_augment import batch_augment
+        from mt_repro.data.device_loader import DeviceBatches, images_in_memory
+        from mt_repro.methods.registry import method_class
+
+        train_loader = DeviceBatches(images_in_memory(train_set), train_set.targets, batch_sampler,
+                                     batch_augment(config.dataset), device, seed=config.seed,
+                                     extras=method_class(config.method).sample_extras)
+    else:
+        train_set = with_sample_extras(config, train_set)
+        train_loader = DataLoader(train_set, batch_sampler=batch_sampler,
+                                  num_workers=config.workers, pin_memory=pin, **_kept_busy(config))
     eval_loader = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False,
                              num_workers=2 * config.workers,  # evaluation needs images twice as fast
-                             pin_memory=pin, drop_last=False)
+                             pin_memory=pin, drop_last=False, **_kept_busy(config, 2))
     return DataBundle(train_loader, eval_loader, NUM_CLASSES[config.dataset], len(labeled), len(unlabeled))
+
+
+def _kept_busy(config: TrainConfig, factor: int = 1) -> dict:
+    """Fast mode's loader settings: workers that live across epochs and prefetch further."""
+    if config.mode != "fast" or config.workers * factor == 0:
+        return {}
+    return {"persistent_workers": True, "prefetch_factor": 4}
 
 
 def with_sample_extras(config: TrainConfig, train_set: Dataset) -> Dataset:

@@ -165,8 +165,8 @@ def method_config(mean_teacher: TrainConfig, method: str, out_dir: Path, data_se
 
 def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: int | None = None,
              out_dir: str | Path = "results/digits", *, config: str | Path | None = None,
-             methods: list[str] | None = None, sampling: str = "two_stream", progress: bool = True,
-             echo: Callable[[str], None] = print) -> DemoResult:
+             methods: list[str] | None = None, sampling: str = "two_stream", mode: str = "faithful",
+             progress: bool = True, echo: Callable[[str], None] = print) -> DemoResult:
     from mt_repro.engine.trainer import Trainer, seed_everything
     from mt_repro.methods.registry import method_class
 
@@ -186,6 +186,7 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
     if epochs is not None and epochs < 1:
         raise BadInput(f"--epochs must be at least 1, got {epochs}")
     out_dir = Path(out_dir)
+    notes = _NotesOnce(echo)  # the runs' own lines stay quiet; a note (e.g. no bf16) shows once
     result = DemoResult(n_labels, list(range(n_seeds)), list(methods), sampling=sampling)
     for data_seed in result.seeds:
         entries = digits.label_file_entries(n_labels, data_seed)  # checks n_labels first
@@ -199,9 +200,10 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
         runs = [("supervised", supervised)] + [(m, method_config(mean_teacher, m, out_dir, data_seed, sampling, n_labels))
                                                for m in methods]
         for method, cfg in runs:
+            cfg = cfg.replace(mode=mode).validate()
             start = time.time()
             seed_everything(data_seed)
-            trainer = Trainer(cfg, Path(cfg.out_dir), progress=progress, echo=lambda _: None).build()
+            trainer = Trainer(cfg, Path(cfg.out_dir), progress=progress, echo=notes.tell).build()
             if progress:
                 echo(f"data seed {data_seed}: {method.replace('_', ' ')}, {cfg.epochs} epochs "
                      f"of {len(trainer.data.train_loader)} steps")
@@ -212,6 +214,17 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
             result.runs.append(DemoRun(method, data_seed, reported, other, trainer.method.global_step,
                                        time.time() - start))
     return result
+
+
+class _NotesOnce:
+    def __init__(self, echo: Callable[[str], None]):
+        self.echo = echo
+        self.told: set[str] = set()
+
+    def tell(self, line: str) -> None:
+        if line.startswith("note:") and line not in self.told:
+            self.told.add(line)
+            self.echo(line)
 
 
 def _mean_std(values: list[float]) -> str:

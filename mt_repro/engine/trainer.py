@@ -7,6 +7,7 @@ reproduces the original's minibatches, augmentations, weights and losses.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -23,13 +24,14 @@ from mt_repro import models
 from mt_repro.config import TrainConfig
 from mt_repro.data.datasets import DataBundle, create_data
 from mt_repro.engine import checkpoint as ckpt
+from mt_repro.engine import distributed, fast_mode
 from mt_repro.engine.meters import MeterSet
 from mt_repro.errors import BadInput, RunFailed
 from mt_repro.fileio import crash_point, write_text_atomic
 from mt_repro.logs.runlog import RunLog
 from mt_repro.methods.losses import classification_cost
-from mt_repro.methods.mean_teacher import (MeanTeacher, NonFiniteLoss, accuracy, create_teacher,
-                                           learning_rate)
+from mt_repro.methods.mean_teacher import (MeanTeacher, NonFiniteLoss, StepResult, accuracy,
+                                           create_teacher, learning_rate)
 from mt_repro.methods.registry import create_method
 
 CONFIG_FILE = "config.json"
@@ -62,7 +64,8 @@ def default_out_dir(runner: str, run_name: str) -> Path:
     return Path("results") / runner / f"{datetime.now():%Y-%m-%d_%H:%M:%S}" / run_name
 
 
-def evaluate_model(model: torch.nn.Module, loader, device: torch.device) -> dict[str, float]:
+def evaluate_model(model: torch.nn.Module, loader, device: torch.device,
+                   speedups: fast_mode.Speedups = fast_mode.FAITHFUL) -> dict[str, float]:
     """The original's validation: precision@1/@5 and class cost on head 1 over ``loader``, in
     eval mode (running BN statistics); returns the meters' values, averages and sums."""
     model.eval()
@@ -71,11 +74,13 @@ def evaluate_model(model: torch.nn.Module, loader, device: torch.device) -> dict
     with torch.no_grad():
         for inputs, targets in loader:
             meters.update("data_time", time.time() - end)
-            inputs = inputs.to(device, non_blocking=True)
+            inputs = fast_mode.prepare_input(inputs.to(device, non_blocking=True), speedups)
             targets = targets.to(device, non_blocking=True)
             n_labeled = int(targets.ne(-1).sum())
             meters.update("labeled_minibatch_size", n_labeled)
-            logits, _ = model(inputs)
+            with fast_mode.autocast(speedups, device):
+                logits, _ = model(inputs)
+            logits = logits.float()
             crash_point("evaluate")
             class_loss = classification_cost(logits, targets) / len(targets)
             top1, top5 = accuracy(logits, targets, topk=(1, 5))
@@ -102,9 +107,12 @@ class Trainer:
                  echo: Callable[[str], None] = print):
         self.config = config.validate()
         self.out_dir = Path(out_dir)
-        self.progress = progress
-        self.echo = echo
-        self.device = resolve_device(config.device)
+        self.group = distributed.from_environment()
+        self.is_main = self.group.is_main  # the one process that writes logs and checkpoints
+        self.progress = progress and self.is_main
+        self.echo = echo if self.is_main else (lambda _: None)
+        self.device = distributed.device_for(self.group, resolve_device(config.device))
+        self.speedups = fast_mode.FAITHFUL
         self.data: DataBundle | None = None
         self.method: MeanTeacher | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -116,10 +124,17 @@ class Trainer:
     def build(self) -> "Trainer":
         """Data, then student, then teacher, then optimizer: the original's order."""
         cfg = self.config
-        self.data = create_data(cfg)
-        factory = lambda: models.create_model(cfg.arch, self.data.num_classes).to(self.device)  # noqa: E731
+        self.speedups = fast_mode.speedups_for(cfg.mode, cfg.compile, self.device, note=self.echo)
+        fast_mode.set_float32_precision(self.speedups, self.device)
+        self.data = create_data(cfg, self.device)
+
+        def factory() -> torch.nn.Module:
+            model = models.create_model(cfg.arch, self.data.num_classes).to(self.device)
+            return fast_mode.prepare_model(model, self.speedups)
+
         student = factory()
         teacher = create_teacher(factory)
+        student, teacher = self._sharded(student, teacher)
         self.optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.method = create_method(cfg, student, teacher)
@@ -129,7 +144,29 @@ class Trainer:
         self._prepare_out_dir()
         return self
 
+    def _sharded(self, student: torch.nn.Module, teacher: torch.nn.Module):
+        """Student and teacher as DataParallel ran them over ``batch_shards`` GPUs (default: the
+        number of processes); unchanged when that is 1."""
+        cfg, group = self.config, self.group
+        shards = cfg.batch_shards or group.world_size
+        if shards == 1:
+            return student, teacher
+        from mt_repro.methods.registry import method_class
+
+        if group.distributed and not method_class(cfg.method).multi_process:
+            raise BadInput(f"method {cfg.method} does not run under several processes yet (it makes "
+                           "more than one student pass per step or trains extra networks); run it in "
+                           f"one process, with batch_shards={group.world_size} for the same statistics")
+        if cfg.batch_size % shards:
+            raise BadInput(f"batch_size ({cfg.batch_size}) must be a multiple of the {shards} "
+                           "processes: each takes an equal share of every minibatch")
+        return (distributed.ShardedModel(student, shards, group, self.device),
+                distributed.ShardedModel(teacher, shards, group, self.device, trainable=False))
+
     def _prepare_out_dir(self) -> None:
+        if not self.is_main:  # rank 0 writes; the others keep logs that are never written
+            self.training_log = self.validation_log = self.ema_validation_log = _Unwritten()
+            return
         try:
             (self.out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out_dir / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2) + "\n")
@@ -178,44 +215,24 @@ class Trainer:
         return self.write_summary()
 
     def train_one_epoch(self, epoch: int, bar: tqdm | None = None) -> None:
-        cfg, method, optimizer = self.config, self.method, self.optimizer
+        cfg, method = self.config, self.method
         method.student.train()
         method.teacher.train()
         loader = self.data.train_loader
+        if hasattr(loader, "set_epoch"):  # fast mode's augmentation parameters are per epoch
+            loader.set_epoch(epoch)
         steps = len(loader)
         meters = MeterSet()
         end = time.time()
-        for i, ((student_input, teacher_input), targets, *extras) in enumerate(loader):
+        for i, batch in enumerate(loader):
             meters.update("data_time", time.time() - end)
-            lr = learning_rate(cfg, epoch, i, steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            meters.update("lr", lr)
-
-            student_input = student_input.to(self.device, non_blocking=True)
-            teacher_input = teacher_input.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
-            # Per-sample inputs the method asked the loader for (mt_repro.data.sample_extras).
-            sample_extras = {name: value.to(self.device, non_blocking=True)
-                             for extra in extras for name, value in extra.items()}
-            try:
-                result = method.losses(student_input, teacher_input, targets, epoch, **sample_extras)
-            except NonFiniteLoss as exc:
-                raise RunFailed(f"training diverged at step {method.global_step + 1} (epoch {epoch}): "
-                                f"{exc}; the last good checkpoint is kept in "
-                                f"{self.out_dir / CHECKPOINT_DIR}") from None
+            meters.update("lr", self.set_learning_rate(epoch, i, steps))
+            result = self.train_step(batch, epoch)
             n_labeled = result.labeled_minibatch_size
             meters.update("labeled_minibatch_size", n_labeled)
             for name, value in result.values.items():
                 weight = n_labeled if ("top" in name or "error" in name) else 1
                 meters.update(name, value, weight)
-
-            optimizer.zero_grad()
-            result.loss.backward()
-            crash_point("step")
-            optimizer.step()
-            method.after_optimizer_step()
-
             meters.update("batch_time", time.time() - end)
             end = time.time()
             if i % cfg.print_freq == 0:
@@ -225,9 +242,40 @@ class Trainer:
                 bar.set_postfix(epoch=epoch, loss=f"{result.values['loss']:.3f}",
                                 top1=f"{meters['top1'].avg:.1f}", refresh=False)
 
+    def set_learning_rate(self, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
+        lr = learning_rate(self.config, epoch, step_in_epoch, steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_step(self, batch, epoch: int) -> StepResult:
+        """One SGD step on one minibatch of the training loader: the method's losses (in fast
+        mode's memory format and precision), backward, the optimizer's step, the method's update."""
+        method, speedups, device = self.method, self.speedups, self.device
+        (student_input, teacher_input), targets, *extras = batch
+        student_input = fast_mode.prepare_input(student_input.to(device, non_blocking=True), speedups)
+        teacher_input = fast_mode.prepare_input(teacher_input.to(device, non_blocking=True), speedups)
+        targets = targets.to(device, non_blocking=True)
+        # Per-sample inputs the method asked the loader for (mt_repro.data.sample_extras).
+        sample_extras = {name: fast_mode.prepare_input(value.to(device, non_blocking=True), speedups)
+                         for extra in extras for name, value in extra.items()}
+        try:
+            with fast_mode.autocast(speedups, device):
+                result = method.losses(student_input, teacher_input, targets, epoch, **sample_extras)
+        except NonFiniteLoss as exc:
+            raise RunFailed(f"training diverged at step {method.global_step + 1} (epoch {epoch}): "
+                            f"{exc}; the last good checkpoint is kept in "
+                            f"{self.out_dir / CHECKPOINT_DIR}") from None
+        self.optimizer.zero_grad()
+        result.loss.backward()
+        crash_point("step")
+        self.optimizer.step()
+        method.after_optimizer_step()
+        return result
+
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Precision@1/@5 and class cost on head 1, in eval mode (running BN statistics)."""
-        return evaluate_model(model, self.data.eval_loader, self.device)
+        return evaluate_model(model, self.data.eval_loader, self.device, self.speedups)
 
     def end_of_epoch(self, epochs_done: int) -> None:
         cfg, method = self.config, self.method
@@ -250,6 +298,8 @@ class Trainer:
         method_state = method.state_dict()
         if method_state:  # what the method keeps besides the two networks, for --resume
             state["mt_repro"]["method_state"] = method_state
+        if not self.is_main:
+            return
         directory = self.out_dir / CHECKPOINT_DIR
         if cfg.checkpoint_epochs and epochs_done % cfg.checkpoint_epochs == 0:
             numbered = ckpt.save_atomic(state, directory / f"checkpoint.{epochs_done}.ckpt")
@@ -281,6 +331,8 @@ class Trainer:
             "n_labeled": self.data.n_labeled,
             "n_unlabeled": self.data.n_unlabeled,
         }
+        if not self.is_main:
+            return summary
         try:
             write_text_atomic(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         except OSError as exc:
@@ -291,14 +343,50 @@ class Trainer:
 def train(config: TrainConfig, out_dir: str | Path | None = None, *, runner: str = "mt-repro",
           run_name: str = "0", resume_from: str | Path | None = None, progress: bool = True,
           echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train from Python: seed, build, optionally resume, fit; returns the summary dict."""
-    if config.seed is not None:
-        seed_everything(config.seed)
-    out = Path(out_dir or config.out_dir or default_out_dir(runner, run_name))
-    trainer = Trainer(config, out, progress=progress, echo=echo).build()
-    if resume_from is not None:
-        trainer.load_state(ckpt.load_checkpoint(resume_from))
-    return trainer.fit()
+    """Train from Python: seed, build, optionally resume, fit; returns the summary dict.
+
+    Under ``torchrun`` every process calls this with the same config (mt_repro.engine.distributed).
+    """
+    with process_group(config) as config:
+        if config.seed is not None:
+            seed_everything(config.seed)
+        out = Path(out_dir or config.out_dir or default_out_dir(runner, run_name))
+        trainer = Trainer(config, out, progress=progress, echo=echo).build()
+        if resume_from is not None:
+            trainer.load_state(ckpt.load_checkpoint(resume_from))
+        return trainer.fit()
+
+
+@contextlib.contextmanager
+def process_group(config: TrainConfig):
+    """Join the run's other processes when under ``torchrun`` (and leave at the end); yields the
+    config, with a seed shared by all processes if it had none (they must draw the same
+    minibatches)."""
+    group = distributed.from_environment()
+    if not group.distributed:
+        yield config
+        return
+    config.validate()
+    device = distributed.device_for(group, resolve_device(config.device))
+    started = not torch.distributed.is_initialized()
+    distributed.init_process_group(group, device, config.dist_timeout_s)
+    try:
+        if config.seed is None:
+            config = config.replace(seed=distributed.shared_seed(group, device))
+        yield config
+    finally:
+        if started:
+            distributed.shutdown()
+
+
+class _Unwritten:
+    """The run logs of a process other than rank 0: nothing is written."""
+
+    def record(self, *args, **kwargs) -> None:
+        pass
+
+    def truncate(self, *args, **kwargs) -> int:
+        return 0
 
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, overrides: dict[str, Any] | None = None,
@@ -326,16 +414,17 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, overrides: dict[st
     if changes:
         config = config.replace(**changes).validate()
         echo("resuming with " + ", ".join(f"{k}={v}" for k, v in changes.items()))
-    last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-    if not last.exists():
-        echo(f"{run_dir} has no checkpoint yet: starting it again from the beginning")
-        if config.seed is not None:
-            seed_everything(config.seed)
+    with process_group(config) as config:
+        last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        if not last.exists():
+            echo(f"{run_dir} has no checkpoint yet: starting it again from the beginning")
+            if config.seed is not None:
+                seed_everything(config.seed)
+            trainer = Trainer(config, run_dir, progress=progress, echo=echo).build()
+            for log in (trainer.training_log, trainer.validation_log, trainer.ema_validation_log):
+                log.truncate(lambda row: False)
+            return trainer.fit()
+        state = ckpt.load_checkpoint(last)
         trainer = Trainer(config, run_dir, progress=progress, echo=echo).build()
-        for log in (trainer.training_log, trainer.validation_log, trainer.ema_validation_log):
-            log.truncate(lambda row: False)
+        trainer.load_state(state)
         return trainer.fit()
-    state = ckpt.load_checkpoint(last)
-    trainer = Trainer(config, run_dir, progress=progress, echo=echo).build()
-    trainer.load_state(state)
-    return trainer.fit()

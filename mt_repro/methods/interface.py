@@ -66,6 +66,9 @@ class MethodHooks:
     its two networks and reports its student."""
 
     sample_extras: ClassVar[tuple[str, ...]] = ()
+    # Whether the method runs under several processes: one student forward pass per step and
+    # no networks beyond student and teacher (mt_repro.engine.distributed).
+    multi_process: ClassVar[bool] = False
     reported_model: ClassVar[str] = "student"
 
     def end_of_epoch(self, epochs_done: int) -> None:

@@ -55,8 +55,11 @@ def update_teacher(student: nn.Module, teacher: nn.Module, ema_decay: float, glo
     until that would weigh the past more than ``ema_decay`` does.
     """
     alpha = min(1 - 1 / (global_step + 1), ema_decay)
-    for teacher_param, student_param in zip(teacher.parameters(), student.parameters()):
-        teacher_param.mul_(alpha).add_(student_param, alpha=1 - alpha)
+    teacher_params, student_params = list(teacher.parameters()), list(student.parameters())
+    # Multi-tensor ops: one kernel launch per list on GPUs, the same roundings as a loop of
+    # ``mul_(alpha).add_(student, alpha=1 - alpha)``.
+    torch._foreach_mul_(teacher_params, alpha)
+    torch._foreach_add_(teacher_params, student_params, alpha=1 - alpha)
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor, topk=(1,)) -> list[float]:
@@ -80,6 +83,7 @@ class MeanTeacher(MethodHooks):
     nothing between steps beyond its two networks; the paper reports the teacher."""
 
     reported_model = "teacher"
+    multi_process = True
 
     def __init__(self, config: TrainConfig, student: nn.Module, teacher: nn.Module):
         self.config = config

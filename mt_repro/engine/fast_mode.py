@@ -1,0 +1,89 @@
+"""What ``mode = "fast"`` changes in how a run computes, and nothing in what it computes.
+
+Fast mode keeps the algorithm, the hyperparameters, the minibatch composition and every loss of
+faithful mode. It changes only:
+
+* data: augmentation of whole minibatches on the training device (``mt_repro.data.device_loader``);
+* memory format: channels-last activations and weights (faster convolutions on GPUs and oneDNN);
+* precision: bf16 autocast where the device supports it (CUDA GPUs from Ampere on), float32
+  elsewhere, with a note saying so; on CUDA, TF32 tensor cores for what stays float32 (faithful
+  mode turns TF32 off: full float32, as the original's GPUs computed);
+* optionally ``torch.compile`` of student and teacher (``compile = true``).
+
+The EMA update uses multi-tensor ``torch._foreach_*`` operations in both modes
+(``mean_teacher.update_teacher``): they round exactly as the per-tensor loop did.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+MODES = ("faithful", "fast")
+
+
+@dataclass(frozen=True)
+class Speedups:
+    """The speed settings a run ends up with on its device."""
+
+    channels_last: bool = False
+    autocast_dtype: torch.dtype | None = None
+    compile: bool = False
+
+    @property
+    def precision(self) -> str:
+        return "bf16 autocast" if self.autocast_dtype is torch.bfloat16 else "float32"
+
+
+FAITHFUL = Speedups()
+
+
+def bf16_supported(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def speedups_for(mode: str, compile: bool, device: torch.device,
+                 note: Callable[[str], None] | None = None) -> Speedups:
+    """Fast mode's settings on ``device``; ``note`` hears about what had to fall back."""
+    if mode != "fast":
+        return FAITHFUL
+    bf16 = bf16_supported(device)
+    if not bf16 and note is not None:
+        what = "this GPU" if device.type == "cuda" else device.type
+        note(f"note: {what} has no bf16 support for training: fast mode computes in float32 "
+             "(the data pipeline, memory format and EMA speed-ups still apply)")
+    return Speedups(channels_last=True, autocast_dtype=torch.bfloat16 if bf16 else None, compile=compile)
+
+
+def set_float32_precision(speedups: Speedups, device: torch.device) -> None:
+    """TF32 tensor cores for float32 convolutions and matrix products on CUDA: off in faithful
+    mode (the original's GPUs computed in full float32), on in fast mode. Process-wide, as
+    PyTorch's own switches are."""
+    if device.type == "cuda":
+        allowed = speedups != FAITHFUL
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
+
+
+def prepare_model(model: torch.nn.Module, speedups: Speedups) -> torch.nn.Module:
+    """Channels-last weights and, if asked, compile in place (``state_dict`` keys unchanged)."""
+    if speedups.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if speedups.compile:
+        model.compile()
+    return model
+
+
+def prepare_input(tensor: torch.Tensor, speedups: Speedups) -> torch.Tensor:
+    if speedups.channels_last and tensor.dim() == 4:
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
+
+
+def autocast(speedups: Speedups, device: torch.device):
+    """The forward passes' precision context (a no-op in float32)."""
+    if speedups.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=speedups.autocast_dtype)

@@ -1,0 +1,233 @@
+"""Fast mode computes what faithful mode computes: batched augmentation equals the per-image
+transforms given the same parameters, and training steps fed the same minibatches give the
+same losses (float32 on the CPU; bf16 tolerance where a GPU with bf16 runs the test)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from mt_repro.config import TrainConfig
+from mt_repro.data import digits, synthetic
+from mt_repro.data.batch_augment import AugmentParams, batch_augment, epoch_generator, translate_flip
+from mt_repro.data.datasets import create_data
+from mt_repro.data.device_loader import DeviceBatches
+from mt_repro.data.labels import write_label_file
+from mt_repro.data.transforms import CIFAR10_STATS, translate_with_reflect
+from mt_repro.engine import fast_mode
+from mt_repro.engine.trainer import Trainer, seed_everything
+from mt_repro.errors import BadInput
+from conftest import assert_one_line_error
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def faithful_cifar_view(pixels: np.ndarray, dx: int, dy: int, flip: bool) -> torch.Tensor:
+    """Faithful mode's CIFAR-10 view with given parameters: translate, flip (PIL), ToTensor, Normalize."""
+    image = Image.fromarray(translate_with_reflect(pixels, dx, dy))
+    if flip:
+        image = transforms.functional.hflip(image)
+    return transforms.Normalize(**CIFAR10_STATS)(transforms.ToTensor()(image))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_cifar_augmentation_equals_the_per_image_transforms(device):
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    augment = batch_augment("cifar10")
+    params = augment.draw(len(images), 3, 32, 32, epoch_generator(3, 1))
+    # Every offset in -4..4 and both flips occur.
+    assert set(params.dx.tolist()) == set(range(-4, 5)) and params.flip.any() and not params.flip.all()
+    batched = augment(torch.from_numpy(images).to(device), params).cpu()
+    expected = torch.stack([faithful_cifar_view(p, int(dx), int(dy), bool(f))
+                            for p, dx, dy, f in zip(images, params.dx, params.dy, params.flip)])
+    assert batched.dtype == torch.float32 and batched.shape == (40, 3, 32, 32)
+    if device == "cpu":
+        assert torch.equal(batched, expected)
+    else:  # CUDA divides by a scalar as a multiplication by its reciprocal: within an ulp
+        torch.testing.assert_close(batched, expected, rtol=2e-7, atol=1e-6)
+
+
+def test_translation_extremes_and_oversized_shifts():
+    images = torch.arange(2 * 5 * 5, dtype=torch.uint8).reshape(2, 5, 5, 1)
+    dx, dy = torch.tensor([4, -4]), torch.tensor([-4, 4])
+    out = translate_flip(images, dx, dy)
+    for i in range(2):
+        assert np.array_equal(out[i].numpy(), translate_with_reflect(images[i].numpy(), int(dx[i]), int(dy[i])))
+    with pytest.raises(ValueError, match="too large"):
+        translate_flip(images, torch.tensor([5, 0]), torch.tensor([0, 0]))
+
+
+def test_batched_digits_augmentation_equals_digits_augment():
+    images, _ = digits.load_all()
+    sample = images[:30, :, :, None]
+    augment = batch_augment("digits")
+    params = augment.draw(len(sample), 1, 8, 8, epoch_generator(0, 0))
+    assert params.flip is None and params.noise.shape == (30, 1, 8, 8)
+    source = torch.from_numpy(sample.copy())
+    batched = augment(source, params)
+    assert torch.equal(source, torch.from_numpy(sample))  # the images in memory stay as they were
+    expected = torch.stack([
+        digits.to_tensor(translate_with_reflect(img, int(dx), int(dy))) + digits.NOISE_STD * noise
+        for img, dx, dy, noise in zip(sample, params.dx, params.dy, params.noise)])
+    assert torch.equal(batched, expected)
+    assert torch.equal(augment.normalise(torch.from_numpy(sample)),
+                       torch.stack([digits.to_tensor(img) for img in sample]))
+
+
+def digits_config(tmp_path, **changes) -> TrainConfig:
+    label_file = tmp_path / "labels.txt"
+    write_label_file(label_file, digits.label_file_entries(100, 0))
+    values = dict(dataset="digits", train_subdir="train", eval_subdir="test", arch="digits_convnet",
+                  labels=str(label_file), workers=0, batch_size=64, labeled_batch_size=16, epochs=2,
+                  lr=0.05, nesterov=True, ema_decay=0.99, consistency=30.0, consistency_rampup=1,
+                  logit_distance_cost=0.01, seed=0, device="cpu", evaluation_epochs=1, print_freq=1)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_device_batches_keep_the_faithful_minibatches_and_are_deterministic(tmp_path):
+    config = digits_config(tmp_path, mode="fast")
+    seed_everything(0)
+    fast = create_data(config)
+    seed_everything(0)
+    faithful = create_data(config.replace(mode="faithful"))
+    assert isinstance(fast.train_loader, DeviceBatches)
+    assert len(fast.train_loader) == len(faithful.train_loader) == 1197 // 48
+
+    def epoch(loader, seed):
+        seed_everything(seed)
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(0)
+        return list(loader)
+
+    fast_batches, faithful_batches = epoch(fast.train_loader, 5), epoch(faithful.train_loader, 5)
+    # The same sampler: the same unlabeled order for the epoch and the same first pass over the
+    # 100 labeled images (6 minibatches of 16); later labeled passes are drawn from numpy's
+    # generator, which faithful mode's augmentation also draws from, so they differ from there.
+    assert type(fast.train_loader.batch_sampler) is type(faithful.train_loader.batch_sampler)
+    for i, ((fast_views, fast_targets), (_, faithful_targets)) in enumerate(zip(fast_batches, faithful_batches)):
+        if i < 100 // 16:
+            assert torch.equal(fast_targets, faithful_targets)
+        assert fast_targets[:48].eq(-1).all() and fast_targets[48:].ge(0).all()
+        assert fast_views[0].shape == (64, 1, 8, 8) and not torch.equal(*fast_views)
+    again = epoch(fast.train_loader, 5)
+    assert all(torch.equal(a[0][0], b[0][0]) for a, b in zip(fast_batches, again))
+    fast.train_loader.set_epoch(1)
+    seed_everything(5)
+    assert not torch.equal(next(iter(fast.train_loader))[0][0], fast_batches[0][0][0])
+
+
+def test_device_batches_supply_sample_extras(tmp_path):
+    config = digits_config(tmp_path, mode="fast", method="temporal_ensembling")
+    data = create_data(config)
+    data.train_loader.set_epoch(0)
+    (views, targets, extras) = next(iter(data.train_loader))
+    assert extras["indices"].shape == (64,)
+    images, _ = digits.load_all()
+    train = digits.test_and_training_indices()[1]
+    assert torch.equal(data.train_loader.images[extras["indices"]][..., 0],
+                       torch.from_numpy(images[train][extras["indices"].numpy()]))
+
+
+def zero_dropout(trainer: Trainer) -> None:
+    """Dropout masks follow the memory layout (channels-last in fast mode): with the same
+    generator state, faithful and fast would still drop different units."""
+    for model in (trainer.method.student, trainer.method.teacher):
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fast_steps_give_the_faithful_losses_on_the_same_minibatches(tmp_path, device):
+    """Both trainers start from the same weights and take the same ten minibatches (fast mode's
+    own, with its augmentation parameters); their losses and weights must agree to float32
+    tolerance on the CPU, bf16 tolerance on a GPU with bf16 autocast."""
+    trainers = {}
+    for mode in ("faithful", "fast"):
+        seed_everything(0)
+        trainers[mode] = Trainer(digits_config(tmp_path, mode=mode, device=device),
+                                 tmp_path / mode, progress=False).build()
+        zero_dropout(trainers[mode])
+    assert trainers["fast"].speedups.channels_last
+    bf16 = trainers["fast"].speedups.autocast_dtype is torch.bfloat16
+    loader = trainers["fast"].data.train_loader
+    loader.set_epoch(0)
+    losses = {"faithful": [], "fast": []}
+    for i, batch in zip(range(10), loader):
+        for mode, trainer in trainers.items():
+            trainer.method.student.train()
+            trainer.method.teacher.train()
+            trainer.set_learning_rate(0, i, len(loader))
+            result = trainer.train_step(batch, 0)
+            losses[mode].append([result.values[k] for k in ("loss", "class_loss", "cons_loss", "res_loss")])
+    tolerance = dict(rtol=3e-2, atol=3e-3) if bf16 else dict(rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(losses["fast"], losses["faithful"], **tolerance)
+    assert losses["fast"][0] != losses["fast"][-1]  # it trained
+    fast_state = trainers["fast"].method.teacher.state_dict()
+    for name, value in trainers["faithful"].method.teacher.state_dict().items():
+        torch.testing.assert_close(fast_state[name].float(), value.float(),
+                                   **(dict(rtol=5e-2, atol=5e-3) if bf16 else dict(rtol=1e-4, atol=1e-5)))
+
+
+def test_ema_update_with_foreach_matches_the_per_tensor_loop():
+    from mt_repro.methods.mean_teacher import update_teacher
+
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(7, 5), torch.nn.Linear(7, 5)
+    expected = [t.detach().clone().mul_(0.9).add_(s.detach(), alpha=1 - 0.9)
+                for t, s in zip(teacher.parameters(), student.parameters())]
+    with torch.no_grad():
+        update_teacher(student, teacher, 0.9, global_step=100)
+    assert all(torch.equal(t, e) for t, e in zip(teacher.parameters(), expected))
+
+
+def test_fast_mode_falls_back_to_float32_without_bf16_and_says_so():
+    notes = []
+    speedups = fast_mode.speedups_for("fast", False, torch.device("cpu"), note=notes.append)
+    assert speedups.autocast_dtype is None and speedups.channels_last and speedups.precision == "float32"
+    assert len(notes) == 1 and "no bf16 support" in notes[0] and "float32" in notes[0]
+    assert fast_mode.speedups_for("faithful", False, torch.device("cpu"), note=notes.append) is fast_mode.FAITHFUL
+    assert len(notes) == 1
+
+
+def test_a_fast_run_trains_resumes_and_reports_the_fallback(tmp_path):
+    from mt_repro.engine import trainer as trainer_module
+
+    lines = []
+    config = digits_config(tmp_path, mode="fast", epochs=2, checkpoint_epochs=1)
+    summary = trainer_module.train(config, tmp_path / "run", progress=False, echo=lines.append)
+    assert any("no bf16 support" in line for line in lines)
+    assert summary["global_step"] == 2 * 24 and summary["teacher_error1"] < 90
+    resumed = trainer_module.resume(tmp_path / "run", epochs=3, progress=False, echo=lines.append)
+    assert resumed["global_step"] == 3 * 24
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"mode": "turbo"}, "mode 'turbo' is not one of faithful, fast"),
+    ({"compile": True}, "compile is a fast-mode setting"),
+])
+def test_bad_mode_settings(tmp_path, changes, message):
+    with pytest.raises(BadInput, match=message):
+        digits_config(tmp_path, **changes).validate()
+
+
+def test_cli_mode_option(tmp_path, cli):
+    code, _, err = cli("digits", "--mode", "turbo")
+    assert code == 2 and "turbo" in err
+    synthetic.write_cifar_tarball(tmp_path / "c.tar.gz", n_train=200, n_test=20)
+    labels = synthetic.balanced_labels(tmp_path / "c.tar.gz", 4)
+    (tmp_path / "l.txt").write_text("".join(f"{k} {v}\n" for k, v in labels.items()))
+    code, out, err = cli(
+        "cifar10", "--labels", "1000", "--data", tmp_path / "c.tar.gz", "--label-file", tmp_path / "l.txt",
+        "--gpus", "1", "--epochs", "1", "--mode", "fast", "--set", "arch=cifar_shakeshake_mini",
+        "--set", "batch_size=32", "--set", "labeled_batch_size=8", "--set", "lr_rampdown_epochs=2",
+        "--set", "workers=0", "--device", "cpu", "--out", tmp_path / "run", "--no-progress")
+    assert code == 0, err
+    assert "mode=fast" in out and "no bf16 support" in out
+    assert_one_line_error(cli("cifar10", "--arch", "convnet13", "--mode", "fast"), "--mode", "convnet13")
+    assert_one_line_error(cli("cifar10", "--labels", "1000", "--data", tmp_path / "c.tar.gz",
+                              "--label-file", tmp_path / "l.txt", "--compile"), "compile", "fast")
