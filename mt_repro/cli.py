@@ -431,6 +431,38 @@ def imagenet(n_labels: str, **options) -> None:
     _paper_run("imagenet_10pct", **options)
 
 
+@cli.command("bench")
+@click.option("--arch", default="cifar_shakeshake26", show_default=True)
+@click.option("--mode", "modes", default="faithful,fast", show_default=True, metavar="MODE[,MODE]")
+@click.option("--legacy", type=click.Path(path_type=Path),
+              help="the original code's pytorch/ directory: also time its data pipeline")
+@click.option("--batch-size", default=128, show_default=True, help="minibatch (the paper's per GPU)")
+@click.option("--labeled-batch-size", default=31, show_default=True)
+@click.option("--steps", default=20, show_default=True, help="timed training steps per mode")
+@click.option("--warmup", default=3, show_default=True, help="untimed steps first")
+@click.option("--workers", type=int, help="faithful mode's loader processes (default: the config's)")
+@click.option("--compile", "compile_model", is_flag=True, help="fast mode with torch.compile")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results"), show_default=True,
+              help="directory of the dated result file")
+@click.option("--no-save", is_flag=True)
+def bench_command(arch: str, modes: str, legacy: Path | None, batch_size: int, labeled_batch_size: int,
+                  steps: int, warmup: int, workers: int | None, compile_model: bool, device: str,
+                  out: Path, no_save: bool) -> None:
+    """Time training steps (per mode) and the data pipeline in one run: steps/s, images/s,
+    ratios to faithful mode and to the original code, model FLOPs utilisation."""
+    from mt_repro.engine import benchmark
+
+    settings = benchmark.BenchSettings(
+        arch=arch, modes=tuple(m.strip() for m in modes.split(",") if m.strip()), batch_size=batch_size,
+        labeled_batch_size=labeled_batch_size, steps=steps, warmup=warmup, device=device, workers=workers,
+        compile=compile_model, legacy=legacy)
+    report = benchmark.run_benchmark(settings, echo=click.echo)
+    click.echo(benchmark.render(report))
+    if not no_save:
+        click.echo(f"wrote {benchmark.save(report, out)}")
+
+
 @cli.command("legacy-main", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                                "help_option_names": []})
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
