@@ -17,7 +17,7 @@ from conftest import assert_one_line_error
 from mt_repro.config import TrainConfig
 from mt_repro.errors import BadInput, RunFailed
 from mt_repro.methods import registry
-from mt_repro.methods.ict import ict_cost
+from mt_repro.methods.ict import ict_cost, mixup_class_cost
 from mt_repro.methods.interface import Method, MethodHooks
 from mt_repro.methods.pseudo_label import pseudo_label_cost
 
@@ -189,6 +189,41 @@ def test_ict_matches_a_hand_mixup():
     assert got.item() == pytest.approx(((student - target) ** 2).sum() / 2, rel=1e-6)
 
 
+def test_ict_mixes_the_labels_with_their_images_when_asked():
+    images = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    lam, permutation = 0.25, torch.tensor([2, 0, 1])
+    got = mixup_class_cost(TwoHeadLinear(torch.eye(2)), images, labels, lam, permutation)
+    mixed = 0.25 * images.numpy() + 0.75 * images.numpy()[[2, 0, 1]]  # logits = the mixed pixels
+    log_p = np.log(softmax(mixed))
+    rows = np.arange(3)
+    expected = -(0.25 * log_p[rows, [0, 1, 1]] + 0.75 * log_p[rows, [1, 0, 1]]).sum()
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ict_supervised_mixup_replaces_the_plain_class_loss():
+    from mt_repro.methods.ict import ICT, ICTOptions
+
+    torch.manual_seed(0)
+    x, targets = torch.randn(5, 4), torch.tensor([1, 3, 0, -1, -1])
+    plain = ICT(toy_config("ict"), TwoHeadLinear(torch.randn(4, 5)), TwoHeadLinear(torch.randn(4, 5)),
+                ICTOptions(alpha=1.0))
+    mixed = ICT(toy_config("ict"), plain.student, plain.teacher, ICTOptions(alpha=1.0, supervised_alpha=1.0))
+    np.random.seed(0)
+    torch.manual_seed(0)
+    with_mixup = mixed.losses(x, x, targets, 0).values["class_loss"]
+    np.random.seed(0)
+    lam = float(np.random.beta(1.0, 1.0))
+    torch.manual_seed(0)
+    permutation = torch.randperm(3)
+    assert not torch.equal(permutation, torch.arange(3))  # else the mixup would change nothing
+    expected = mixup_class_cost(plain.student, x[:3], targets[:3], lam, permutation).item() / 5
+    assert with_mixup == pytest.approx(expected, rel=1e-6)
+    assert plain.losses(x, x, targets, 0).values["class_loss"] != pytest.approx(with_mixup)
+    with pytest.raises(BadInput, match="supervised_alpha at least 0"):
+        toy_config("ict", method_options="supervised_alpha=-0.5")
+
+
 # --- Temporal Ensembling ---------------------------------------------------------------------------
 def test_temporal_ensembling_targets_equal_a_numpy_ema_with_bias_correction():
     from mt_repro.methods.temporal_ensembling import TemporalEnsembling, TemporalEnsemblingOptions
@@ -345,6 +380,11 @@ def test_mutual_learning_three_students_each_mimic_the_other_two():
     for k in range(3):
         mean_of_others = sum(p[l] for l in range(3) if l != k) / 2
         assert ensemble[k].item() == pytest.approx(kl(mean_of_others, p[k]), rel=1e-5)
+        # KL's gradient in student k's logits is linear in the target (p_k - target), so the
+        # two variants teach the same; only the cost's value differs.
+        mean_gradient, = torch.autograd.grad(mimicry_losses(logits)[k], logits[k])
+        ensemble_gradient, = torch.autograd.grad(ensemble[k], logits[k])
+        torch.testing.assert_close(ensemble_gradient, mean_gradient)
 
     moved = [logits[0], logits[1], logits[2] + 1.5 * torch.randn(4, 5)]  # only student 2 changes
     changed = [a.item() != pytest.approx(b.item()) for a, b in zip(mimicry_losses(moved), costs)]
@@ -395,6 +435,25 @@ def test_self_training_distils_the_clean_teacher_with_temperature_from_the_secon
     s = softmax(N[1:] @ S / 2.0)
     assert result.values["cons_loss"] == pytest.approx(2.0 * 4.0 * kl(t, s) / 3, rel=1e-5)
     assert not teacher.training  # the teacher predicts without noise
+
+
+def test_self_training_restarts_the_learning_rate_schedule_in_each_generation(tmp_path):
+    from mt_repro.engine.trainer import Trainer
+    from mt_repro.methods.mean_teacher import learning_rate
+
+    config = digits_config(tmp_path, method="self_training", epochs=6, lr_rampdown_epochs=7)
+    trainer = Trainer(config, tmp_path / "run", progress=False, echo=lambda _: None).build()
+    assert trainer.method.ends == [2, 4]
+    assert [trainer.method.schedule_position(p) for p in (0, 1.5, 2, 3, 5.5)] == [0, 4.5, 0, 3, 4.5]
+    steps = 10
+    for epoch, step, position in [(0, 0, 0), (1, 5, 4.5), (2, 0, 0), (5, 5, 4.5)]:
+        lr = trainer.set_learning_rate(epoch, step, steps)
+        assert lr == pytest.approx(learning_rate(config, 0, position * steps, steps), rel=1e-12)
+        assert trainer.optimizer.param_groups[0]["lr"] == lr
+    assert trainer.set_learning_rate(2, 0, steps) == config.lr  # a fresh start at the top
+    mean_teacher = Trainer(config.replace(method="mean_teacher"), tmp_path / "mt", progress=False,
+                           echo=lambda _: None).build()
+    assert mean_teacher.method.schedule_position(5.5) == 5.5  # the others keep the run's schedule
 
 
 # --- minibatch compositions ------------------------------------------------------------------------

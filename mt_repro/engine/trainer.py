@@ -31,7 +31,7 @@ from mt_repro.fileio import crash_point, write_text_atomic
 from mt_repro.logs.runlog import RunLog
 from mt_repro.methods.losses import classification_cost
 from mt_repro.methods.mean_teacher import (MeanTeacher, NonFiniteLoss, StepResult, accuracy,
-                                           create_teacher, learning_rate)
+                                           create_teacher, learning_rate_at)
 from mt_repro.methods.registry import create_method
 
 CONFIG_FILE = "config.json"
@@ -243,7 +243,7 @@ class Trainer:
                                 top1=f"{meters['top1'].avg:.1f}", refresh=False)
 
     def set_learning_rate(self, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
-        lr = learning_rate(self.config, epoch, step_in_epoch, steps_per_epoch)
+        lr = learning_rate_at(self.config, self.method.schedule_position(epoch + step_in_epoch / steps_per_epoch))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

@@ -1,6 +1,13 @@
 """Interpolation Consistency Training (Verma et al., IJCAI 2019): the student's prediction on a
 mixup of two unlabeled images should equal the same mixup of the EMA teacher's predictions,
-``λ ~ Beta(α, α)`` once per step, the partner of each image a random permutation of the batch."""
+``λ ~ Beta(α, α)`` once per step, the partner of each image a random permutation of the batch.
+The teacher's probabilities are mixed, as the paper writes ``Mix_λ(f_θ'(u_j), f_θ'(u_k))``; the
+authors' ``main.py`` mixes the logits and takes the softmax of the mix.
+
+With ``supervised_alpha`` > 0 the labels teach through mixup too, as the authors' runs do
+(``--mixup_sup_alpha`` in their ``main.py``): the student sees a mixup of the labeled images
+(its own ``λ ~ Beta(α_sup, α_sup)``) and pays ``λ·CE(y_a) + (1 − λ)·CE(y_b)``. The plain pass
+over the whole minibatch still runs, for the meters and for batch norm."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mt_repro.errors import BadInput
 from mt_repro.methods.base import EMAMethod
 from mt_repro.methods.losses import NO_LABEL
 from mt_repro.methods.mean_teacher import StepResult, step_result
@@ -18,6 +26,11 @@ from mt_repro.methods.registry import register
 @dataclass(frozen=True)
 class ICTOptions:
     alpha: float = 1.0
+    supervised_alpha: float = 0.0
+
+    def check(self) -> None:
+        if self.alpha <= 0 or self.supervised_alpha < 0:
+            raise BadInput("ict: alpha must be positive and supervised_alpha at least 0 (0: no mixup of labels)")
 
 
 def ict_cost(student, teacher_probabilities: torch.Tensor, unlabeled: torch.Tensor, lam: float,
@@ -30,6 +43,14 @@ def ict_cost(student, teacher_probabilities: torch.Tensor, unlabeled: torch.Tens
     return F.mse_loss(F.softmax(logits, dim=1), target, reduction="sum") / logits.size(1)
 
 
+def mixup_class_cost(student, images: torch.Tensor, labels: torch.Tensor, lam: float,
+                     permutation: torch.Tensor) -> torch.Tensor:
+    """Summed ``λ·CE(y) + (1 − λ)·CE(y_partner)`` of the student's logits on the mixed images."""
+    logits, _ = student(lam * images + (1 - lam) * images[permutation])
+    return (lam * F.cross_entropy(logits, labels, reduction="sum")
+            + (1 - lam) * F.cross_entropy(logits, labels[permutation], reduction="sum"))
+
+
 @register("ict")
 class ICT(EMAMethod):
     Options = ICTOptions
@@ -39,6 +60,12 @@ class ICT(EMAMethod):
                epoch: int) -> StepResult:
         logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
         unlabeled = targets.eq(NO_LABEL)
+        labeled = ~unlabeled
+        if self.options.supervised_alpha and labeled.any():
+            lam = float(np.random.beta(self.options.supervised_alpha, self.options.supervised_alpha))
+            permutation = torch.randperm(int(labeled.sum()), device=logits.device)
+            class_loss = mixup_class_cost(self.student, student_input[labeled], targets[labeled], lam,
+                                          permutation) / len(targets)
         cost = logits.sum() * 0.0
         if unlabeled.sum() > 1:
             lam = float(np.random.beta(self.options.alpha, self.options.alpha))

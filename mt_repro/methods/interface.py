@@ -8,6 +8,7 @@ over the student's parameters, then the method as ``cls(config, student, teacher
   with the two augmented views of the minibatch (targets ``-1`` for unlabeled samples), then
   ``loss.backward()``, ``optimizer.step()`` and ``after_optimizer_step()``;
 * after every epoch, before evaluating and checkpointing: ``end_of_epoch(epochs_done)``;
+* before every step, the learning rate: the run's schedule at ``schedule_position(epoch)``;
 * checkpoints carry ``state_dict()`` (what the method keeps beyond the two networks: per-sample
   predictions, the other students of a cohort), ``load_state_dict`` restores it on resume.
 
@@ -50,6 +51,8 @@ class Method(Protocol):
 
     def end_of_epoch(self, epochs_done: int) -> None: ...
 
+    def schedule_position(self, position: float) -> float: ...
+
     def extra_parameters(self) -> list[nn.Parameter]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -57,8 +60,8 @@ class Method(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-REQUIRED = ("losses", "after_optimizer_step", "end_of_epoch", "extra_parameters", "state_dict",
-            "load_state_dict", "sample_extras", "reported_model")
+REQUIRED = ("losses", "after_optimizer_step", "end_of_epoch", "schedule_position", "extra_parameters",
+            "state_dict", "load_state_dict", "sample_extras", "reported_model")
 
 
 class MethodHooks:
@@ -73,6 +76,11 @@ class MethodHooks:
 
     def end_of_epoch(self, epochs_done: int) -> None:
         pass
+
+    def schedule_position(self, position: float) -> float:
+        """Where the run's learning-rate schedule stands at fractional epoch ``position``: the
+        epoch itself, unless the method restarts the schedule (self-training's generations)."""
+        return position
 
     def extra_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer trains besides the student's (none)."""

@@ -3,8 +3,10 @@ architecture, each initialised separately, trained together; each learns from th
 mimics the others: student k's cost is its cross-entropy plus the weight × the mean over the
 other K − 1 students l of ``KL(p_l ‖ p_k)`` (the others' predictions fixed, no gradient). With
 ``ensemble_teacher`` student k mimics instead the average prediction of the other K − 1
-(the paper's variant for larger cohorts). Semi-supervised: the KL terms cover every sample,
-labeled and unlabeled, while the labels only teach on labeled ones.
+(the paper's variant for larger cohorts; with KL it teaches the same, as the gradient of
+``KL(q ‖ p_k)`` in student k's logits, ``p_k − q``, is linear in the target q, and only the
+cost's value differs). Semi-supervised: the KL terms cover every sample, labeled and
+unlabeled, while the labels only teach on labeled ones.
 
 All students see the same minibatch (the student's view) and take one SGD step together, as
 the sum of their costs under one optimizer (the gradients of each student's parameters are

@@ -5,11 +5,11 @@ the student, in train mode, sees the augmented noisy view and is pulled towards 
 softened predictions: ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over the unlabeled samples
 ÷ minibatch, × the ramped-up weight, besides cross-entropy on the labels.
 
-The run is cut into ``generations`` of equal length. The first trains on the labels alone;
-at the end of each generation the student's weights become the teacher (the run's teacher
-network, so it is evaluated and checkpointed as the teacher); the student goes on training
-from where it is (Xie et al. train each new student from scratch; here the run's one learning
-rate schedule continues).
+The run is cut into ``generations`` of equal length, each with the run's whole learning-rate
+schedule compressed to its epochs (Xie et al. train every student with a full schedule). The
+first trains on the labels alone; at the end of each generation the student's weights become
+the teacher (the run's teacher network, so it is evaluated and checkpointed as the teacher);
+the student goes on from those weights (Xie et al. start each student from scratch).
 """
 from __future__ import annotations
 
@@ -57,8 +57,15 @@ class SelfTraining(EMAMethod):
         super().__init__(config, student, teacher, options)
         self.ends = generation_ends(config.epochs, self.options.generations)
 
-    def generation(self, epoch: int) -> int:
+    def generation(self, epoch: float) -> int:
         return sum(epoch >= end for end in self.ends)
+
+    def schedule_position(self, position: float) -> float:
+        """Each generation runs the run's whole learning-rate schedule, compressed to its own
+        epochs, so that every teacher is taken at the end of a ramp-down."""
+        generation = self.generation(position)
+        start, stop = ([0, *self.ends][generation], [*self.ends, self.config.epochs][generation])
+        return (position - start) * self.config.epochs / (stop - start)
 
     def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                epoch: int, clean_input: torch.Tensor | None = None) -> StepResult:
