@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mt_repro import __version__
+from mt_repro.config import MODES
 from mt_repro.errors import BadInput, MtReproError
 
 LABEL_DIR_ENV = "MT_REPRO_LABEL_DIR"
@@ -151,7 +152,7 @@ def splits_command(dataset: str, n_labels: str, data_seed: int, data_dir: Path |
               help="semi-supervised method(s) to put beside supervised-only")
 @click.option("--sampling", type=click.Choice(["two_stream", "uniform"]), default="two_stream", show_default=True,
               help="minibatches of the semi-supervised methods: a fixed labeled share, or drawn from all images")
-@click.option("--mode", type=click.Choice(["faithful", "fast"]), default="faithful", show_default=True,
+@click.option("--mode", type=click.Choice(MODES), default="faithful", show_default=True,
               help="fast: the same training, batched augmentation and faster kernels")
 @click.option("--no-progress", is_flag=True)
 def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
@@ -194,7 +195,7 @@ def _run_options(fn):
         click.option("--resume", type=click.Path(path_type=Path), help="continue this run directory"),
         click.option("--method", help="semi-supervised method (default mean_teacher), with its paper's "
                      "settings from configs/methods/NAME.toml"),
-        click.option("--mode", type=click.Choice(["faithful", "fast"]),
+        click.option("--mode", type=click.Choice(MODES),
                      help="faithful (default): the original's computation step for step; fast: the same "
                      "training with batched augmentation on the device, channels-last, bf16 where supported"),
         click.option("--compile", "compile_model", is_flag=True, help="fast mode: torch.compile the networks"),
@@ -276,7 +277,7 @@ def _print_summary(summary: dict, echo=click.echo) -> None:
         return "n/a" if value is None else f"{value:.2f}%"
 
     echo(f"done: {summary['epochs']} epochs, {summary['global_step']} steps, "
-               f"{summary['n_labeled']} labeled / {summary['n_unlabeled']} unlabeled images")
+         f"{summary['n_labeled']} labeled / {summary['n_unlabeled']} unlabeled images")
     echo(f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}")
     echo(f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}")
     echo(f"  checkpoint {summary['checkpoint']}")

@@ -21,6 +21,7 @@ CONSISTENCY_TYPES = ("mse", "kl")
 # two_stream: the original's minibatches, a fixed number of labeled samples in each;
 # uniform: minibatches drawn uniformly from all training images (Laine & Aila's), one pass an epoch.
 SAMPLINGS = ("two_stream", "uniform")
+MODES = ("faithful", "fast")  # how a run computes (mt_repro.engine.fast_mode)
 
 
 @dataclass
@@ -85,8 +86,6 @@ class TrainConfig:
         if self.method not in registry.method_names():
             raise bad(f"method {self.method!r} is not one of {', '.join(registry.method_names())}")
         registry.method_options(self.method, self.method_options)  # names and types of the options
-        from mt_repro.engine.fast_mode import MODES
-
         if self.mode not in MODES:
             raise bad(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.compile and self.mode != "fast":

@@ -61,10 +61,10 @@ def test_learning_rate_uses_the_fractional_epoch():
     cfg = TrainConfig(lr=0.2, initial_lr=0.1, lr_rampup=2, lr_rampdown_epochs=10)
     # Halfway through epoch 0 of a 2-epoch warm-up: a quarter of the way from 0.1 to 0.2.
     expected = (0.1 + 0.25 * 0.1) * 0.5 * (math.cos(math.pi * 0.5 / 10) + 1)
-    assert learning_rate(cfg, 0, 50, 100) == pytest.approx(expected)
-    assert learning_rate(cfg, 10, 0, 100) == pytest.approx(0.0)
+    assert learning_rate(cfg, 0 + 50 / 100) == pytest.approx(expected)
+    assert learning_rate(cfg, 10 + 0 / 100) == pytest.approx(0.0)
     no_rampdown = TrainConfig(lr=0.2, lr_rampdown_epochs=None)
-    assert learning_rate(no_rampdown, 3, 7, 10) == pytest.approx(0.2)
+    assert learning_rate(no_rampdown, 3 + 7 / 10) == pytest.approx(0.2)
 
 
 def test_consistency_weight_steps_once_per_epoch():

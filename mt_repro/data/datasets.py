@@ -125,13 +125,13 @@ def create_data(config: TrainConfig, device: torch.device | None = None) -> Data
                                   num_workers=config.workers, pin_memory=pin, **_kept_busy(config))
     eval_loader = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False,
                              num_workers=2 * config.workers,  # evaluation needs images twice as fast
-                             pin_memory=pin, drop_last=False, **_kept_busy(config, 2))
+                             pin_memory=pin, drop_last=False, **_kept_busy(config))
     return DataBundle(train_loader, eval_loader, NUM_CLASSES[config.dataset], len(labeled), len(unlabeled))
 
 
-def _kept_busy(config: TrainConfig, factor: int = 1) -> dict:
+def _kept_busy(config: TrainConfig) -> dict:
     """Fast mode's loader settings: workers that live across epochs and prefetch further."""
-    if config.mode != "fast" or config.workers * factor == 0:
+    if config.mode != "fast" or config.workers == 0:
         return {}
     return {"persistent_workers": True, "prefetch_factor": 4}
 

@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mt_repro.config import MODES
 from mt_repro.errors import BadInput
 
 
@@ -120,11 +121,7 @@ def time_mode(settings: BenchSettings, mode: str, data: Path, label_file: Path, 
     config = _config(settings, mode, data, label_file)
     seed_everything(0)
     trainer = Trainer(config, workdir / f"run_{mode}", progress=False, echo=echo).build()
-    trainer.method.student.train()
-    trainer.method.teacher.train()
-    loader = trainer.data.train_loader
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(0)
+    loader = trainer.training_loader(0)
     steps = len(loader)
     if steps < settings.steps + settings.warmup + 1:
         raise BadInput(f"the benchmark's epoch has {steps} steps, fewer than warm-up + steps + 1")
@@ -247,9 +244,9 @@ def run_benchmark(settings: BenchSettings, echo: Callable[[str], None] = print) 
     from mt_repro.engine.trainer import resolve_device
 
     device = resolve_device(settings.device)
-    unknown = sorted(set(settings.modes) - {"faithful", "fast"})
+    unknown = sorted(set(settings.modes) - set(MODES))
     if unknown or not settings.modes:
-        raise BadInput(f"--mode takes faithful and/or fast, got {','.join(settings.modes) or 'nothing'}")
+        raise BadInput(f"--mode takes {' and/or '.join(MODES)}, got {','.join(settings.modes) or 'nothing'}")
     if settings.steps < 1 or settings.warmup < 1:
         raise BadInput("--steps and --warmup must be at least 1")
     report = BenchReport(settings, describe_device(device))
@@ -280,7 +277,6 @@ def describe_device(device: torch.device) -> str:
 
 
 def render(report: BenchReport) -> str:
-    s = report.settings
     faithful = next((r for r in report.modes if r.mode == "faithful"), None)
     lines = [f"{'mode':<10} {'precision':<14} {'s/step':>8} {'steps/s':>8} {'images/s':>9} "
              f"{'vs faithful':>11} {'GFLOP/step':>10} {'peak TFLOP/s':>12} {'MFU':>6}"]

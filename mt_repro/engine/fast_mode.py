@@ -21,8 +21,6 @@ from typing import Callable
 
 import torch
 
-MODES = ("faithful", "fast")
-
 
 @dataclass(frozen=True)
 class Speedups:

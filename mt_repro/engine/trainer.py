@@ -31,7 +31,7 @@ from mt_repro.fileio import crash_point, write_text_atomic
 from mt_repro.logs.runlog import RunLog
 from mt_repro.methods.losses import classification_cost
 from mt_repro.methods.mean_teacher import (MeanTeacher, NonFiniteLoss, StepResult, accuracy,
-                                           create_teacher, learning_rate_at)
+                                           create_teacher, learning_rate)
 from mt_repro.methods.registry import create_method
 
 CONFIG_FILE = "config.json"
@@ -216,11 +216,7 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int, bar: tqdm | None = None) -> None:
         cfg, method = self.config, self.method
-        method.student.train()
-        method.teacher.train()
-        loader = self.data.train_loader
-        if hasattr(loader, "set_epoch"):  # fast mode's augmentation parameters are per epoch
-            loader.set_epoch(epoch)
+        loader = self.training_loader(epoch)
         steps = len(loader)
         meters = MeterSet()
         end = time.time()
@@ -242,8 +238,17 @@ class Trainer:
                 bar.set_postfix(epoch=epoch, loss=f"{result.values['loss']:.3f}",
                                 top1=f"{meters['top1'].avg:.1f}", refresh=False)
 
+    def training_loader(self, epoch: int):
+        """The training loader, ready for ``epoch``, with both networks in training mode."""
+        self.method.student.train()
+        self.method.teacher.train()
+        loader = self.data.train_loader
+        if hasattr(loader, "set_epoch"):  # fast mode's augmentation parameters are per epoch
+            loader.set_epoch(epoch)
+        return loader
+
     def set_learning_rate(self, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
-        lr = learning_rate_at(self.config, self.method.schedule_position(epoch + step_in_epoch / steps_per_epoch))
+        lr = learning_rate(self.config, self.method.schedule_position(epoch + step_in_epoch / steps_per_epoch))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

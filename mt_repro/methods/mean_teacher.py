@@ -25,13 +25,9 @@ from mt_repro.methods.losses import (CONSISTENCY_COSTS, NO_LABEL, classification
 MAX_LOSS = 1e5
 
 
-def learning_rate(config: TrainConfig, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
-    """Linear warm-up from ``initial_lr`` then a cosine ramp-down, on the fractional epoch."""
-    return learning_rate_at(config, epoch + step_in_epoch / steps_per_epoch)
-
-
-def learning_rate_at(config: TrainConfig, position: float) -> float:
-    """The schedule of ``learning_rate`` at fractional epoch ``position``."""
+def learning_rate(config: TrainConfig, position: float) -> float:
+    """Linear warm-up from ``initial_lr`` then a cosine ramp-down, at ``position``: the fractional
+    epoch ``epoch + step_in_epoch / steps_per_epoch``, as the original computes it per step."""
     lr = ramps.linear_rampup(position, config.lr_rampup) * (config.lr - config.initial_lr) + config.initial_lr
     if config.lr_rampdown_epochs:
         lr *= ramps.cosine_rampdown(position, config.lr_rampdown_epochs)
