@@ -174,19 +174,37 @@ def test_pi_model_weight_is_scaled_by_the_labeled_fraction_seen():
     assert result.values["cons_weight"] == pytest.approx(10.0 * 3 / 6)  # images 0, 4, 5 of 0..5 labeled
 
 
-def test_ict_matches_a_hand_mixup():
+@pytest.mark.parametrize("mix_targets", ["logits", "probabilities"])
+def test_ict_matches_a_hand_mixup(mix_targets):
     class Linear(torch.nn.Module):
         def forward(self, x):
             return x.sum(dim=(1, 2, 3)).view(-1, 1) * torch.tensor([[1.0, -1.0]]), None
 
     images = torch.tensor([1.0, -2.0]).view(2, 1, 1, 1)
-    teacher = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    teacher_logits = torch.tensor([[2.0, -0.5], [-1.0, 1.5]])
     lam, permutation = 0.3, torch.tensor([1, 0])
-    got = ict_cost(Linear(), teacher, images, lam, permutation)
+    got = ict_cost(Linear(), teacher_logits, images, lam, permutation, mix_targets)
     mixed = np.array([0.3 * 1 + 0.7 * -2, 0.3 * -2 + 0.7 * 1])
     student = np.stack([1 / (1 + np.exp(-2 * mixed)), 1 - 1 / (1 + np.exp(-2 * mixed))], axis=1)
-    target = 0.3 * teacher.numpy() + 0.7 * teacher.numpy()[[1, 0]]
+    t = teacher_logits.numpy()
+    if mix_targets == "logits":  # the authors' main.py: softmax of the mixed logits
+        target = softmax(0.3 * t + 0.7 * t[[1, 0]])
+    else:  # the paper's formula: mix of the probabilities
+        target = 0.3 * softmax(t) + 0.7 * softmax(t)[[1, 0]]
     assert got.item() == pytest.approx(((student - target) ** 2).sum() / 2, rel=1e-6)
+
+
+def test_ict_mixed_logits_give_the_sharper_target():
+    teacher_logits = torch.tensor([[4.0, -4.0], [-4.0, 4.0]])
+    identity = lambda x: (x.view(-1, 2), None)  # noqa: E731
+    images = torch.zeros(2, 2)
+    targets = {}
+    for mix in ("logits", "probabilities"):
+        # the student predicts (0.5, 0.5): its cost is the target's distance from the middle
+        targets[mix] = ict_cost(identity, teacher_logits, images, 0.7, torch.tensor([1, 0]), mix).item()
+    assert targets["logits"] > targets["probabilities"]
+    with pytest.raises(BadInput, match="mix_targets must be one of logits, probabilities"):
+        toy_config("ict", method_options="mix_targets=labels")
 
 
 def test_ict_mixes_the_labels_with_their_images_when_asked():
@@ -217,11 +235,40 @@ def test_ict_supervised_mixup_replaces_the_plain_class_loss():
     torch.manual_seed(0)
     permutation = torch.randperm(3)
     assert not torch.equal(permutation, torch.arange(3))  # else the mixup would change nothing
-    expected = mixup_class_cost(plain.student, x[:3], targets[:3], lam, permutation).item() / 5
+    expected = mixup_class_cost(plain.student, x[:3], targets[:3], lam, permutation).item() / 3  # mean over labeled
     assert with_mixup == pytest.approx(expected, rel=1e-6)
     assert plain.losses(x, x, targets, 0).values["class_loss"] != pytest.approx(with_mixup)
     with pytest.raises(BadInput, match="supervised_alpha at least 0"):
         toy_config("ict", method_options="supervised_alpha=-0.5")
+
+
+def test_ict_averages_each_part_over_its_own_samples():
+    """The authors' main.py: mean cross-entropy over the labeled batch, the consistency ÷ the
+    unlabeled batch; Mean Teacher's convention (÷ the whole minibatch) stays with the methods
+    that use it, e.g. the Π-model."""
+    from mt_repro.methods.ict import ICT, ICTOptions
+    from mt_repro.methods.pi_model import PiModel, PiOptions
+
+    torch.manual_seed(0)
+    x, targets = torch.randn(5, 4), torch.tensor([1, 3, -1, -1, -1])
+    method = ICT(toy_config("ict", consistency=2.0), TwoHeadLinear(torch.randn(4, 5)),
+                 TwoHeadLinear(torch.randn(4, 5)), ICTOptions(alpha=1.0))
+    np.random.seed(1)
+    torch.manual_seed(1)
+    result = method.losses(x, x, targets, 0)
+    np.random.seed(1)
+    lam = float(np.random.beta(1.0, 1.0))
+    torch.manual_seed(1)
+    permutation = torch.randperm(3)
+    summed_cross_entropy = F.cross_entropy(method.student(x[:2])[0], targets[:2], reduction="sum").item()
+    assert result.values["class_loss"] == pytest.approx(summed_cross_entropy / 2, rel=1e-6)
+    teacher_logits = method.teacher(x[2:])[0].detach()
+    consistency = ict_cost(method.student, teacher_logits, x[2:], lam, permutation).item()
+    assert result.values["cons_loss"] == pytest.approx(2.0 * consistency / 3, rel=1e-6)
+
+    pi = PiModel(toy_config("pi_model"), method.student, method.teacher, PiOptions(scale_by_labeled_fraction=False))
+    assert pi.losses(x, x, targets, 0, indices=torch.arange(5)).values["class_loss"] == pytest.approx(
+        summed_cross_entropy / 5, rel=1e-6)
 
 
 # --- Temporal Ensembling ---------------------------------------------------------------------------
@@ -433,7 +480,9 @@ def test_self_training_distils_the_clean_teacher_with_temperature_from_the_secon
     S, T, N, C = student.w.detach().numpy(), teacher.w.detach().numpy(), noisy.numpy(), clean.numpy()
     t = softmax(C[1:] @ T / 2.0)
     s = softmax(N[1:] @ S / 2.0)
-    assert result.values["cons_loss"] == pytest.approx(2.0 * 4.0 * kl(t, s) / 3, rel=1e-5)
+    # Xie et al.'s Algorithm 1: each part is a mean over its own samples (2 unlabeled, 1 labeled)
+    assert result.values["cons_loss"] == pytest.approx(2.0 * 4.0 * kl(t, s) / 2, rel=1e-5)
+    assert result.values["class_loss"] == pytest.approx(-np.log(softmax(N[:1] @ S)[0, 1]), rel=1e-5)
     assert not teacher.training  # the teacher predicts without noise
 
 

@@ -1,7 +1,9 @@
 """What the methods other than Mean Teacher share: options from their settings file (changed
 by the run's ``method_options``), an EMA of the student evaluated beside it (as Mean Teacher's
-teacher, so every run reports both), the step counter, and the supervised part of the loss as
-the original computed it (summed cross-entropy over labeled samples ÷ the whole minibatch)."""
+teacher, so every run reports both), the step counter, and the supervised part of the loss:
+summed cross-entropy over the labeled samples ÷ the whole minibatch, as Mean Teacher's original
+and Laine & Aila's Algorithm 1 divide it, or ÷ the labeled samples (``mean_over_parts``) for the
+methods whose papers average each part of the loss over its own samples."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,13 +12,17 @@ import torch
 from torch import nn
 
 from mt_repro.methods.interface import MethodHooks
-from mt_repro.methods.losses import classification_cost
+from mt_repro.methods.losses import NO_LABEL, classification_cost
 from mt_repro.methods.mean_teacher import consistency_weight, update_teacher
 from mt_repro.methods.registry import method_options
 
 
 class EMAMethod(MethodHooks):
     Options: type = type(None)  # a dataclass of the method's own settings
+    # True: the labeled part of the loss is averaged over the labeled samples and the unlabeled
+    # part over the unlabeled ones (``part_mean``), as the method's paper writes its loss; with
+    # 16 labeled images in a minibatch of 64 this gives the labels 4x the weight of ÷ minibatch.
+    mean_over_parts: bool = False
 
     def __init__(self, config, student: nn.Module, teacher: nn.Module, options: Any = None):
         self.config = config
@@ -26,7 +32,13 @@ class EMAMethod(MethodHooks):
         self.global_step = 0
 
     def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return classification_cost(logits, targets) / len(targets)
+        labeled = int(targets.ne(NO_LABEL).sum())
+        return self.part_mean(classification_cost(logits, targets), labeled, len(targets))
+
+    def part_mean(self, summed_cost: torch.Tensor, part_size: int, minibatch_size: int) -> torch.Tensor:
+        """A cost summed over one part of the minibatch (its labeled or unlabeled samples) ÷ that
+        part's size when ``mean_over_parts``, else ÷ the whole minibatch."""
+        return summed_cost / (max(part_size, 1) if self.mean_over_parts else minibatch_size)
 
     def common_part(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                     epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:

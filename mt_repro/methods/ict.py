@@ -1,8 +1,11 @@
 """Interpolation Consistency Training (Verma et al., IJCAI 2019): the student's prediction on a
 mixup of two unlabeled images should equal the same mixup of the EMA teacher's predictions,
 ``λ ~ Beta(α, α)`` once per step, the partner of each image a random permutation of the batch.
-The teacher's probabilities are mixed, as the paper writes ``Mix_λ(f_θ'(u_j), f_θ'(u_k))``; the
-authors' ``main.py`` mixes the logits and takes the softmax of the mix.
+``mix_targets`` says what of the teacher's is mixed: ``"logits"`` (the default), as the authors'
+``main.py`` does, which then compares softmaxes, so the target is the softmax of the mixed logits;
+or ``"probabilities"``, as the paper writes ``Mix_λ(f_θ'(u_j), f_θ'(u_k))``. The softmax of mixed
+logits is the sharper target: between two confident predictions of different classes it still
+leans to the class of the larger share.
 
 With ``supervised_alpha`` > 0 the labels teach through mixup too, as the authors' runs do
 (``--mixup_sup_alpha`` in their ``main.py``): the student sees a mixup of the labeled images
@@ -23,22 +26,32 @@ from mt_repro.methods.mean_teacher import StepResult, step_result
 from mt_repro.methods.registry import register
 
 
+MIXED_TARGETS = ("logits", "probabilities")
+
+
 @dataclass(frozen=True)
 class ICTOptions:
     alpha: float = 1.0
     supervised_alpha: float = 0.0
+    mix_targets: str = "logits"
 
     def check(self) -> None:
         if self.alpha <= 0 or self.supervised_alpha < 0:
             raise BadInput("ict: alpha must be positive and supervised_alpha at least 0 (0: no mixup of labels)")
+        if self.mix_targets not in MIXED_TARGETS:
+            raise BadInput(f"ict: mix_targets must be one of {', '.join(MIXED_TARGETS)} (got {self.mix_targets!r})")
 
 
-def ict_cost(student, teacher_probabilities: torch.Tensor, unlabeled: torch.Tensor, lam: float,
-             permutation: torch.Tensor) -> torch.Tensor:
+def ict_cost(student, teacher_logits: torch.Tensor, unlabeled: torch.Tensor, lam: float,
+             permutation: torch.Tensor, mix_targets: str = "logits") -> torch.Tensor:
     """Summed squared difference (÷ classes) between the student's softmax on the mixed images
-    and the mixed teacher probabilities."""
+    and the teacher's mixed prediction (see the module's docstring for ``mix_targets``)."""
     mixed = lam * unlabeled + (1 - lam) * unlabeled[permutation]
-    target = lam * teacher_probabilities + (1 - lam) * teacher_probabilities[permutation]
+    if mix_targets == "logits":
+        target = F.softmax(lam * teacher_logits + (1 - lam) * teacher_logits[permutation], dim=1)
+    else:
+        probabilities = F.softmax(teacher_logits, dim=1)
+        target = lam * probabilities + (1 - lam) * probabilities[permutation]
     logits, _ = student(mixed)
     return F.mse_loss(F.softmax(logits, dim=1), target, reduction="sum") / logits.size(1)
 
@@ -55,6 +68,7 @@ def mixup_class_cost(student, images: torch.Tensor, labels: torch.Tensor, lam: f
 class ICT(EMAMethod):
     Options = ICTOptions
     reported_model = "teacher"  # the authors' code reports its EMA model's test error
+    mean_over_parts = True  # main.py: mean cross-entropy over the labeled batch, consistency ÷ the unlabeled one
 
     def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                epoch: int) -> StepResult:
@@ -64,14 +78,14 @@ class ICT(EMAMethod):
         if self.options.supervised_alpha and labeled.any():
             lam = float(np.random.beta(self.options.supervised_alpha, self.options.supervised_alpha))
             permutation = torch.randperm(int(labeled.sum()), device=logits.device)
-            class_loss = mixup_class_cost(self.student, student_input[labeled], targets[labeled], lam,
-                                          permutation) / len(targets)
+            class_loss = self.part_mean(mixup_class_cost(self.student, student_input[labeled], targets[labeled],
+                                                         lam, permutation), int(labeled.sum()), len(targets))
         cost = logits.sum() * 0.0
         if unlabeled.sum() > 1:
             lam = float(np.random.beta(self.options.alpha, self.options.alpha))
             permutation = torch.randperm(int(unlabeled.sum()), device=logits.device)
-            cost = ict_cost(self.student, F.softmax(ema_logits[unlabeled], dim=1), teacher_input[unlabeled],
-                            lam, permutation)
-        consistency = weight * cost / len(targets)
+            cost = ict_cost(self.student, ema_logits[unlabeled], teacher_input[unlabeled], lam, permutation,
+                            self.options.mix_targets)
+        consistency = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item()}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)

@@ -2,8 +2,9 @@
 2020) and temperature distillation (Hinton et al. 2015). The teacher, in eval mode (no dropout,
 its running batch-norm statistics), predicts on the clean images (no augmentation, no noise);
 the student, in train mode, sees the augmented noisy view and is pulled towards the teacher's
-softened predictions: ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over the unlabeled samples
-÷ minibatch, × the ramped-up weight, besides cross-entropy on the labels.
+softened predictions: ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` averaged over the unlabeled
+samples, × the ramped-up weight, besides the cross-entropy averaged over the labeled ones (each
+part a mean over its own samples, as Xie et al.'s Algorithm 1 writes the loss).
 
 The run is cut into ``generations`` of equal length, each with the run's whole learning-rate
 schedule compressed to its epochs (Xie et al. train every student with a full schedule). The
@@ -52,6 +53,7 @@ def generation_ends(epochs: int, generations: int) -> list[int]:
 class SelfTraining(EMAMethod):
     Options = SelfTrainingOptions
     sample_extras = ("clean_input",)
+    mean_over_parts = True  # Xie et al.'s Algorithm 1: (1/n) Σ over labeled + (1/m) Σ over pseudo-labeled
 
     def __init__(self, config, student, teacher, options=None):
         super().__init__(config, student, teacher, options)
@@ -80,7 +82,7 @@ class SelfTraining(EMAMethod):
         weight = self.weight(epoch) if self.generation(epoch) > 0 else 0.0
         cost = (distillation_cost(logits[unlabeled], teacher_logits[unlabeled], self.options.temperature)
                 if weight and unlabeled.any() else logits.sum() * 0.0)
-        distillation = weight * cost / len(targets)
+        distillation = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": distillation.item(),
                   "generation": float(self.generation(epoch))}
         return step_result(class_loss + distillation, values, logits, teacher_logits, targets)
