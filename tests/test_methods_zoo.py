@@ -21,8 +21,12 @@ from mt_repro.methods.ict import ict_cost, mixup_class_cost
 from mt_repro.methods.interface import Method, MethodHooks
 from mt_repro.methods.pseudo_label import pseudo_label_cost
 
-ALL_METHODS = ["ict", "mean_teacher", "mixmatch", "mutual_learning", "pi_model", "pseudo_label",
-               "pseudo_label_epoch", "self_training", "temporal_ensembling", "vat"]
+# Found by the registry's scan of mt_repro/methods/: a method added there (one module, one
+# settings file) joins the checks below and the digits smoke test without being named here.
+ALL_METHODS = registry.method_names()
+# The methods Mean Teacher is compared with, which the framework promises.
+COMPARED_METHODS = {"ict", "mean_teacher", "mixmatch", "mutual_learning", "pi_model", "pseudo_label",
+                    "pseudo_label_epoch", "self_training", "temporal_ensembling", "vat"}
 
 
 class TwoHeadLinear(nn.Module):
@@ -56,8 +60,8 @@ def kl(p: np.ndarray, q: np.ndarray) -> float:
 
 # --- interface and registry ---------------------------------------------------------------------
 def test_every_method_is_registered_with_a_settings_file_and_the_interface():
-    assert registry.method_names() == ALL_METHODS
-    assert registry.settings_names() == ALL_METHODS  # the directory scan finds the same set
+    assert COMPARED_METHODS <= set(ALL_METHODS)
+    assert registry.settings_names() == ALL_METHODS  # every module has its settings file and vice versa
     for name in ALL_METHODS:
         settings = registry.method_settings(name)
         assert settings["source"]
@@ -606,7 +610,7 @@ def test_digits_with_uniform_minibatches_has_the_same_number_of_steps(cli, tmp_p
 
 def test_unknown_method(cli, tmp_path):
     assert_one_line_error(cli("digits", "--method", "mixmatch2", "--out", tmp_path), "unknown method 'mixmatch2'")
-    with pytest.raises(BadInput, match="method 'nope' is not one of ict, mean_teacher"):
+    with pytest.raises(BadInput, match="method 'nope' is not one of .*ict, mean_teacher"):
         toy_config("nope")
 
 

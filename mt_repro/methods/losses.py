@@ -13,6 +13,12 @@ def classification_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits, targets, reduction="sum", ignore_index=NO_LABEL)
 
 
+def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Summed entropy of the softmax predictions, one per row."""
+    log_p = F.log_softmax(logits, dim=1)
+    return -(log_p.exp() * log_p).sum()
+
+
 def softmax_mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """``sum (softmax(s) - softmax(t))^2 / num_classes``; pass detached teacher logits."""
     _check_same_shape(student_logits, teacher_logits)

@@ -22,6 +22,7 @@ from torch import nn
 
 from mt_repro.errors import BadInput
 from mt_repro.methods.base import EMAMethod
+from mt_repro.methods.losses import prediction_entropy
 from mt_repro.methods.mean_teacher import StepResult, step_result
 from mt_repro.methods.registry import register
 
@@ -98,8 +99,7 @@ class VAT(EMAMethod):
         loss = class_loss + vat
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": vat.item()}
         if self.options.entropy_minimization:
-            log_p = F.log_softmax(logits, dim=1)
-            entropy = -(log_p.exp() * log_p).sum() / len(targets)
+            entropy = prediction_entropy(logits) / len(targets)
             loss = loss + entropy
             values["entropy"] = entropy.item()
         return step_result(loss, values, logits, ema_logits, targets)
