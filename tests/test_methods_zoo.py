@@ -509,6 +509,35 @@ def test_self_training_restarts_the_learning_rate_schedule_in_each_generation(tm
     assert mean_teacher.method.schedule_position(5.5) == 5.5  # the others keep the run's schedule
 
 
+# --- entropy minimization --------------------------------------------------------------------------
+def test_prediction_entropy_matches_numpy():
+    from mt_repro.methods.losses import prediction_entropy
+
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    p = softmax(logits)
+    expected = -(p * np.log(p)).sum()
+    assert prediction_entropy(torch.tensor(logits)).item() == pytest.approx(expected, rel=1e-9)
+    assert prediction_entropy(torch.tensor(logits[1:])).item() == pytest.approx(math.log(3), rel=1e-9)
+
+
+def test_entropy_minimization_penalises_the_entropy_of_unlabeled_predictions_only():
+    from mt_repro.methods.entropy_minimization import EntropyMinimization
+
+    torch.manual_seed(0)
+    student = TwoHeadLinear(torch.randn(4, 5))
+    method = EntropyMinimization(toy_config("entropy_minimization", consistency=2.0), student,
+                                 TwoHeadLinear(torch.randn(4, 5)))
+    x, targets = torch.randn(4, 4), torch.tensor([3, -1, -1, 0])
+    result = method.losses(x, x, targets, 0)
+    p = softmax(x.numpy() @ student.w.detach().numpy())
+    entropies = -(p * np.log(p)).sum(axis=1)
+    # Grandvalet & Bengio's sums, both ÷ the minibatch of 4: λ·(H_1 + H_2)/4 beside Σ CE/4
+    assert result.values["cons_loss"] == pytest.approx(2.0 * entropies[[1, 2]].sum() / 4, rel=1e-5)
+    assert result.values["class_loss"] == pytest.approx(-np.log(p[[0, 3], [3, 0]]).sum() / 4, rel=1e-5)
+    result.loss.backward()
+    assert student.w.grad is not None and student.w.grad.abs().sum() > 0
+
+
 # --- minibatch compositions ------------------------------------------------------------------------
 def test_uniform_sampling_config_and_batches(tmp_path):
     with pytest.raises(BadInput, match="sampling 'uniform' draws minibatches from all training images"):

@@ -10,7 +10,8 @@ leans to the class of the larger share.
 With ``supervised_alpha`` > 0 the labels teach through mixup too, as the authors' runs do
 (``--mixup_sup_alpha`` in their ``main.py``): the student sees a mixup of the labeled images
 (its own ``λ ~ Beta(α_sup, α_sup)``) and pays ``λ·CE(y_a) + (1 − λ)·CE(y_b)``. The plain pass
-over the whole minibatch still runs, for the meters and for batch norm."""
+over the whole minibatch still runs, for the meters and for batch norm. Each part of the loss
+is a mean over its own images (labeled cross-entropy, unlabeled consistency), as in main.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
