@@ -465,17 +465,19 @@ def test_mutual_learning_with_three_students_trains_and_resumes_the_whole_cohort
 
 # --- self-training ---------------------------------------------------------------------------------
 def test_self_training_distils_the_clean_teacher_with_temperature_from_the_second_generation():
-    from mt_repro.methods.self_training import SelfTraining, SelfTrainingOptions, generation_ends
+    from mt_repro.methods.self_training import SelfTraining, SelfTrainingOptions
 
-    assert generation_ends(60, 3) == [20, 40] and generation_ends(10, 2) == [5]
     torch.manual_seed(0)
     student, teacher = TwoHeadLinear(torch.randn(4, 5)), TwoHeadLinear(torch.randn(4, 5))
-    method = SelfTraining(toy_config("self_training", consistency=2.0, epochs=4), student, teacher,
+    method = SelfTraining(toy_config("self_training", consistency=2.0, epochs=2), student, teacher,
                           SelfTrainingOptions(temperature=2.0, generations=2))
+    assert method.run_epochs(2) == 4  # two whole trainings of the run's 2 epochs
     noisy, other, clean = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
     targets = torch.tensor([1, -1, -1])
     first = method.losses(noisy, other, targets, 1, clean_input=clean)
-    assert first.values["cons_loss"] == 0.0  # generation 0: labels only
+    assert first.values["cons_loss"] == 0.0 and first.values["generation"] == 0.0  # labels only
+    method.end_of_epoch(1)
+    assert not torch.equal(teacher.w, student.w)  # the teacher changes between generations only
     method.end_of_epoch(2)
     assert torch.equal(teacher.w, student.w)  # the student became the teacher
     with torch.no_grad():
@@ -485,28 +487,51 @@ def test_self_training_distils_the_clean_teacher_with_temperature_from_the_secon
     t = softmax(C[1:] @ T / 2.0)
     s = softmax(N[1:] @ S / 2.0)
     # Xie et al.'s Algorithm 1: each part is a mean over its own samples (2 unlabeled, 1 labeled)
+    assert result.values["generation"] == 1.0
     assert result.values["cons_loss"] == pytest.approx(2.0 * 4.0 * kl(t, s) / 2, rel=1e-5)
     assert result.values["class_loss"] == pytest.approx(-np.log(softmax(N[:1] @ S)[0, 1]), rel=1e-5)
     assert not teacher.training  # the teacher predicts without noise
+    method.end_of_epoch(4)
+    assert not torch.equal(teacher.w, student.w)  # the run's end makes no new teacher
 
 
-def test_self_training_restarts_the_learning_rate_schedule_in_each_generation(tmp_path):
+def test_self_training_weight_ramps_up_again_in_each_generation():
+    from mt_repro.methods.self_training import SelfTraining, SelfTrainingOptions
+    from mt_repro.methods.mean_teacher import consistency_weight
+
+    config = toy_config("self_training", consistency=2.0, consistency_rampup=3, epochs=4)
+    method = SelfTraining(config, TwoHeadLinear(torch.randn(4, 5)), TwoHeadLinear(torch.randn(4, 5)),
+                          SelfTrainingOptions(generations=3))
+    batch = torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, -1])
+    weights = [method.losses(*batch, epoch, clean_input=torch.randn(2, 4)).values["cons_weight"]
+               for epoch in range(12)]
+    ramp = [consistency_weight(config, e) for e in range(4)]
+    assert ramp[0] < ramp[1] < ramp[2] < ramp[3] == 2.0
+    assert weights == [0.0] * 4 + ramp + ramp
+
+
+def test_self_training_runs_each_generation_with_the_whole_learning_rate_schedule(tmp_path):
     from mt_repro.engine.trainer import Trainer
     from mt_repro.methods.mean_teacher import learning_rate
 
-    config = digits_config(tmp_path, method="self_training", epochs=6, lr_rampdown_epochs=7)
+    config = digits_config(tmp_path, method="self_training", epochs=2, lr_rampdown_epochs=3)
     trainer = Trainer(config, tmp_path / "run", progress=False, echo=lambda _: None).build()
-    assert trainer.method.ends == [2, 4]
-    assert [trainer.method.schedule_position(p) for p in (0, 1.5, 2, 3, 5.5)] == [0, 4.5, 0, 3, 4.5]
+    assert trainer.method.options.generations == 3 and trainer.run_epochs == 6
+    assert [trainer.method.schedule_position(p) for p in (0, 1.5, 2, 3, 5.5)] == [0, 1.5, 0, 1, 1.5]
     steps = 10
-    for epoch, step, position in [(0, 0, 0), (1, 5, 4.5), (2, 0, 0), (5, 5, 4.5)]:
+    for epoch, step, position in [(0, 0, 0), (1, 5, 1.5), (2, 0, 0), (5, 5, 1.5)]:
         lr = trainer.set_learning_rate(epoch, step, steps)
         assert lr == pytest.approx(learning_rate(config, position), rel=1e-12)
         assert trainer.optimizer.param_groups[0]["lr"] == lr
     assert trainer.set_learning_rate(2, 0, steps) == config.lr  # a fresh start at the top
+    summary = trainer.fit()
+    assert summary["epochs"] == 6 and summary["global_step"] == 6 * len(trainer.data.train_loader)
+    generations = [row["generation/avg"] for row in map(json.loads, (tmp_path / "run" / "training.jsonl").open())]
+    assert generations[0] == 0.0 and generations[-1] == 2.0 and sorted(generations) == generations
     mean_teacher = Trainer(config.replace(method="mean_teacher"), tmp_path / "mt", progress=False,
                            echo=lambda _: None).build()
     assert mean_teacher.method.schedule_position(5.5) == 5.5  # the others keep the run's schedule
+    assert mean_teacher.run_epochs == 2
 
 
 # --- entropy minimization --------------------------------------------------------------------------
@@ -621,8 +646,11 @@ def test_each_method_runs_on_the_digits(cli, tmp_path, method):
                          "--no-progress")
     assert code == 0, err
     assert method.replace("_", " ") in out and "supervised" in out
+    config = json.loads((tmp_path / f"{method}_0" / "config.json").read_text())
     summary = json.loads((tmp_path / f"{method}_0" / "summary.json").read_text())
-    assert summary["global_step"] == 24 and math.isfinite(summary["student_error1"])
+    # One epoch of 24 steps per training (self-training chains one per generation).
+    assert config["epochs"] == 1 and summary["global_step"] == 24 * summary["epochs"]
+    assert math.isfinite(summary["student_error1"])
 
 
 def test_digits_with_uniform_minibatches_has_the_same_number_of_steps(cli, tmp_path):

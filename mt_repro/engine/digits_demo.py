@@ -205,7 +205,7 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
             seed_everything(data_seed)
             trainer = Trainer(cfg, Path(cfg.out_dir), progress=progress, echo=notes.tell).build()
             if progress:
-                echo(f"data seed {data_seed}: {method.replace('_', ' ')}, {cfg.epochs} epochs "
+                echo(f"data seed {data_seed}: {method.replace('_', ' ')}, {trainer.run_epochs} epochs "
                      f"of {len(trainer.data.train_loader)} steps")
             summary = trainer.fit()
             student, teacher = summary["student_error1"], summary["teacher_error1"]

@@ -200,14 +200,20 @@ class Trainer:
             log.truncate(lambda row: row["epoch"] <= self.start_epoch)
 
     # --- the loop -----------------------------------------------------------------------
+    @property
+    def run_epochs(self) -> int:
+        """The epochs the run trains for: the config's, times the trainings a method chains
+        (self-training's generations)."""
+        return self.method.run_epochs(self.config.epochs)
+
     def fit(self) -> dict[str, Any]:
         cfg = self.config
         steps_per_epoch = len(self.data.train_loader)
-        total = (cfg.epochs - self.start_epoch) * steps_per_epoch
+        total = (self.run_epochs - self.start_epoch) * steps_per_epoch
         bar = tqdm(total=total, disable=not self.progress, unit="step", dynamic_ncols=True,
                    desc="training")
         try:
-            for epoch in range(self.start_epoch, cfg.epochs):
+            for epoch in range(self.start_epoch, self.run_epochs):
                 self.train_one_epoch(epoch, bar)
                 self.end_of_epoch(epoch + 1)
         finally:
@@ -324,7 +330,7 @@ class Trainer:
             # The label file's number (10.txt -> 10), the ResNet runs' data seed.
             "data_seed": int(Path(self.config.labels).stem) if self.config.labels
             and Path(self.config.labels).stem.isdigit() else None,
-            "epochs": self.config.epochs,
+            "epochs": self.run_epochs,
             "global_step": self.method.global_step,
             "student_prec1": student.get("top1/avg"),
             "teacher_prec1": teacher.get("top1/avg"),

@@ -9,6 +9,8 @@ over the student's parameters, then the method as ``cls(config, student, teacher
   ``loss.backward()``, ``optimizer.step()`` and ``after_optimizer_step()``;
 * after every epoch, before evaluating and checkpointing: ``end_of_epoch(epochs_done)``;
 * before every step, the learning rate: the run's schedule at ``schedule_position(epoch)``;
+* the run trains ``run_epochs(config.epochs)`` epochs: the config's, unless the method chains
+  several trainings of that length (self-training's generations);
 * checkpoints carry ``state_dict()`` (what the method keeps beyond the two networks: per-sample
   predictions, the other students of a cohort), ``load_state_dict`` restores it on resume.
 
@@ -53,6 +55,8 @@ class Method(Protocol):
 
     def schedule_position(self, position: float) -> float: ...
 
+    def run_epochs(self, epochs: int) -> int: ...
+
     def extra_parameters(self) -> list[nn.Parameter]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -60,8 +64,8 @@ class Method(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-REQUIRED = ("losses", "after_optimizer_step", "end_of_epoch", "schedule_position", "extra_parameters",
-            "state_dict", "load_state_dict", "sample_extras", "reported_model")
+REQUIRED = ("losses", "after_optimizer_step", "end_of_epoch", "schedule_position", "run_epochs",
+            "extra_parameters", "state_dict", "load_state_dict", "sample_extras", "reported_model")
 
 
 class MethodHooks:
@@ -81,6 +85,10 @@ class MethodHooks:
         """Where the run's learning-rate schedule stands at fractional epoch ``position``: the
         epoch itself, unless the method restarts the schedule (self-training's generations)."""
         return position
+
+    def run_epochs(self, epochs: int) -> int:
+        """How many epochs the run trains for, given the config's ``epochs``: one training."""
+        return epochs
 
     def extra_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer trains besides the student's (none)."""

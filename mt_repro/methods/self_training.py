@@ -6,11 +6,13 @@ softened predictions: ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` averaged over
 samples, × the ramped-up weight, besides the cross-entropy averaged over the labeled ones (each
 part a mean over its own samples, as Xie et al.'s Algorithm 1 writes the loss).
 
-The run is cut into ``generations`` of equal length, each with the run's whole learning-rate
-schedule compressed to its epochs (Xie et al. train every student with a full schedule). The
-first trains on the labels alone; at the end of each generation the student's weights become
-the teacher (the run's teacher network, so it is evaluated and checkpointed as the teacher);
-the student goes on from those weights (Xie et al. start each student from scratch).
+Every generation is a whole training of the run's ``epochs`` with the run's learning-rate
+schedule, as Xie et al. train every model fully: a run of ``generations`` generations trains
+``generations × epochs`` epochs (each network it trains has Mean Teacher's budget). The first
+trains on the labels alone; at the end of each generation the student's weights become the
+teacher (the run's teacher network, so it is evaluated and checkpointed as the teacher) and
+the student goes on from those weights (Xie et al. start each student from scratch). The
+consistency ramp-up, too, starts again in each generation.
 """
 from __future__ import annotations
 
@@ -44,30 +46,23 @@ def distillation_cost(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                                        reduction="sum")
 
 
-def generation_ends(epochs: int, generations: int) -> list[int]:
-    """The epochs after which the teacher is replaced (all but the last generation's end)."""
-    return sorted({round(epochs * g / generations) for g in range(1, generations)} - {0, epochs})
-
-
 @register("self_training")
 class SelfTraining(EMAMethod):
     Options = SelfTrainingOptions
     sample_extras = ("clean_input",)
     mean_over_parts = True  # Xie et al.'s Algorithm 1: (1/n) Σ over labeled + (1/m) Σ over pseudo-labeled
 
-    def __init__(self, config, student, teacher, options=None):
-        super().__init__(config, student, teacher, options)
-        self.ends = generation_ends(config.epochs, self.options.generations)
+    def run_epochs(self, epochs: int) -> int:
+        return self.options.generations * epochs
 
     def generation(self, epoch: float) -> int:
-        return sum(epoch >= end for end in self.ends)
+        """Which generation (0: the labels alone) the run is in at (fractional) ``epoch``."""
+        return min(int(epoch // self.config.epochs), self.options.generations - 1)
 
     def schedule_position(self, position: float) -> float:
-        """Each generation runs the run's whole learning-rate schedule, compressed to its own
-        epochs, so that every teacher is taken at the end of a ramp-down."""
-        generation = self.generation(position)
-        start, stop = ([0, *self.ends][generation], [*self.ends, self.config.epochs][generation])
-        return (position - start) * self.config.epochs / (stop - start)
+        """Each generation runs the run's whole learning-rate schedule from its start, so that
+        every teacher is taken at the end of a ramp-down."""
+        return position - self.generation(position) * self.config.epochs
 
     def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                epoch: int, clean_input: torch.Tensor | None = None) -> StepResult:
@@ -79,17 +74,18 @@ class SelfTraining(EMAMethod):
         with torch.no_grad():
             teacher_logits, _ = self.teacher(clean_input)
         unlabeled = targets.eq(NO_LABEL)
-        weight = self.weight(epoch) if self.generation(epoch) > 0 else 0.0
+        generation = self.generation(epoch)
+        weight = self.weight(epoch - generation * self.config.epochs) if generation > 0 else 0.0
         cost = (distillation_cost(logits[unlabeled], teacher_logits[unlabeled], self.options.temperature)
                 if weight and unlabeled.any() else logits.sum() * 0.0)
         distillation = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": distillation.item(),
-                  "generation": float(self.generation(epoch))}
+                  "generation": float(generation)}
         return step_result(class_loss + distillation, values, logits, teacher_logits, targets)
 
     def after_optimizer_step(self) -> None:
         self.global_step += 1  # the teacher changes only between generations
 
     def end_of_epoch(self, epochs_done: int) -> None:
-        if epochs_done in self.ends:
+        if epochs_done % self.config.epochs == 0 and epochs_done < self.run_epochs(self.config.epochs):
             self.teacher.load_state_dict(self.student.state_dict())
