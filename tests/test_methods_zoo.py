@@ -442,6 +442,31 @@ def test_mutual_learning_three_students_each_mimic_the_other_two():
     assert changed == [True, True, True]
 
 
+def test_mutual_learning_step_is_each_students_labeled_mean_cross_entropy_plus_its_mean_mimicry():
+    from mt_repro import models
+    from mt_repro.methods.mutual_learning import MutualLearning, MutualLearningOptions
+
+    torch.manual_seed(0)
+    student, teacher = models.create_model("digits_convnet", 10), models.create_model("digits_convnet", 10)
+    method = MutualLearning(toy_config("mutual_learning", consistency=0.5), student, teacher,
+                            MutualLearningOptions(students=3))
+    for network in (student, teacher):
+        network.eval()  # no dropout: the predictions can be recomputed below
+    images, targets = torch.randn(4, 1, 8, 8), torch.tensor([3, -1, 7, -1])
+    result = method.losses(images, torch.randn(4, 1, 8, 8), targets, 0)
+    with torch.no_grad():
+        p = [softmax(net(images)[0].double().numpy()) for net in method.cohort]
+    expected = 0.0
+    for k in range(3):
+        cross_entropy = -np.log(p[k][[0, 2], [3, 7]]).mean()  # over the 2 labeled samples
+        mimicry = sum(kl(p[l], p[k]) for l in range(3) if l != k) / 2 / 4  # over all 4 samples
+        expected += cross_entropy + 0.5 * mimicry
+        if k == 0:
+            assert result.values["class_loss"] == pytest.approx(cross_entropy, rel=1e-5)
+            assert result.values["cons_loss"] == pytest.approx(0.5 * mimicry, rel=1e-5)
+    assert result.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_mutual_learning_with_three_students_trains_and_resumes_the_whole_cohort(tmp_path):
     from mt_repro.engine import checkpoint as ckpt
     from mt_repro.engine import trainer

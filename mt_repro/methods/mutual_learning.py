@@ -6,7 +6,9 @@ other K − 1 students l of ``KL(p_l ‖ p_k)`` (the others' predictions fixed, 
 (the paper's variant for larger cohorts; with KL it teaches the same, as the gradient of
 ``KL(q ‖ p_k)`` in student k's logits, ``p_k − q``, is linear in the target q, and only the
 cost's value differs). Semi-supervised: the KL terms cover every sample, labeled and
-unlabeled, while the labels only teach on labeled ones.
+unlabeled, while the labels only teach on labeled ones. Each term is a mean over its own
+samples, as the paper's losses are means: the cross-entropy over the labeled samples, the KL
+over the whole minibatch.
 
 All students see the same minibatch (the student's view) and take one SGD step together, as
 the sum of their costs under one optimizer (the gradients of each student's parameters are
@@ -60,6 +62,7 @@ def mimicry_losses(logits: list[torch.Tensor], ensemble_teacher: bool = False) -
 @register("mutual_learning")
 class MutualLearning(EMAMethod):
     Options = MutualLearningOptions
+    mean_over_parts = True  # Zhang et al.'s Eq. 1 and 9: means over the samples of each term
 
     def __init__(self, config, student, teacher, options=None):
         super().__init__(config, student, teacher, options)
