@@ -76,6 +76,16 @@ def test_splits_command_on_published_files(cli, tmp_path):
     assert read_label_file(tmp_path / "s.txt") == named.label_file_entries()
 
 
+def test_methods_are_compared_with_supervised_seed_by_seed():
+    line = digits_demo.paired_difference([3.0, 4.0, 5.0, 2.2], [4.0, 4.0, 4.6, 3.0])
+    # differences -1.0, 0.0, +0.4, -0.8: mean -0.35, sample std sqrt(1.31 / 3) = 0.661, / sqrt(4) = 0.33
+    assert line.startswith("-0.35 ± 0.33 points")
+    assert "better on 2 of 4 seeds, equal on 1, worse on 1" in line
+    assert digits_demo.paired_difference([2.0], [3.0]) == "-1.00 points"
+    with pytest.raises(ValueError):
+        digits_demo.paired_difference([2.0, 3.0], [3.0])
+
+
 @pytest.mark.parametrize("argv, fragments", [
     (["digits", "--labels", "105"], ["105 labels cannot be balanced over 10 classes"]),
     (["digits", "--labels", "1290"], ["need 129", "have fewer"]),
