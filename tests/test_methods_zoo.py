@@ -128,6 +128,24 @@ def test_pseudo_label_uses_only_confident_unlabeled_samples():
     assert zero == 0 and none.item() == 0.0
 
 
+def test_pseudo_label_step_averages_each_part_over_its_own_samples():
+    from mt_repro.methods.pseudo_label import PseudoLabel, PseudoLabelOptions
+
+    # 2-d inputs, 5 classes: image [a, b] gives logits [a, b, 0, 0, 0]
+    eye = torch.eye(2, 5, dtype=torch.float64)
+    method = PseudoLabel(toy_config("pseudo_label", consistency=2.0), TwoHeadLinear(eye), TwoHeadLinear(eye),
+                         PseudoLabelOptions(threshold=0.9))
+    images = torch.tensor([[5.0, 0.0], [0.0, 6.0], [0.3, 0.0], [0.0, 5.0]], dtype=torch.float64)
+    targets = torch.tensor([-1, -1, -1, 3])  # unlabeled: sure (0), sure (1), unsure; labeled: class 3
+    result = method.losses(images, images, targets, 0)
+    confident = [-math.log(math.exp(5) / (math.exp(5) + 4)), -math.log(math.exp(6) / (math.exp(6) + 4))]
+    # Lee's Eq. 15: the labeled mean (1 sample) + α × the mean over the 3 unlabeled samples
+    assert result.values["pseudo_labeled"] == 2
+    assert result.values["class_loss"] == pytest.approx(-math.log(1 / (math.exp(5) + 4)), rel=1e-6)
+    assert result.values["cons_loss"] == pytest.approx(2.0 * sum(confident) / 3, rel=1e-6)
+    assert result.loss.item() == pytest.approx(result.values["class_loss"] + result.values["cons_loss"], rel=1e-6)
+
+
 def test_epoch_pseudo_labels_come_from_the_previous_epoch():
     from mt_repro.methods.pseudo_label_epoch import EpochPseudoLabel, EpochPseudoLabelOptions
 
@@ -135,18 +153,21 @@ def test_epoch_pseudo_labels_come_from_the_previous_epoch():
     model = TwoHeadLinear(torch.eye(2, 5))
     method = EpochPseudoLabel(toy_config("pseudo_label_epoch", consistency=2.0), model,
                               TwoHeadLinear(torch.eye(2, 5)), EpochPseudoLabelOptions(threshold=0.9))
-    images = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.3, 0.0]])  # unlabeled: sure, sure, unsure
-    targets, indices = torch.tensor([-1, -1, -1]), torch.tensor([0, 1, 2])
+    images = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.3, 0.0], [5.0, 0.0]])  # sure, sure, unsure; labeled
+    targets, indices = torch.tensor([-1, -1, -1, 0]), torch.tensor([0, 1, 2, 3])
     first = method.losses(images, images, targets, 0, indices=indices)
     assert first.values["cons_loss"] == 0.0 and first.values["pseudo_labeled"] == 0  # none yet
     method.end_of_epoch(1)
     with torch.no_grad():
         model.w.copy_(torch.eye(2, 5)[[1, 0]])  # the network now predicts the other class
     second = method.losses(images, images, targets, 1, indices=indices)
-    # sample 0 keeps pseudo-label 0 and sample 1 label 1 from epoch 0; sample 2 has none
+    # sample 0 keeps pseudo-label 0 and sample 1 label 1 from epoch 0; sample 2 has none, and the
+    # labeled sample 3 is never pseudo-labeled
     ce = -math.log(1 / (math.exp(5) + 4))  # both now give their pseudo-label's logit 0, the other 5
     assert second.values["pseudo_labeled"] == 2
+    # the mean over the 3 unlabeled samples (Lee's Eq. 15), and the labeled one's own mean
     assert second.values["cons_loss"] == pytest.approx(2.0 * 2 * ce / 3, rel=1e-6)
+    assert second.values["class_loss"] == pytest.approx(ce, rel=1e-6)
 
 
 # --- Π-model and ICT -------------------------------------------------------------------------------
@@ -348,6 +369,26 @@ def test_vat_direction_is_a_power_iteration_of_the_kl_curvature_and_its_cost_the
     options = VATOptions(epsilon=0.7, xi=1e-6, power_iterations=1)
     cost = vat_cost(model, x, x @ w, options, start=start)
     assert cost.item() == pytest.approx(kl(p, softmax((X + 0.7 * expected) @ W)), rel=1e-4)
+
+
+def test_vat_step_is_the_labeled_mean_cross_entropy_plus_the_mean_smoothness_cost():
+    from mt_repro.methods.vat import VAT, VATOptions, vat_cost
+
+    torch.manual_seed(0)
+    model = TwoHeadLinear(torch.randn(5, 5, dtype=torch.float64))
+    options = VATOptions(epsilon=0.5)
+    method = VAT(toy_config("vat", consistency=3.0), model, TwoHeadLinear(torch.zeros(5, 5, dtype=torch.float64)),
+                 options)
+    x, targets = torch.randn(4, 5, dtype=torch.float64), torch.tensor([2, -1, -1, -1])
+    torch.manual_seed(1)
+    result = method.losses(x, x, targets, 0)
+    torch.manual_seed(1)  # the same random start of the power iteration
+    summed = vat_cost(model, x, model(x)[0], options).item()
+    p = softmax(x.numpy() @ model.w.detach().numpy())
+    # Miyato et al.: the labeled data's mean NLL (1 sample) + α × the mean cost over all 4 samples
+    assert result.values["class_loss"] == pytest.approx(-np.log(p[0, 2]), rel=1e-9)
+    assert result.values["cons_loss"] == pytest.approx(3.0 * summed / 4, rel=1e-9)
+    assert result.loss.item() == pytest.approx(-np.log(p[0, 2]) + 3.0 * summed / 4, rel=1e-9)
 
 
 def test_vat_leaves_batch_norm_running_statistics_alone():

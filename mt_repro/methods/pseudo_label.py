@@ -1,8 +1,10 @@
 """Pseudo-Label (Lee, ICML 2013 workshop), iteration variant: each unlabeled sample whose most
 likely class the student predicts with probability ≥ ``threshold`` counts as labeled with that
 class (recomputed every step, no gradient through the choice), weighted by the ramped-up
-consistency weight (α(t) of the paper). The threshold is that of Oliver et al. (NeurIPS 2018),
-the common re-implementation."""
+consistency weight (α(t) of the paper). Each part of the loss is a mean over its own samples, as
+Lee's Eq. 15 writes it: cross-entropy ÷ the minibatch's labeled samples, pseudo-label
+cross-entropy ÷ its unlabeled ones (confident or not). The threshold is that of Oliver et al.
+(NeurIPS 2018), the common re-implementation; Lee's paper has none."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,12 +38,13 @@ def pseudo_label_cost(logits: torch.Tensor, targets: torch.Tensor, threshold: fl
 @register("pseudo_label")
 class PseudoLabel(EMAMethod):
     Options = PseudoLabelOptions
+    mean_over_parts = True  # Lee's Eq. 15: (1/n) Σ over the labeled + α(t) (1/n') Σ over the unlabeled
 
     def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                epoch: int) -> StepResult:
         logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
         cost, confident = pseudo_label_cost(logits, targets, self.options.threshold)
-        pseudo = weight * cost / len(targets)
+        pseudo = weight * self.part_mean(cost, int(targets.eq(NO_LABEL).sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": pseudo.item(),
                   "pseudo_labeled": float(confident)}
         return step_result(class_loss + pseudo, values, logits, ema_logits, targets)

@@ -2,7 +2,8 @@
 are fixed at the end of the previous one, from the predictions the network made on each
 unlabeled sample while training on it (its arg-max class, where the probability reached
 ``threshold``). The first epoch has none. Otherwise as the iteration variant
-(``mt_repro.methods.pseudo_label``): summed cross-entropy ÷ minibatch × the ramped-up weight.
+(``mt_repro.methods.pseudo_label``): each part a mean over its own samples, as Lee's Eq. 15,
+the pseudo-label part × the ramped-up weight.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class EpochPseudoLabels:
 class EpochPseudoLabel(EMAMethod):
     Options = EpochPseudoLabelOptions
     sample_extras = ("indices",)
+    mean_over_parts = True  # as the iteration variant: Lee's Eq. 15
 
     def __init__(self, config, student, teacher, options=None):
         super().__init__(config, student, teacher, options)
@@ -80,7 +82,7 @@ class EpochPseudoLabel(EMAMethod):
         chosen = guesses.ne(NO_LABEL)
         cost = (F.cross_entropy(logits[chosen], guesses[chosen], reduction="sum") if chosen.any()
                 else logits.sum() * 0.0)
-        pseudo = weight * cost / len(targets)
+        pseudo = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": pseudo.item(),
                   "pseudo_labeled": float(chosen.sum())}
         return step_result(class_loss + pseudo, values, logits, ema_logits, targets)

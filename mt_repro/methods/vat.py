@@ -5,8 +5,12 @@ change under the small input perturbation that changes it most. Per step, for ev
 * ``p = softmax(f(x))``, kept fixed (no gradient);
 * power iteration: ``d`` random unit vector, ``d ← normalize(∇_r KL(p ‖ softmax(f(x + r))))``
   at ``r = ξ·d``, ``power_iterations`` times;
-* cost: ``KL(p ‖ softmax(f(x + ε·d)))`` summed ÷ minibatch, × the ramped-up weight;
+* cost: the mean of ``KL(p ‖ softmax(f(x + ε·d)))`` over the minibatch, × the ramped-up weight;
   with ``entropy_minimization`` the mean prediction entropy is added too (VAT+EntMin).
+
+Beside it, the labels' cross-entropy is their mean over the minibatch's labeled samples: the
+paper's objective is the labeled data's mean negative log-likelihood + α × the mean smoothness
+cost over labeled and unlabeled data.
 
 The perturbed passes run in train mode but leave batch-norm running statistics as they were
 (they are not images of the data), as the authors' code does by not updating them there.
@@ -91,6 +95,7 @@ def vat_cost(model: nn.Module, inputs: torch.Tensor, logits: torch.Tensor, optio
 @register("vat")
 class VAT(EMAMethod):
     Options = VATOptions
+    mean_over_parts = True  # Miyato et al.'s objective: ℓ(D_l) + α·R_vadv(D_l, D_ul), each a mean
 
     def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
                epoch: int) -> StepResult:
