@@ -26,6 +26,6 @@ setup(
         "scikit-learn",  # the bundled 8x8 digits of `mt-repro digits`
         "matplotlib",    # `mt-repro plot` and the HTML report
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "pytest-xdist>=3.2", "hypothesis"]},
     entry_points={"console_scripts": ["mt-repro=mt_repro.cli:main"]},
 )

@@ -52,9 +52,10 @@ import torchvision
 
 import mt_repro
 from mt_repro.data.synthetic import write_image_tree, write_label_file
-from mt_repro.engine.trainer import Trainer, seed_everything
+from mt_repro.core.rng import seed_everything
+from mt_repro.core.types import Batch
+from mt_repro.engine.trainer import Trainer
 from mt_repro.legacy.main_flags import parse as parse_main_flags
-from mt_repro.logs.runlog import read_rows
 
 HERE = Path(__file__).resolve().parent
 # Where the original main.py looks for CIFAR-10, relative to its working directory.
@@ -106,20 +107,22 @@ class Ours:
         config, _ = parse_main_flags([*flags, "--device", "cpu"])
         self.trainer = Trainer(config, out_dir, progress=False).build()
         self.loader = self.trainer.data.train_loader
-        self.log_path = out_dir / "training.jsonl"
+        self.losses: dict[float, float] = {}
 
     def steps_per_epoch(self) -> int:
         return len(self.loader)
 
     def run_epoch(self, epoch: int, clock: StepClock) -> None:
-        self.trainer.data.train_loader = clock
-        try:
-            self.trainer.train_one_epoch(epoch, None)
-        finally:
-            self.trainer.data.train_loader = self.loader
+        """The engine's steps over the clock's minibatches; the schedule sees an epoch of the
+        clock's length, as the original's ``train`` sees ``len(train_loader)``."""
+        self.trainer.train_mode()
+        for i, ((student_input, teacher_input), targets) in enumerate(clock):
+            _, result = self.trainer.step(Batch(student_input, teacher_input, targets, {}), epoch, i, len(clock))
+            if i % self.trainer.config.print_freq == 0:  # the original's log rows
+                self.losses[epoch + i / len(clock)] = result.values["loss"]
 
     def logged_losses(self) -> dict[float, float]:
-        return {row["epoch"]: row["loss"] for row in read_rows(self.log_path)}
+        return dict(self.losses)
 
 
 class Original:

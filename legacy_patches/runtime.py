@@ -14,7 +14,6 @@ torch is imported only when ``LEGACY_DEVICE`` or ``legacy_device_count`` is used
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["LEGACY_DEVICE", "legacy_device_count", "legacy_read_msgpack", "legacy_to_msgpack"]
@@ -66,18 +65,10 @@ def legacy_read_msgpack(path_or_buf, **kwargs):
 
 
 def _write_csv(frame, path: Path) -> None:
-    # Through a temporary file and a rename: a reader never sees half a table.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from mt_repro.core.fileio import atomic_write  # a reader never sees half a table
+
+    with atomic_write(path, "w", newline="") as handle:
+        frame.to_csv(handle)
 
 
 def legacy_device_count() -> int:

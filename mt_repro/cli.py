@@ -1,7 +1,15 @@
-"""``mt-repro``: a thin Click layer over the library. Every error is one line, exit 2 for bad
-input, 1 for a failed run; the work itself happens in ``mt_repro.engine`` and ``mt_repro.data``."""
+"""``mt-repro``: a thin Click layer over the library. Each command parses its options, calls one
+function of ``mt_repro.apps``, ``mt_repro.paper``, ``mt_repro.legacy``, ``mt_repro.logs`` or
+``mt_repro.data``, prints what it returns, and exits: 0 ok, 1 a failed run, 2 bad input, every
+error as one line. The library speaks through ``logging`` (the ``mt_repro`` loggers); this layer
+prints its records: information on stdout, warnings on stderr.
+
+Each command imports the modules it needs when it runs, so that ``mt-repro --help`` and the
+quick commands do not pay for importing torch (seconds).
+"""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -9,17 +17,42 @@ from pathlib import Path
 import click
 
 from mt_repro import __version__
-from mt_repro.config import MODES
-from mt_repro.errors import BadInput, MtReproError
+from mt_repro.config.train import MODES
+from mt_repro.core.errors import BadInput, MtReproError, RunFailed
 
 LABEL_DIR_ENV = "MT_REPRO_LABEL_DIR"
-DEFAULT_LABEL_DIR = "data-local/labels"  # where the original code kept its label files
+OLD_MODEL_NAMES = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": "supervised"}
+
+
+class _ConsoleHandler(logging.Handler):
+    """The library's log records on the console: plain lines on stdout, warnings on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            click.echo(f"mt-repro: warning: {message}", err=True)
+        else:
+            click.echo(message)
+
+
+def _log_to_console() -> None:
+    """Under torchrun only the first process speaks (the others would repeat it)."""
+    logger = logging.getLogger("mt_repro")
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+    logger.setLevel(logging.INFO if os.environ.get("RANK", "0") in ("", "0") else logging.ERROR)
+    logger.propagate = False
+
+
+def _warn(message: str) -> None:
+    click.echo(f"mt-repro: warning: {message}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mt-repro")
 def cli() -> None:
     """Mean Teacher (Tarvainen & Valpola, 2017), faithfully reproduced on current PyTorch."""
+    _log_to_console()
 
 
 # --- prepare -------------------------------------------------------------------------------
@@ -62,13 +95,14 @@ def synthetic_cifar10(tarball: Path, n_train: int, n_test: int, labels_per_class
     format, to try the pipeline without a download. Its images are noise around one colour per
     class: results on it say nothing about CIFAR-10."""
     from mt_repro.data import synthetic
+    from mt_repro.data.labels import write_label_file
 
     if n_train < 5 or n_test < 1 or n_train % 5:
         raise BadInput("--train must be a positive multiple of 5 (five batches), --test positive")
     synthetic.write_cifar_tarball(tarball, n_train=n_train, n_test=n_test, seed=seed)
     labels = synthetic.balanced_labels(tarball, labels_per_class)
     label_path = tarball.with_name(tarball.name + ".labels.txt")
-    label_path.write_text("".join(f"{name} {label}\n" for name, label in labels.items()))
+    write_label_file(label_path, labels)
     click.echo(f"wrote {tarball} ({n_train} training, {n_test} test images) and {label_path} "
                f"({len(labels)} labels)")
 
@@ -94,9 +128,9 @@ def synthetic_svhn(directory: Path, n_train: int, n_test: int, n_extra: int, see
     click.echo(f"wrote {', '.join(p.name for p in paths.values())} to {directory}")
 
 
-# --- label splits (mt_repro.data.splits) ---------------------------------------------------
+# --- label splits (each dataset's tf_split) --------------------------------------------------
 @cli.command("splits")
-@click.argument("dataset", type=click.Choice(["cifar10", "svhn", "digits"]))
+@click.argument("dataset")
 @click.option("--labels", "n_labels", required=True, metavar="N|all", help="labeled images, class-balanced")
 @click.option("--data-seed", type=int, default=2000, show_default=True,
               help="the split's seed (the paper's ConvNet runs: 2000..2009)")
@@ -109,22 +143,16 @@ def synthetic_svhn(directory: Path, n_train: int, n_test: int, n_extra: int, see
               help="label file to write (default: <dataset>_<N>_labels_<seed>.txt)")
 def splits_command(dataset: str, n_labels: str, data_seed: int, data_dir: Path | None, n_extra: int,
                    validation: bool, out: Path | None) -> None:
-    """Write the label file of the original TensorFlow code's split of DATASET for N labels and
-    a data seed (`<file> <class>` lines, as the original's label files) and show per-class counts.
+    """Write the label file of the original TensorFlow code's split of DATASET (cifar10, svhn,
+    digits) for N labels and a data seed (`<file> <class>` lines, as the original's label files)
+    and show per-class counts.
 
     The file names follow the by-image layouts, so it feeds `--label-file` of the run commands."""
     from mt_repro.data import splits
     from mt_repro.data.labels import write_label_file
 
-    if n_labels == "all":
-        count = None
-    else:
-        try:
-            count = int(n_labels)
-        except ValueError:
-            raise BadInput(f"--labels must be a number or 'all', got {n_labels!r}") from None
-    named = splits.dataset_split(dataset, count, data_seed, data=data_dir, test_phase=not validation,
-                                 n_extra_unlabeled=n_extra)
+    named = splits.dataset_split(dataset, None if n_labels == "all" else _count(n_labels, "--labels"),
+                                 data_seed, data=data_dir, test_phase=not validation, n_extra_unlabeled=n_extra)
     out = out or Path(f"{dataset}_{n_labels}_labels_{data_seed}.txt")
     try:
         write_label_file(out, named.label_file_entries())
@@ -141,7 +169,14 @@ def splits_command(dataset: str, n_labels: str, data_seed: int, data_dir: Path |
     click.echo(f"wrote {out}")
 
 
-# --- the offline demo (mt_repro.engine.digits_demo) ----------------------------------------
+def _count(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise BadInput(f"{flag} must be a number or 'all', got {text!r}") from None
+
+
+# --- the offline demo (mt_repro.apps.digits_demo) -----------------------------------------------
 @cli.command()
 @click.option("--labels", "n_labels", type=int, help="labeled training images (default: the demo config's, 100)")
 @click.option("--seeds", "n_seeds", type=int, help="data seeds 0..N-1 (default: the demo config's, 3)")
@@ -157,10 +192,9 @@ def splits_command(dataset: str, n_labels: str, data_seed: int, data_dir: Path |
 @click.option("--no-progress", is_flag=True)
 def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
            config: Path | None, methods: str, sampling: str, mode: str, no_progress: bool) -> None:
-    """Supervised-only against Mean Teacher on scikit-learn's bundled 8x8 digits (real data,
-    no download): a few minutes on a laptop CPU, test error over several data seeds."""
-    from mt_repro.engine import digits_demo
-
+    """Supervised-only against Mean Teacher (or any methods) on scikit-learn's bundled 8x8
+    digits (real data, no download): minutes on a laptop CPU, test error over several seeds."""
+    from mt_repro.apps import digits_demo
     from mt_repro.methods.registry import method_names
 
     chosen = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
@@ -168,7 +202,7 @@ def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: P
         chosen.remove("mean_teacher")
         chosen.insert(0, "mean_teacher")
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config, methods=chosen,
-                                  sampling=sampling, mode=mode, progress=not no_progress, echo=click.echo)
+                                  sampling=sampling, mode=mode, progress=not no_progress)
     table = result.table()
     click.echo(table)
     try:
@@ -178,26 +212,20 @@ def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: P
     click.echo(f"table written to {out / 'results.txt'}")
 
 
-# --- paper runs ----------------------------------------------------------------------------
-def _run_options(fn):
+# --- the paper's runs (mt_repro.apps.training) ---------------------------------------------------
+_METHOD_HELP = ("method of mt_repro/methods/ (default mean_teacher), with its paper's settings from "
+                "configs/methods/NAME.toml")
+_MODE_HELP = ("faithful (default): the original's computation step for step; fast: the same training "
+              "with batched augmentation on the device, channels-last, bf16 where supported")
+
+
+def _common_run_options(fn):
     options = [
-        click.option("--label-file", type=click.Path(path_type=Path), help="an original-format label file"),
-        click.option("--data-seed", type=int, help="which of the original label files (data seed)"),
-        click.option("--label-dir", type=click.Path(path_type=Path),
-                     help=f"the original code's data-local/labels (default ${LABEL_DIR_ENV} or ./{DEFAULT_LABEL_DIR})"),
-        click.option("--data", "data_dir", type=click.Path(path_type=Path),
-                     help="data: by-image tree (CIFAR-10 also: tarball or batches directory)"),
-        click.option("--gpus", type=int, help="scale batch, labeled batch and lr as for this many GPUs"),
-        click.option("--epochs", type=int, help="train for this many epochs"),
-        click.option("--workers", type=int, help="data loading processes (0: faithful random order)"),
+        click.option("--method", help=_METHOD_HELP),
         click.option("--seed", type=int, help="seed random, numpy.random and torch, in that order"),
         click.option("--out", type=click.Path(path_type=Path), help="run directory"),
         click.option("--resume", type=click.Path(path_type=Path), help="continue this run directory"),
-        click.option("--method", help="semi-supervised method (default mean_teacher), with its paper's "
-                     "settings from configs/methods/NAME.toml"),
-        click.option("--mode", type=click.Choice(MODES),
-                     help="faithful (default): the original's computation step for step; fast: the same "
-                     "training with batched augmentation on the device, channels-last, bf16 where supported"),
+        click.option("--mode", type=click.Choice(MODES), help=_MODE_HELP),
         click.option("--compile", "compile_model", is_flag=True, help="fast mode: torch.compile the networks"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override any setting"),
         click.option("--device", default="auto", show_default=True),
@@ -208,80 +236,68 @@ def _run_options(fn):
     return fn
 
 
-def _paper_run(config_name: str, *, label_file, data_seed, label_dir, data_dir, gpus, epochs,
-               workers, seed, out, resume, overrides, device, no_progress, method=None, mode=None,
-               compile_model=False) -> None:
-    from mt_repro.config import load_paper_config, parse_overrides
-    from mt_repro.engine import trainer
-    from mt_repro.engine.distributed import from_environment
-    from mt_repro.methods.registry import method_class, paper_run_settings
-
-    # Under torchrun every process runs this; rank 0 alone speaks (and writes).
-    echo = click.echo if from_environment().is_main else (lambda *_: None)
-    overridden = parse_overrides(overrides)
-    if mode is not None:
-        overridden["mode"] = mode
-    if compile_model:
-        overridden["compile"] = True
-    if method is not None and resume is not None:
-        raise BadInput("--method applies to a new run; a resumed run keeps the method it was started with")
-    if resume is not None:
-        summary = trainer.resume(resume, epochs=epochs, overrides=overridden,
-                                 progress=not no_progress, echo=echo)
-        _print_summary(summary, echo)
-        return
-    paper = load_paper_config(config_name)
-    if label_file is not None and data_seed is not None:
-        raise BadInput("give --label-file or --data-seed, not both")
-    if label_file is None:
-        seed_of_split = paper.data_seeds[0] if data_seed is None else data_seed
-        if seed_of_split not in paper.data_seeds:
-            raise BadInput(f"--data-seed {seed_of_split}: the paper used {_seed_range(paper.data_seeds)}")
-        base = Path(label_dir or os.environ.get(LABEL_DIR_ENV) or DEFAULT_LABEL_DIR)
-        label_file = base / paper.label_file.format(data_seed=seed_of_split)
-        if not label_file.is_file():
-            raise BadInput(f"label file {label_file} not found; pass --label-file, or --label-dir "
-                           "pointing at the original code's data-local/labels")
-        run_name = f"{config_name.split('_', 1)[1]}_{seed_of_split}"
-    else:
-        run_name = f"{config_name.split('_', 1)[1]}_{Path(label_file).stem}"
-    values = {"labels": str(label_file), "device": device}
-    for key, value in (("epochs", epochs), ("workers", workers), ("seed", seed),
-                       ("data_dir", None if data_dir is None else str(data_dir))):
-        if value is not None:
-            values[key] = value
-    if method is not None:  # the method's own paper's settings (its [train] table), then --set
-        method_class(method)
-        values.update(paper_run_settings(method), method=method)
-        run_name = f"{run_name}_{method}"
-    values.update(overridden)
-    config = paper.resolve(gpus=gpus, **values)
-    out_dir = out or trainer.default_out_dir(config_name, run_name)
-    echo(f"{paper.title} ({paper.source}), {gpus or paper.gpus} GPU(s)' worth of batch and lr")
-    _print_config(config, echo)
-    summary = trainer.train(config, out_dir, progress=not no_progress, echo=echo)
-    _print_summary(summary, echo)
+def _resnet_options(fn):
+    options = [
+        click.option("--label-file", type=click.Path(path_type=Path), help="an original-format label file"),
+        click.option("--data-seed", type=int, help="which of the original label files (data seed)"),
+        click.option("--label-dir", type=click.Path(path_type=Path),
+                     help=f"the original code's data-local/labels (default ${LABEL_DIR_ENV} or ./data-local/labels)"),
+        click.option("--data", "data_dir", type=click.Path(path_type=Path),
+                     help="data: by-image tree (CIFAR-10 also: tarball or batches directory)"),
+        click.option("--gpus", type=int, help="scale batch, labeled batch and lr as for this many GPUs"),
+        click.option("--epochs", type=int, help="train for this many epochs"),
+        click.option("--workers", type=int, help="data loading processes (0: faithful random order)"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return _common_run_options(fn)
 
 
-def _seed_range(seeds) -> str:
-    return f"{seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+_MODEL_OPTION = click.option("--model", type=click.Choice(sorted(OLD_MODEL_NAMES)), hidden=True,
+                             help="deprecated: use --method (pi is pi_model)")
+_RESUMABLE = {"resume", "overrides", "epochs", "steps", "no_progress"}
 
 
-def _print_config(config, echo=click.echo) -> None:
-    items = [f"{k}={v}" for k, v in config.to_dict().items()]
-    echo("config: " + "  ".join(items))
+def _chosen_method(method: str | None, model: str | None) -> str | None:
+    """``--method``, or the deprecated ``--model`` of the ConvNet commands, with a line saying so."""
+    if model is None:
+        return method
+    if method is not None:
+        raise BadInput("give --method, not both --method and --model (--model is the old name)")
+    _warn(f"--model is deprecated: use --method {OLD_MODEL_NAMES[model]}")
+    return OLD_MODEL_NAMES[model]
 
 
-def _print_summary(summary: dict, echo=click.echo) -> None:
-    def pct(value):
-        return "n/a" if value is None else f"{value:.2f}%"
+def _given(ctx: click.Context, names) -> list[str]:
+    """The options of ``names`` that the command line gave (not their defaults), as flags."""
+    return [f"--{name.replace('_', '-').replace('compile-model', 'compile').replace('data-dir', 'data').replace('overrides', 'set')}"
+            for name in names
+            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
 
-    echo(f"done: {summary['epochs']} epochs, {summary['global_step']} steps, "
-         f"{summary['n_labeled']} labeled / {summary['n_unlabeled']} unlabeled images")
-    echo(f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}")
-    echo(f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}")
-    echo(f"  checkpoint {summary['checkpoint']}")
-    echo(f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl")
+
+def _resume(ctx: click.Context, resume: Path, overrides, *, epochs=None, steps=None, no_progress=False) -> None:
+    from mt_repro.apps import training
+
+    given = _given(ctx, [name for name in ctx.params if name not in _RESUMABLE])
+    if given:
+        raise BadInput(f"{', '.join(given)}: a resumed run keeps the settings it was started with; "
+                       "change one with --set KEY=VALUE")
+    _print_summary(training.resume_command(resume, overrides, epochs=epochs, steps=steps, progress=not no_progress))
+
+
+def _print_summary(summary: dict) -> None:
+    from mt_repro.apps.training import summary_lines
+
+    for line in summary_lines(summary):
+        click.echo(line)
+
+
+def _choices(options: dict, method: str | None):
+    from mt_repro.apps.training import RunChoices
+
+    return RunChoices(method=method, data_dir=options["data_dir"], seed=options["seed"], device=options["device"],
+                      mode=options["mode"], compile=options["compile_model"], out=options["out"],
+                      overrides=options["overrides"], progress=not options["no_progress"])
 
 
 @cli.command()
@@ -289,30 +305,38 @@ def _print_summary(summary: dict, echo=click.echo) -> None:
               show_default=True)
 @click.option("--arch", type=click.Choice(["cifar_shakeshake26", "convnet13"]), default="cifar_shakeshake26",
               show_default=True, help="ResNet run of Table 4, or the 13-layer ConvNet of Table 2")
-@click.option("--model", type=click.Choice(["mean_teacher", "pi", "supervised"]), default="mean_teacher",
-              show_default=True, help="convnet13 only: Mean Teacher, Pi model or supervised-only")
 @click.option("--steps", type=int, help="convnet13 only: train for this many steps (training_length)")
-@_run_options
-def cifar10(n_labels: str, arch: str, model: str, steps: int | None, **options) -> None:
+@_MODEL_OPTION
+@_resnet_options
+@click.pass_context
+def cifar10(ctx: click.Context, n_labels: str, arch: str, steps: int | None, model: str | None, **options) -> None:
     """The paper's CIFAR-10 runs as the original runners configured them: the ResNet
     (shake-shake 26, Table 4; 1000 or 4000 labels) or the 13-layer ConvNet (Table 2)."""
+    from mt_repro.apps import training
+
+    method = _chosen_method(options["method"], model)
+    if options["resume"] is not None:
+        _resume(ctx, options["resume"], options["overrides"], epochs=options["epochs"], steps=steps,
+                no_progress=options["no_progress"])
+        return
     if arch == "convnet13":
-        unused = [f"--{k.replace('_', '-')}" for k in ("label_file", "label_dir", "gpus", "epochs", "workers", "method", "mode")
-                  if options[k] is not None] + (["--compile"] if options["compile_model"] else [])
+        unused = _given(ctx, ["label_file", "label_dir", "gpus", "epochs", "workers"])
         if unused:
             raise BadInput(f"{', '.join(unused)} apply to the ResNet run, not to --arch convnet13 "
-                           "(its length is --set training_length=STEPS)")
-        _convnet_run("cifar10", n_labels, 0, model, data_seed=options["data_seed"], data_dir=options["data_dir"],
-                     seed=options["seed"], out=options["out"], resume=options["resume"],
-                     overrides=options["overrides"], device=options["device"], no_progress=options["no_progress"],
-                     steps=steps)
-        return
-    if steps is not None:
-        raise BadInput("--steps applies to --arch convnet13; the ResNet run's length is --epochs")
-    if n_labels not in ("1000", "4000") or model != "mean_teacher":
-        raise BadInput("the ResNet run (Table 4) has Mean Teacher with 1000 or 4000 labels; "
-                       "for other label counts or models use --arch convnet13")
-    _paper_run(f"cifar10_{n_labels}", **options)
+                           "(its length is --steps, its split --data-seed)")
+        summary = training.convnet_command("cifar10", n_labels, _choices(options, method),
+                                           data_seed=options["data_seed"], steps=steps)
+    else:
+        if steps is not None:
+            raise BadInput("--steps applies to --arch convnet13; the ResNet run's length is --epochs")
+        if n_labels not in ("1000", "4000"):
+            raise BadInput("the ResNet run (Table 4) has 1000 or 4000 labels; for other label counts "
+                           "use --arch convnet13")
+        summary = training.resnet_command(f"cifar10_{n_labels}", _choices(options, method),
+                                          label_file=options["label_file"], data_seed=options["data_seed"],
+                                          label_dir=options["label_dir"], gpus=options["gpus"],
+                                          epochs=options["epochs"], workers=options["workers"])
+    _print_summary(summary)
 
 
 @cli.command()
@@ -320,67 +344,42 @@ def cifar10(n_labels: str, arch: str, model: str, steps: int | None, **options) 
               show_default=True)
 @click.option("--extra", "n_extra", type=click.Choice(["0", "100000", "500000"]), default="0", show_default=True,
               help="extra_32x32.mat images added unlabeled (with 500 labels, as in Table 3)")
-@click.option("--model", type=click.Choice(["mean_teacher", "pi", "supervised"]), default="mean_teacher",
-              show_default=True)
 @click.option("--data-seed", type=int, help="the split's seed (default: the runner's first, 2000 or 0)")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="directory of the SVHN .mat files")
-@click.option("--seed", type=int, help="seed of torch and the minibatch order (default: the data seed)")
 @click.option("--steps", type=int, help="train for this many steps (sets training_length; for short runs)")
-@click.option("--out", type=click.Path(path_type=Path), help="run directory")
-@click.option("--resume", type=click.Path(path_type=Path), help="continue this run directory")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="override a hyperparameter (the original's names, e.g. training_length=1000)")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--no-progress", is_flag=True)
-def svhn(n_labels: str, n_extra: str, model: str, **options) -> None:
+@_MODEL_OPTION
+@_common_run_options
+@click.pass_context
+def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None, steps: int | None,
+         model: str | None, **options) -> None:
     """The paper's SVHN runs with the 13-layer ConvNet (Tables 1 and 3), as the original
     TensorFlow runners configured them."""
-    _convnet_run("svhn", n_labels, int(n_extra), model, **options)
+    from mt_repro.apps import training
 
-
-def _convnet_run(dataset: str, n_labels: str, n_extra: int, model: str, *, data_seed, data_dir, seed, out, resume,
-                 overrides, device, no_progress, steps=None) -> None:
-    from mt_repro.convnet_config import load_experiment
-    from mt_repro.engine import convnet_trainer
-
-    overridden = _convnet_overrides(overrides)
-    if steps is not None:
-        overridden["training_length"] = steps
-    if data_dir is None:
-        raise BadInput("pass --data: the CIFAR-10 tarball or batches directory, or the directory of "
-                       "the SVHN .mat files")
-    if resume is not None:
-        _print_convnet_summary(convnet_trainer.resume(resume, data_dir, overrides=overridden,
-                                                      progress=not no_progress, echo=click.echo))
+    method = _chosen_method(options["method"], model)
+    if options["resume"] is not None:
+        _resume(ctx, options["resume"], options["overrides"], steps=steps, no_progress=options["no_progress"])
         return
-    name = f"{dataset}_supervised_final_eval" if model == "supervised" else f"{dataset}_final_eval"
-    experiment = load_experiment(name)
-    n_labeled = n_labels if n_labels == "all" else int(n_labels)
-    values = {"device": device, **({"seed": seed} if seed is not None else {}), **overridden}
-    settings = experiment.settings(n_labeled=n_labeled, model=model, data_seed=data_seed,
-                                   n_extra_unlabeled=n_extra, overrides=values)
-    extra = f"_extra{n_extra}" if n_extra else ""
-    out = out or Path("results") / name / f"{n_labels}{extra}_{model}_{settings.data_seed}"
-    click.echo(f"{name} ({experiment.source}): {model}, {n_labels} labels{extra and f', {n_extra} extra'}, "
-               f"data seed {settings.data_seed}, {settings.training_length} steps")
-    _print_convnet_summary(convnet_trainer.train(settings, data_dir, out, progress=not no_progress,
-                                                 echo=click.echo))
+    _print_summary(training.convnet_command("svhn", n_labels, _choices(options, method), n_extra=int(n_extra),
+                                            data_seed=data_seed, steps=steps))
 
 
-def _convnet_overrides(pairs) -> dict:
-    import typing
+@cli.command()
+@click.option("--labels", "n_labels", type=click.Choice(["10%"]), default="10%", show_default=True)
+@_resnet_options
+@click.pass_context
+def imagenet(ctx: click.Context, n_labels: str, **options) -> None:
+    """The paper's ImageNet 10%-label ResNeXt-152 run (Table 4); data as folders train/ and val/."""
+    from mt_repro.apps import training
 
-    from mt_repro.config import parse_overrides
-    from mt_repro.convnet_config import ConvNetSettings
-
-    return parse_overrides(pairs, typing.get_type_hints(ConvNetSettings))
-
-
-def _print_convnet_summary(summary: dict) -> None:
-    click.echo(f"done: {summary['global_step']} steps, {summary['n_labeled_in_split']} labeled images")
-    click.echo(f"  student  error {summary['student_error1']:.2f}%")
-    click.echo(f"  teacher  error {summary['teacher_error1']:.2f}%")
-    click.echo(f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl")
+    if options["resume"] is not None:
+        _resume(ctx, options["resume"], options["overrides"], epochs=options["epochs"],
+                no_progress=options["no_progress"])
+        return
+    _print_summary(training.resnet_command(
+        "imagenet_10pct", _choices(options, options["method"]), label_file=options["label_file"],
+        data_seed=options["data_seed"], label_dir=options["label_dir"], gpus=options["gpus"],
+        epochs=options["epochs"], workers=options["workers"]))
 
 
 @cli.command()
@@ -396,40 +395,12 @@ def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, 
     """Run the grid of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
     resuming interrupted ones: svhn_250_vary_{consistency_cost,dropout,ema_decay,
     logit_distance_cost,perturbation,trust}."""
-    from mt_repro.convnet_config import load_experiment
-    from mt_repro.engine import convnet_trainer
+    from mt_repro.apps import training
 
-    experiment = load_experiment(name)
-    runs = experiment.ablation_runs()
-    overridden = {"device": device, **_convnet_overrides(overrides)}
-    done = 0
-    for number, (data_seed, changes) in enumerate(runs, 1):
-        label = "_".join(f"{k}={v}" for k, v in changes.items())
-        directory = out / name / f"seed{data_seed}" / label
-        if dry_run:
-            click.echo(f"{directory}: {experiment.models[0]}, {experiment.n_labeled[0]} labels, data seed {data_seed}, {label}")
-            continue
-        if (directory / "summary.json").is_file():
-            done += 1
-            continue
-        if data_dir is None:
-            raise BadInput("pass --data: the directory of the SVHN .mat files")
-        click.echo(f"[{number}/{len(runs)}] {directory}")
-        if (directory / "config.json").is_file():
-            convnet_trainer.resume(directory, data_dir, progress=not no_progress, echo=click.echo)
-            continue
-        settings = experiment.settings(n_labeled=experiment.n_labeled[0], model=experiment.models[0],
-                                       data_seed=data_seed, overrides={**changes, **overridden})
-        convnet_trainer.train(settings, data_dir, directory, progress=not no_progress, echo=click.echo)
-    click.echo(f"{name}: {len(runs)} runs" + ("" if dry_run else f", {done} were already finished"))
-
-
-@cli.command()
-@click.option("--labels", "n_labels", type=click.Choice(["10%"]), default="10%", show_default=True)
-@_run_options
-def imagenet(n_labels: str, **options) -> None:
-    """The paper's ImageNet 10%-label ResNeXt-152 run (Table 4); data as folders train/ and val/."""
-    _paper_run("imagenet_10pct", **options)
+    choices = training.RunChoices(data_dir=data_dir, device=device, out=out, overrides=overrides,
+                                  progress=not no_progress)
+    total, done = training.ablation_command(name, choices, dry_run=dry_run)
+    click.echo(f"{name}: {total} runs" + ("" if dry_run else f", {done} were already finished"))
 
 
 @cli.command("bench")
@@ -452,16 +423,17 @@ def bench_command(arch: str, modes: str, legacy: Path | None, batch_size: int, l
                   out: Path, no_save: bool) -> None:
     """Time training steps (per mode) and the data pipeline in one run: steps/s, images/s,
     ratios to faithful mode and to the original code, model FLOPs utilisation."""
-    from mt_repro.engine import benchmark
+    from mt_repro.apps import bench as benchmark
 
     settings = benchmark.BenchSettings(
         arch=arch, modes=tuple(m.strip() for m in modes.split(",") if m.strip()), batch_size=batch_size,
         labeled_batch_size=labeled_batch_size, steps=steps, warmup=warmup, device=device, workers=workers,
         compile=compile_model, legacy=legacy)
-    report = benchmark.run_benchmark(settings, echo=click.echo)
+    report = benchmark.run_benchmark(settings)
     click.echo(benchmark.render(report))
     if not no_save:
         click.echo(f"wrote {benchmark.save(report, out)}")
+
 
 
 @cli.command("legacy-main", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -469,30 +441,17 @@ def bench_command(arch: str, modes: str, legacy: Path | None, batch_size: int, l
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 def legacy_main(argv: tuple[str, ...]) -> None:
     """Run with the original pytorch/main.py flags, verbatim (plus --seed, --out, --data-dir)."""
-    from mt_repro.engine import checkpoint as ckpt
-    from mt_repro.engine import trainer
-    from mt_repro.legacy.main_flags import parse
+    from mt_repro.apps import training
 
-    config, args = parse(argv)
-    if config.seed is not None:
-        trainer.seed_everything(config.seed)
-    out_dir = Path(config.out_dir) if config.out_dir else trainer.default_out_dir("main", "0")
-    run = trainer.Trainer(config, out_dir, progress=not args.no_progress).build()
-    if args.resume:
-        run.load_state(ckpt.load_checkpoint(args.resume))
-    if args.evaluate:
-        for name, model in (("student", run.method.student), ("teacher", run.method.teacher)):
-            result = run.evaluate(model)
-            click.echo(f"{name}: prec@1 {result['top1/avg']:.3f}  prec@5 {result['top5/avg']:.3f}")
-        return
-    _print_summary(run.fit())
+    result = training.legacy_main(argv)
+    if isinstance(result, list):
+        for line in result:
+            click.echo(line)
+    else:
+        _print_summary(result)
 
 
-# --- old checkpoints and logs (mt_repro.legacy.checkpoints) ---------------------------------
-def _warn(message: str) -> None:
-    click.echo(f"mt-repro: warning: {message}", err=True)
-
-
+# --- old checkpoints (mt_repro.legacy, mt_repro.apps.evaluate) -------------------------------------
 _TRUST_HELP = "load with Python's full pickle if the file needs more than tensors (can run its code)"
 
 
@@ -504,9 +463,9 @@ _TRUST_HELP = "load with Python's full pickle if the file needs more than tensor
 @click.option("--trust", is_flag=True, help=_TRUST_HELP)
 def port_checkpoint(old: Path, new: Path, arch: str | None, num_classes: int | None, trust: bool) -> None:
     """Convert a checkpoint of the original code, written by any PyTorch version, into ours."""
-    from mt_repro.legacy import checkpoints
+    from mt_repro.legacy import port
 
-    report = checkpoints.port_checkpoint(old, new, arch=arch, num_classes=num_classes, trust=trust, warn=_warn)
+    report = port.port_checkpoint(old, new, arch=arch, num_classes=num_classes, trust=trust, warn=_warn)
     click.echo("\n".join(report.lines()))
 
 
@@ -515,17 +474,17 @@ def port_checkpoint(old: Path, new: Path, arch: str | None, num_classes: int | N
 @click.option("--trust", is_flag=True, help=_TRUST_HELP)
 def inspect_command(file: Path, trust: bool) -> None:
     """What a checkpoint (.ckpt, any PyTorch) or log (.jsonl, original .msgpack) holds."""
-    from mt_repro.legacy import checkpoints
+    from mt_repro.legacy import inspect
 
-    click.echo("\n".join(checkpoints.inspect_file(file, trust=trust, warn=_warn)))
+    click.echo("\n".join(inspect.inspect_file(file, trust=trust, warn=_warn)))
 
 
 @cli.command("evaluate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
               help="data: by-image tree (CIFAR-10 also: tarball or batches directory)")
-@click.option("--dataset", type=click.Choice(["cifar10", "imagenet"]), default="cifar10", show_default=True)
-@click.option("--eval-subdir", help="split to evaluate (default: test for cifar10, val for imagenet)")
+@click.option("--dataset", default="cifar10", show_default=True, help="a dataset of the ResNet runs")
+@click.option("--eval-subdir", help="split to evaluate (default: test, for imagenet val)")
 @click.option("--arch", help="architecture (default: the checkpoint's arch key)")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--workers", default=4, show_default=True, help="loading processes (x2, as the original)")
@@ -534,9 +493,9 @@ def inspect_command(file: Path, trust: bool) -> None:
 def evaluate_command(checkpoint: Path, data_dir: Path, dataset: str, eval_subdir: str | None,
                      arch: str | None, batch_size: int, workers: int, device: str, trust: bool) -> None:
     """Student and teacher prec@1/prec@5 of a checkpoint, as the original's validation."""
-    from mt_repro.legacy import checkpoints
+    from mt_repro.apps import evaluate
 
-    result = checkpoints.evaluate_checkpoint(
+    result = evaluate.evaluate_checkpoint(
         checkpoint, data_dir, dataset=dataset, eval_subdir=eval_subdir, arch=arch,
         batch_size=batch_size, workers=workers, device=device, trust=trust, warn=_warn)
     click.echo("\n".join(result.lines()))
@@ -582,8 +541,6 @@ def patch_legacy(path: Path | None, mode: str, cpu: bool, rule_ids: str | None, 
     else:
         click.echo(patching.render_check(plan))
         if plan.changed:
-            from mt_repro.errors import RunFailed
-
             raise RunFailed(f"{len(plan.changed)} file(s) would change: --diff shows how, --write applies")
 
 
@@ -632,7 +589,7 @@ def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, data
             raise BadInput(f"--data expects DATASET=PATH, got {item!r}")
         parsed[dataset] = path
     counts = tables.run_table(number, out, seeds=seeds, data_dirs=parsed, label_dir=label_dir, gpus=gpus,
-                              device=device, progress=not no_progress, echo=click.echo)
+                              device=device, progress=not no_progress)
     click.echo(f"Table {number}: {counts['started']} run(s) started, {counts['resumed']} resumed, "
                f"{counts['skipped']} already finished; compare with: mt-repro compare {out} --table {number}")
 
@@ -651,7 +608,7 @@ def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Pat
     RUN_DIR may be a run or a directory holding runs. Ours are found by summary.json, the
     original PyTorch code's by ema_validation.msgpack or its `port-log` CSV, ema_validation.csv,
     in the original's results/<runner>/<date>/<labels>_<seed>/ layout."""
-    from mt_repro.paper import compare, report, results, runs
+    from mt_repro.paper import compare, plot, report, results, runs
 
     if table is not None:
         results.check_table_number(table)
@@ -665,8 +622,6 @@ def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Pat
             (out / "comparison.csv").write_text(report.csv_text(comparisons))
             click.echo(f"wrote {out / 'comparison.md'} and {out / 'comparison.csv'}")
         if html_file is not None:
-            from mt_repro.paper import plot
-
             plots = []
             for c in comparisons:
                 curves = [r.path for r in c.runs if (r.path / plot.TRAINING_LOG).is_file()]
@@ -704,6 +659,7 @@ def _one_line(message: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: errors become one line on stderr and an exit code."""
+    _log_to_console()
     try:
         result = cli.main(args=argv, prog_name="mt-repro", standalone_mode=False)
         if isinstance(result, int):  # a command that ended with ctx.exit(code)

@@ -34,8 +34,8 @@ def test_bench_with_a_legacy_checkout_times_its_pipeline(cli, tmp_path):
     (package / "__init__.py").write_text("")
     # A stand-in for the original's module: its cifar10() returns a train_transformation.
     (package / "datasets.py").write_text(
-        "from mt_repro.data.transforms import train_transform\n"
-        "def cifar10():\n    return {'train_transformation': train_transform('cifar10')}\n")
+        "from mt_repro.data.cifar10 import train_transform\n"
+        "def cifar10():\n    return {'train_transformation': train_transform()}\n")
     code, out, err = cli("bench", *TINY, "--mode", "faithful", "--legacy", tmp_path / "pytorch", "--no-save")
     assert code == 0, err
     assert "original code (per-image PIL)" in out and "x original code" in out

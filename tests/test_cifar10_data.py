@@ -17,12 +17,12 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from mt_repro.cli import main
-from mt_repro.config import load_paper_config
+from mt_repro.config import compose
 from mt_repro.data import cifar10, synthetic
-from mt_repro.data.datasets import create_data
+from mt_repro.data.loaders import training_data
 from mt_repro.data.labels import read_label_file
-from mt_repro.errors import BadInput
-from mt_repro.methods.losses import NO_LABEL
+from mt_repro.core.errors import BadInput
+from mt_repro.core.types import NO_LABEL
 
 CLASSES = synthetic.CIFAR10_CLASSES
 N_TRAIN, N_TEST = 120, 20  # names from 0_ to 119_: one-, two- and three-digit, as string order needs
@@ -243,18 +243,20 @@ def _check_selection(bundle, listed: dict[str, str]) -> list[tuple[str, int]]:
     return samples
 
 
+@pytest.mark.slow
 def test_original_label_file_selects_exactly_its_images(full_size):
-    config = lambda data_dir: load_paper_config("cifar10_4000").resolve(  # noqa: E731
-        gpus=1, labels=str(full_size["label_file"]), data_dir=str(data_dir), workers=0)
+    config = lambda data_dir: compose.resnet_run(  # noqa: E731
+        "cifar10_4000", label_file=full_size["label_file"], gpus=1,
+        run={"data_dir": str(data_dir), "workers": 0})
     listed = full_size["listed"]
     assert NO_LABEL == -1 and len(listed) == 4000
     assert sorted(list(listed.values()).count(c) for c in CLASSES) == [400] * 10
 
-    from_tree = create_data(config(full_size["tree"]))
+    from_tree = training_data(config(full_size["tree"]))
     samples_tree = _check_selection(from_tree, listed)
     assert isinstance(from_tree.train_loader.dataset, ImageFolder)
 
-    from_tarball = create_data(config(full_size["tarball"]))
+    from_tarball = training_data(config(full_size["tarball"]))
     samples_tarball = _check_selection(from_tarball, listed)
     assert isinstance(from_tarball.train_loader.dataset, cifar10.CifarArrays)
     # Same images at the same indices, so the sampler sees the same thing either way.

@@ -5,14 +5,14 @@ import json
 import statistics
 from collections import Counter
 
-import numpy as np
 import pytest
 
 from conftest import assert_one_line_error
 from mt_repro.data import digits, splits
 from mt_repro.data.labels import read_label_file
-from mt_repro.engine import digits_demo
-from mt_repro.errors import BadInput
+from mt_repro.apps import digits_demo
+from mt_repro.config.compose import load_demo_config
+from mt_repro.core.errors import BadInput
 
 
 def test_fixed_test_set_and_training_set_partition_the_digits():
@@ -101,15 +101,23 @@ def test_splits_command_bad_input(cli, tmp_path, argv, fragments):
 
 
 def test_demo_settings_are_matched_in_steps(tmp_path):
-    data = digits_demo.load_demo_config()
-    mean_teacher, supervised = digits_demo.configs_for(data, 100, tmp_path / "l.txt", 0, None, tmp_path)
+    demo = load_demo_config()
+    mean_teacher, supervised, uniform = (
+        digits_demo.demo_configs(demo, method, 100, tmp_path / "l.txt", 0, None, tmp_path, sampling)
+        for method, sampling in (("mean_teacher", "two_stream"), ("supervised", "uniform"), ("vat", "uniform")))
     mt_steps = (1297 - 100) // (mean_teacher.batch_size - mean_teacher.labeled_batch_size)
     sup_steps = 100 // supervised.batch_size
-    assert supervised.exclude_unlabeled and supervised.consistency is None
+    assert supervised.exclude_unlabeled and supervised.consistency is None and supervised.method == "supervised"
+    assert supervised.sampling == "two_stream"  # the baseline is labeled minibatches, whatever the others'
     assert supervised.batch_size == mean_teacher.labeled_batch_size
     assert abs(supervised.epochs * sup_steps - mean_teacher.epochs * mt_steps) <= sup_steps
+    per_epoch = 1297 // uniform.batch_size
+    assert uniform.sampling == "uniform" and abs(uniform.epochs * per_epoch - mean_teacher.epochs * mt_steps) <= per_epoch
+    assert (mean_teacher.out_dir, supervised.out_dir, uniform.out_dir) == tuple(
+        str(tmp_path / name) for name in ("mean_teacher_0", "supervised_0", "vat_uniform_0"))
 
 
+@pytest.mark.slow
 def test_readme_demo_mean_teacher_beats_supervised(cli, tmp_path):
     """The README's first command, as a new user runs it (about 3 minutes on 2 CPU cores)."""
     code, stdout, _ = cli("digits", "--labels", 100, "--out", tmp_path, "--no-progress")
@@ -128,7 +136,7 @@ def test_readme_demo_mean_teacher_beats_supervised(cli, tmp_path):
     (["--labels", "101"], ["101 labels cannot be balanced"]),
     (["--seeds", "0"], ["--seeds must be at least 1"]),
     (["--epochs", "0"], ["--epochs must be at least 1"]),
-    (["--config", "missing.toml"], ["cannot be read"]),
+    (["--config", "missing.toml"], ["demo config missing.toml does not exist"]),
 ])
 def test_digits_demo_bad_input(cli, tmp_path, argv, fragments):
     assert_one_line_error(cli("digits", "--out", tmp_path, *argv), *fragments)

@@ -15,7 +15,7 @@ import torch
 from mt_repro.data import digits, synthetic
 from mt_repro.data.labels import write_label_file
 from mt_repro.engine.distributed import ProcessGroup, ShardedModel, from_environment
-from mt_repro.errors import BadInput, RunFailed
+from mt_repro.core.errors import BadInput, RunFailed
 from mt_repro.logs.runlog import read_rows
 
 WORKER = Path(__file__).parent / "workers" / "shards_run.py"
@@ -44,6 +44,7 @@ def label_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_two_shards(tmp_path, label_file):
     env = {"OMP_NUM_THREADS": "1"}
     two = run(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", WORKER,
@@ -88,6 +89,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank", [0, 1])
 def test_an_unreachable_peer_times_out_with_a_clear_error(tmp_path, rank):
     synthetic.write_cifar_tarball(tmp_path / "c.tar.gz", n_train=100, n_test=10)

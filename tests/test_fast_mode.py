@@ -9,17 +9,21 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+import logging
+
+from conftest import assert_one_line_error
 from mt_repro.config import TrainConfig
-from mt_repro.data import digits, synthetic
-from mt_repro.data.batch_augment import AugmentParams, batch_augment, epoch_generator, translate_flip
-from mt_repro.data.datasets import create_data
+from mt_repro.core.errors import BadInput
+from mt_repro.core.rng import seed_everything
+from mt_repro.data import cifar10, digits, synthetic
+from mt_repro.data.batch_augment import epoch_generator, translate_flip
+from mt_repro.data.cifar10 import CIFAR10_STATS
 from mt_repro.data.device_loader import DeviceBatches
 from mt_repro.data.labels import write_label_file
-from mt_repro.data.transforms import CIFAR10_STATS, translate_with_reflect
-from mt_repro.engine import fast_mode
-from mt_repro.engine.trainer import Trainer, seed_everything
-from mt_repro.errors import BadInput
-from conftest import assert_one_line_error
+from mt_repro.data.loaders import training_data
+from mt_repro.data.transforms import translate_with_reflect
+from mt_repro.engine import fast_mode, runs
+from mt_repro.engine.trainer import Trainer
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -36,7 +40,7 @@ def faithful_cifar_view(pixels: np.ndarray, dx: int, dy: int, flip: bool) -> tor
 def test_batched_cifar_augmentation_equals_the_per_image_transforms(device):
     rng = np.random.RandomState(0)
     images = rng.randint(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
-    augment = batch_augment("cifar10")
+    augment = cifar10.batch_augment()
     params = augment.draw(len(images), 3, 32, 32, epoch_generator(3, 1))
     # Every offset in -4..4 and both flips occur.
     assert set(params.dx.tolist()) == set(range(-4, 5)) and params.flip.any() and not params.flip.all()
@@ -63,7 +67,7 @@ def test_translation_extremes_and_oversized_shifts():
 def test_batched_digits_augmentation_equals_digits_augment():
     images, _ = digits.load_all()
     sample = images[:30, :, :, None]
-    augment = batch_augment("digits")
+    augment = digits.batch_augment()
     params = augment.draw(len(sample), 1, 8, 8, epoch_generator(0, 0))
     assert params.flip is None and params.noise.shape == (30, 1, 8, 8)
     source = torch.from_numpy(sample.copy())
@@ -91,9 +95,9 @@ def digits_config(tmp_path, **changes) -> TrainConfig:
 def test_device_batches_keep_the_faithful_minibatches_and_are_deterministic(tmp_path):
     config = digits_config(tmp_path, mode="fast")
     seed_everything(0)
-    fast = create_data(config)
+    fast = training_data(config)
     seed_everything(0)
-    faithful = create_data(config.replace(mode="faithful"))
+    faithful = training_data(config.replace(mode="faithful"))
     assert isinstance(fast.train_loader, DeviceBatches)
     assert len(fast.train_loader) == len(faithful.train_loader) == 1197 // 48
 
@@ -122,7 +126,7 @@ def test_device_batches_keep_the_faithful_minibatches_and_are_deterministic(tmp_
 
 def test_device_batches_supply_sample_extras(tmp_path):
     config = digits_config(tmp_path, mode="fast", method="temporal_ensembling")
-    data = create_data(config)
+    data = training_data(config, extras=("indices",))
     data.train_loader.set_epoch(0)
     (views, targets, extras) = next(iter(data.train_loader))
     assert extras["indices"].shape == (64,)
@@ -154,15 +158,12 @@ def test_fast_steps_give_the_faithful_losses_on_the_same_minibatches(tmp_path, d
         zero_dropout(trainers[mode])
     assert trainers["fast"].speedups.channels_last
     bf16 = trainers["fast"].speedups.autocast_dtype is torch.bfloat16
-    loader = trainers["fast"].data.train_loader
-    loader.set_epoch(0)
+    steps = trainers["fast"].data.steps_per_epoch
     losses = {"faithful": [], "fast": []}
-    for i, batch in zip(range(10), loader):
+    for i, batch in zip(range(10), trainers["fast"].data.epoch(0)):
         for mode, trainer in trainers.items():
-            trainer.method.student.train()
-            trainer.method.teacher.train()
-            trainer.set_learning_rate(0, i, len(loader))
-            result = trainer.train_step(batch, 0)
+            trainer.train_mode()
+            result = trainer.step(batch, 0, i, steps)[1]
             losses[mode].append([result.values[k] for k in ("loss", "class_loss", "cons_loss", "res_loss")])
     tolerance = dict(rtol=3e-2, atol=3e-3) if bf16 else dict(rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(losses["fast"], losses["faithful"], **tolerance)
@@ -174,14 +175,14 @@ def test_fast_steps_give_the_faithful_losses_on_the_same_minibatches(tmp_path, d
 
 
 def test_ema_update_with_foreach_matches_the_per_tensor_loop():
-    from mt_repro.methods.mean_teacher import update_teacher
+    from mt_repro.engine.ema import update_after_step as update_teacher
 
     torch.manual_seed(0)
     student, teacher = torch.nn.Linear(7, 5), torch.nn.Linear(7, 5)
     expected = [t.detach().clone().mul_(0.9).add_(s.detach(), alpha=1 - 0.9)
                 for t, s in zip(teacher.parameters(), student.parameters())]
     with torch.no_grad():
-        update_teacher(student, teacher, 0.9, global_step=100)
+        update_teacher(student, teacher, 0.9, 100)
     assert all(torch.equal(t, e) for t, e in zip(teacher.parameters(), expected))
 
 
@@ -194,15 +195,13 @@ def test_fast_mode_falls_back_to_float32_without_bf16_and_says_so():
     assert len(notes) == 1
 
 
-def test_a_fast_run_trains_resumes_and_reports_the_fallback(tmp_path):
-    from mt_repro.engine import trainer as trainer_module
-
-    lines = []
+def test_a_fast_run_trains_resumes_and_reports_the_fallback(tmp_path, caplog):
     config = digits_config(tmp_path, mode="fast", epochs=2, checkpoint_epochs=1)
-    summary = trainer_module.train(config, tmp_path / "run", progress=False, echo=lines.append)
-    assert any("no bf16 support" in line for line in lines)
+    with caplog.at_level(logging.INFO, logger="mt_repro"):
+        summary = runs.train(config, tmp_path / "run", progress=False)
+    assert any("no bf16 support" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert summary["global_step"] == 2 * 24 and summary["teacher_error1"] < 90
-    resumed = trainer_module.resume(tmp_path / "run", epochs=3, progress=False, echo=lines.append)
+    resumed = runs.resume(tmp_path / "run", overrides={"epochs": 3}, progress=False)
     assert resumed["global_step"] == 3 * 24
 
 
@@ -227,7 +226,6 @@ def test_cli_mode_option(tmp_path, cli):
         "--set", "batch_size=32", "--set", "labeled_batch_size=8", "--set", "lr_rampdown_epochs=2",
         "--set", "workers=0", "--device", "cpu", "--out", tmp_path / "run", "--no-progress")
     assert code == 0, err
-    assert "mode=fast" in out and "no bf16 support" in out
-    assert_one_line_error(cli("cifar10", "--arch", "convnet13", "--mode", "fast"), "--mode", "convnet13")
+    assert "mode=fast" in out and "mt-repro: warning: cpu has no bf16 support" in err
     assert_one_line_error(cli("cifar10", "--labels", "1000", "--data", tmp_path / "c.tar.gz",
                               "--label-file", tmp_path / "l.txt", "--compile"), "compile", "fast")

@@ -15,11 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import fuzz_examples
-from mt_repro.config import TrainConfig, parse_overrides
+from mt_repro.apps import digits_demo
+from mt_repro.config import TrainConfig
+from mt_repro.config.coerce import parse_overrides
+from mt_repro.config.train import HINTS as TRAIN_HINTS
+from mt_repro.core.errors import BadInput
 from mt_repro.data.labels import read_label_file
 from mt_repro.engine import checkpoint as ckpt
-from mt_repro.engine import digits_demo
-from mt_repro.errors import BadInput
 from mt_repro.logs.runlog import read_rows
 
 
@@ -56,7 +58,7 @@ def test_config_from_any_dict(mapping):
                           st.builds(lambda k, v: f"{k}={v}", st.sampled_from(SETTINGS), st.text(max_size=10))),
                 max_size=4))
 def test_set_overrides_from_any_text(pairs):
-    overrides = only_bad_input(parse_overrides, pairs)
+    overrides = only_bad_input(parse_overrides, pairs, TRAIN_HINTS)
     if overrides is not None:
         typed = typing.get_type_hints(TrainConfig)
         assert set(overrides) <= set(typed)
@@ -70,8 +72,9 @@ def scratch(tmp_path_factory):
 toml_like = st.one_of(
     st.text(max_size=200),
     st.builds(lambda tables: "\n".join(tables), st.lists(st.sampled_from([
-        "[demo]", "[mean_teacher]", "[supervised]", "labels = 100", "seeds = 'x'", "epochs = 3",
+        "[demo]", "[run]", "[supervised]", "labels = 100", "seeds = 'x'", "seeds = 2", "epochs = 3",
         "lr = 0.1", "arch = 1", "consistency = \"none\"", "[demo", "x = [1, 2", "dataset = \"digits\"",
+        "labeled_batch_size = 16", "[demo]\nlabels = 100\nseeds = 2",
     ]), max_size=12)))
 
 
@@ -82,7 +85,8 @@ def test_demo_config_from_any_toml(scratch, text):
     path.write_text(text)
     data = only_bad_input(digits_demo.load_demo_config, path)
     if data is not None:
-        only_bad_input(digits_demo.configs_for, data, 100, scratch / "l.txt", 0, None, scratch)
+        for method in ("mean_teacher", "supervised"):
+            only_bad_input(digits_demo.demo_configs, data, method, 100, scratch / "l.txt", 0, None, scratch)
 
 
 label_lines = st.lists(st.one_of(

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from mt_repro.cli import main
-from mt_repro.config import load_paper_config
+from mt_repro.config import compose
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 
@@ -26,8 +26,10 @@ def tiny_imagenet(tmp_path_factory):
     return root
 
 
-def test_paper_imagenet_config_is_the_original_runner_on_ten_gpus():
-    config = load_paper_config("imagenet_10pct").resolve()
+def test_paper_imagenet_config_is_the_original_runner_on_ten_gpus(tmp_path):
+    label_file = tmp_path / "00.txt"
+    label_file.write_text(f"{WNIDS[0]}_100.JPEG {WNIDS[0]}\n")
+    config = compose.resnet_run("imagenet_10pct", label_file=label_file)
     assert (config.batch_size, config.labeled_batch_size, config.lr) == (400, 200, 0.25)
     assert config.arch == "resnext152" and config.consistency_type == "kl"
     assert (config.initial_lr, config.lr_rampup, config.ema_decay) == (0.1, 2, 0.9997)

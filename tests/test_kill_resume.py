@@ -1,8 +1,8 @@
 """Kill a training run with SIGKILL, again and again, and resume it: nothing lost, nothing doubled.
 
 Each interrupted process is a real ``mt-repro cifar10`` subprocess killed either at a chosen
-point (``MT_REPRO_CRASH_AT``, see ``mt_repro.fileio``: inside a training step, an evaluation, a
-log row half written, a file written but not yet renamed) or after a random delay. After every
+point (``workers/killed_run.py``: inside a training step, an evaluation, a log row half written,
+a file written but not yet renamed) or after a random delay. After every
 kill the run directory is checked for damage, then ``--resume`` continues it. The final student
 and teacher weights must equal an uninterrupted run's bit for bit, and the logs must hold the
 same rows, each once.
@@ -15,22 +15,24 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from mt_repro.engine import checkpoint as ckpt
-from mt_repro.fileio import CRASH_ENV
 from mt_repro.logs.runlog import read_rows
+
+pytestmark = pytest.mark.slow  # whole runs, killed and resumed
+
+KILLED_RUN = Path(__file__).parent / "workers" / "killed_run.py"
 
 TIMING_COLUMNS = ("data_time", "batch_time")
 LOGS = ("training.jsonl", "validation.jsonl", "ema_validation.jsonl")
 
 
 def run_command(tree: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "mt_repro.cli", "cifar10", "--data", str(tree),
+    return ["cifar10", "--data", str(tree),
             "--label-file", str(tree.parent / "labels.txt"), "--gpus", "1", "--epochs", "3",
             "--workers", "0", "--seed", "0", "--device", "cpu", "--no-progress", "--out", str(out),
             "--set", "arch=cifar_shakeshake_mini", "--set", "batch_size=8",
@@ -39,20 +41,14 @@ def run_command(tree: Path, out: Path) -> list[str]:
 
 
 def resume_command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "mt_repro.cli", "cifar10", "--resume", str(out), "--no-progress"]
+    return ["cifar10", "--resume", str(out), "--no-progress"]
 
 
-def environment(crash_at: str | None = None) -> dict[str, str]:
+def launch(arguments, crash_at=None, kill_after=None) -> int:
+    """``mt-repro ARGUMENTS`` in a new process, killed at ``crash_at`` or after ``kill_after`` s."""
+    argv = ([sys.executable, str(KILLED_RUN), crash_at] if crash_at else [sys.executable, "-m", "mt_repro.cli"])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop(CRASH_ENV, None)
-    if crash_at:
-        env[CRASH_ENV] = crash_at
-    return env
-
-
-def launch(argv, crash_at=None, kill_after=None) -> int:
-    process = subprocess.Popen(argv, env=environment(crash_at), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv + arguments, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if kill_after is not None:
         try:
             process.wait(timeout=kill_after)
@@ -134,18 +130,8 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(uninterrupted, tiny_
         json.loads((uninterrupted / "summary.json").read_text())["teacher_error1"]
 
 
-def test_crash_points_are_inert_without_the_variable(tmp_path, monkeypatch):
-    from mt_repro.fileio import atomic_write, crash_point
-
-    monkeypatch.delenv(CRASH_ENV, raising=False)
-    crash_point("step")
-    with atomic_write(tmp_path / "f") as f:
-        f.write(b"x")
-    assert (tmp_path / "f").read_bytes() == b"x" and not list(tmp_path.glob(".*partial"))
-
-
 def test_a_failed_write_leaves_the_old_file(tmp_path):
-    from mt_repro.fileio import atomic_write
+    from mt_repro.core.fileio import atomic_write
 
     target = tmp_path / "f"
     target.write_bytes(b"old")

@@ -21,10 +21,12 @@ from conftest import fuzz_examples
 from mt_repro import models
 from mt_repro.cli import main
 from mt_repro.config import TrainConfig
+from mt_repro.core.errors import BadInput
 from mt_repro.engine import checkpoint as ckpt
-from mt_repro.engine import trainer
-from mt_repro.errors import BadInput
-from mt_repro.legacy import checkpoints as lc
+from mt_repro.engine import runs
+from mt_repro.legacy.inspect import describe_checkpoint
+from mt_repro.legacy.normalize import normalize
+from mt_repro.legacy.reading import ALLOWED_GLOBALS, UnsafeCheckpoint, read_checkpoint
 from mt_repro.logs.runlog import read_rows
 
 MINI = "cifar_shakeshake_mini"
@@ -260,7 +262,7 @@ def test_a_torch_03_checkpoint_loads_and_ports(tmp_path, capsys):
     with open(old, "wb") as f:
         write_torch03_file(torch03_checkpoint(student.module, teacher.module, optimizer), f)
 
-    raw = lc.read_checkpoint(old)
+    raw = read_checkpoint(old)
     assert raw.format == "legacy"
     assert {"torch._utils._rebuild_tensor", "torch.cuda.FloatStorage", "collections.OrderedDict"} == set(raw.globals)
 
@@ -339,7 +341,7 @@ def test_numpy_1_scalar_name_is_allowed(tmp_path):
     assert data.count(b"cnumpy._core.multiarray\nscalar\n") == 1
     old = tmp_path / "old.ckpt"
     old.write_bytes(data.replace(b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.multiarray\nscalar\n"))
-    normalized = lc.normalize(lc.read_checkpoint(old))
+    normalized = normalize(read_checkpoint(old))
     assert "numpy.core.multiarray.scalar" in normalized.raw.globals
     assert normalized.state["best_prec1"] == 12.0625
 
@@ -383,8 +385,8 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, capsys, name, layo
         assert_one_line_error(code, err, f"needs {global_name}", "--trust")
     assert not marker.exists()
     assert not (tmp_path / "out.ckpt").exists()
-    with pytest.raises(lc.UnsafeCheckpoint) as refused:
-        lc.read_checkpoint(evil, trust=False)
+    with pytest.raises(UnsafeCheckpoint) as refused:
+        read_checkpoint(evil, trust=False)
     assert refused.value.names[0] == global_name
     assert not marker.exists()
 
@@ -410,10 +412,10 @@ def test_trust_loads_a_harmless_object_outside_the_allow_list(tmp_path, capsys):
 
 
 def test_allow_list_entries_are_explained():
-    assert all(isinstance(why, str) and why for why in lc.ALLOWED_GLOBALS.values())
+    assert all(isinstance(why, str) and why for why in ALLOWED_GLOBALS.values())
     for dangerous in ("posix.system", "builtins.exec", "builtins.eval", "subprocess.Popen",
                       "builtins.getattr", "torch.storage.UntypedStorage", "torch.Tensor", "argparse.Namespace"):
-        assert dangerous not in lc.ALLOWED_GLOBALS
+        assert dangerous not in ALLOWED_GLOBALS
 
 
 # --- 5. fuzzing the reader ------------------------------------------------------------------
@@ -488,9 +490,9 @@ def test_damaged_bytes_fail_only_with_bad_input(fuzz_file, data):
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     signal.setitimer(signal.ITIMER_REAL, 60)  # generous: a loaded CI machine is slow, a hang is forever
     try:
-        raw = lc.read_checkpoint(fuzz_file, warn=pytest.fail)
-        assert lc.describe_checkpoint(raw)  # what inspect prints, for anything that loads
-        lc.normalize(raw)
+        raw = read_checkpoint(fuzz_file, warn=pytest.fail)
+        assert describe_checkpoint(raw)  # what inspect prints, for anything that loads
+        normalize(raw)
     except BadInput as exc:
         assert "\n" not in str(exc)
     finally:
@@ -500,7 +502,7 @@ def test_damaged_bytes_fail_only_with_bad_input(fuzz_file, data):
 
 def test_the_fuzz_seeds_are_valid():
     for data in SEEDS:
-        normalized = lc.normalize(lc.read_checkpoint(io.BytesIO(data)))
+        normalized = normalize(read_checkpoint(io.BytesIO(data)))
         assert normalized.state["epoch"] in (1, 2)
 
 
@@ -592,7 +594,7 @@ def tiny_run(tiny_tree, tmp_path_factory):
                          labeled_batch_size=2, lr=0.05, nesterov=True, consistency=100.0,
                          consistency_rampup=5, ema_decay=0.99, epochs=1, lr_rampdown_epochs=2,
                          workers=0, print_freq=1, seed=0, device="cpu")
-    trainer.train(config, out, progress=False, echo=lambda s: None)
+    runs.train(config, out, progress=False)
     return out
 
 

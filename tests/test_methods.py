@@ -6,9 +6,16 @@ import torch
 from torch import nn
 
 from mt_repro.config import TrainConfig
-from mt_repro.methods import losses, ramps
-from mt_repro.methods.mean_teacher import (accuracy, consistency_weight, create_teacher,
-                                           learning_rate, update_teacher)
+from mt_repro.core import ramps
+from mt_repro.core.metrics import accuracy
+from mt_repro.engine.ema import separate_teacher
+from mt_repro.engine.ema import update_after_step as update_teacher
+from mt_repro.engine.schedules import consistency_weight, learning_rate
+from mt_repro.methods import losses
+
+
+def create_teacher(build):
+    return separate_teacher(None, None, build)
 
 
 def test_softmax_mse_is_squared_probability_difference_over_classes():
@@ -84,7 +91,7 @@ def test_teacher_update_is_a_true_average_at_first():
     for step in range(1, 6):
         with torch.no_grad():
             student.weight.fill_(float(step))
-        update_teacher(student, teacher, ema_decay=0.99, global_step=step)
+        update_teacher(student, teacher, 0.99, step)
     # step 1: alpha 1/2 -> 0.5; then alpha = step/(step+1) gives a running mean over [0, 1..5].
     assert teacher.weight[0, 0].item() == pytest.approx(np.mean([0, 1, 2, 3, 4, 5]))
 
@@ -94,7 +101,7 @@ def test_teacher_update_caps_alpha_at_ema_decay_and_skips_buffers():
     with torch.no_grad():
         student.weight.fill_(2.0)
         student.running_mean.fill_(5.0)
-    update_teacher(student, teacher, ema_decay=0.9, global_step=1000)
+    update_teacher(student, teacher, 0.9, 1000)
     assert torch.allclose(teacher.weight, torch.full((3,), 0.9 * 1 + 0.1 * 2))
     assert torch.all(teacher.running_mean == 0)
 

@@ -15,7 +15,13 @@ from torch import nn
 
 from conftest import assert_one_line_error
 from mt_repro.config import TrainConfig
-from mt_repro.errors import BadInput, RunFailed
+from mt_repro.config.methods import method_settings, settings_names
+from mt_repro.core.errors import BadInput, RunFailed
+from mt_repro.core.types import Batch, StepContext
+from mt_repro.engine import checkpoint as ckpt
+from mt_repro.engine import runs
+from mt_repro.engine.schedules import PerEpochSchedule
+from mt_repro.engine.trainer import Trainer
 from mt_repro.methods import registry
 from mt_repro.methods.ict import ict_cost, mixup_class_cost
 from mt_repro.methods.interface import Method, MethodHooks
@@ -45,7 +51,16 @@ def toy_config(method: str, **changes) -> TrainConfig:
     values = dict(dataset="digits", arch="digits_convnet", labeled_batch_size=1, batch_size=2,
                   consistency=1.0, consistency_rampup=0, method=method)
     values.update(changes)
-    return TrainConfig(**values).validate()
+    config = TrainConfig(**values).validate()
+    registry.check_config(config)  # the method, its options, and the method's word on the config
+    return config
+
+
+def losses(method, student_input, teacher_input, targets, epoch: int = 0, **extras):
+    """One step of ``method`` on a minibatch, with the consistency weight the run's schedule
+    gives ``epoch`` (as the engine computes it)."""
+    weight = PerEpochSchedule(method.config, method).at(epoch, 0, 1, 0).consistency_weight
+    return method.losses(Batch(student_input, teacher_input, targets, extras), StepContext(epoch, 0, weight))
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -61,14 +76,16 @@ def kl(p: np.ndarray, q: np.ndarray) -> float:
 # --- interface and registry ---------------------------------------------------------------------
 def test_every_method_is_registered_with_a_settings_file_and_the_interface():
     assert COMPARED_METHODS <= set(ALL_METHODS)
-    assert registry.settings_names() == ALL_METHODS  # every module has its settings file and vice versa
+    assert settings_names() == ALL_METHODS  # every module has its settings file and vice versa
     for name in ALL_METHODS:
-        settings = registry.method_settings(name)
-        assert settings["source"]
+        settings = method_settings(name)
+        assert settings.source
         cls = registry.method_class(name)
         assert cls.method_name == name and cls.reported_model in ("student", "teacher")
         registry.method_options(name)  # the [options] table fits the method's Options
-        TrainConfig.from_dict({**toy_config(name).to_dict(), **registry.paper_run_settings(name)}).validate()
+        base = dict(dataset="digits", arch="digits_convnet", labeled_batch_size=1, batch_size=2, method=name)
+        for table in ("resnet", "digits"):  # each run table fits the settings and the method
+            registry.check_config(TrainConfig.from_dict({**base, **settings.table(table)}).validate())
 
 
 def test_mean_teacher_satisfies_the_interface_unchanged_in_behaviour():
@@ -78,7 +95,7 @@ def test_mean_teacher_satisfies_the_interface_unchanged_in_behaviour():
     method = MeanTeacher(config, TwoHeadLinear(torch.ones(4, 5)), TwoHeadLinear(torch.ones(4, 5)))
     assert isinstance(method, Method)
     assert method.state_dict() == {} and method.extra_parameters() == [] and method.sample_extras == ()
-    assert MeanTeacher.reported_model == "teacher"
+    assert MeanTeacher.reported_model == "teacher" and MeanTeacher.updates_teacher
 
 
 def test_a_class_lacking_the_interface_is_refused_at_registration():
@@ -86,7 +103,7 @@ def test_a_class_lacking_the_interface_is_refused_at_registration():
         def losses(self, *args):
             pass
 
-    with pytest.raises(TypeError, match="lacks after_optimizer_step"):
+    with pytest.raises(TypeError, match="lacks check_config"):
         registry.register("incomplete")(Incomplete)
 
     class AsksTooMuch(MethodHooks):
@@ -95,8 +112,6 @@ def test_a_class_lacking_the_interface_is_refused_at_registration():
         def losses(self, *args):
             pass
 
-        def after_optimizer_step(self):
-            pass
 
     with pytest.raises(TypeError, match="unknown sample extras"):
         registry.register("asks_too_much")(AsksTooMuch)
@@ -137,7 +152,7 @@ def test_pseudo_label_step_averages_each_part_over_its_own_samples():
                          PseudoLabelOptions(threshold=0.9))
     images = torch.tensor([[5.0, 0.0], [0.0, 6.0], [0.3, 0.0], [0.0, 5.0]], dtype=torch.float64)
     targets = torch.tensor([-1, -1, -1, 3])  # unlabeled: sure (0), sure (1), unsure; labeled: class 3
-    result = method.losses(images, images, targets, 0)
+    result = losses(method, images, images, targets, 0)
     confident = [-math.log(math.exp(5) / (math.exp(5) + 4)), -math.log(math.exp(6) / (math.exp(6) + 4))]
     # Lee's Eq. 15: the labeled mean (1 sample) + α × the mean over the 3 unlabeled samples
     assert result.values["pseudo_labeled"] == 2
@@ -155,12 +170,12 @@ def test_epoch_pseudo_labels_come_from_the_previous_epoch():
                               TwoHeadLinear(torch.eye(2, 5)), EpochPseudoLabelOptions(threshold=0.9))
     images = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.3, 0.0], [5.0, 0.0]])  # sure, sure, unsure; labeled
     targets, indices = torch.tensor([-1, -1, -1, 0]), torch.tensor([0, 1, 2, 3])
-    first = method.losses(images, images, targets, 0, indices=indices)
+    first = losses(method, images, images, targets, 0, indices=indices)
     assert first.values["cons_loss"] == 0.0 and first.values["pseudo_labeled"] == 0  # none yet
     method.end_of_epoch(1)
     with torch.no_grad():
         model.w.copy_(torch.eye(2, 5)[[1, 0]])  # the network now predicts the other class
-    second = method.losses(images, images, targets, 1, indices=indices)
+    second = losses(method, images, images, targets, 1, indices=indices)
     # sample 0 keeps pseudo-label 0 and sample 1 label 1 from epoch 0; sample 2 has none, and the
     # labeled sample 3 is never pseudo-labeled
     ce = -math.log(1 / (math.exp(5) + 4))  # both now give their pseudo-label's logit 0, the other 5
@@ -179,7 +194,7 @@ def test_pi_model_consistency_has_gradients_through_both_passes():
     method = PiModel(toy_config("pi_model", consistency=10.0), student, teacher,
                      PiOptions(scale_by_labeled_fraction=False))
     a, b, targets = torch.randn(2, 4), torch.randn(2, 4), torch.tensor([1, -1])
-    result = method.losses(a, b, targets, epoch=0)
+    result = losses(method, a, b, targets, epoch=0)
     expected_cons = 10.0 * ((F.softmax(a @ student.w, 1) - F.softmax(b @ student.w, 1)) ** 2).sum() / 6 / 2
     assert result.values["cons_loss"] == pytest.approx(expected_cons.item(), rel=1e-6)
     assert result.values["class_loss"] == pytest.approx(F.cross_entropy((a @ student.w)[:1], targets[:1]).item() / 2)
@@ -194,8 +209,8 @@ def test_pi_model_weight_is_scaled_by_the_labeled_fraction_seen():
     method = PiModel(toy_config("pi_model", consistency=10.0), TwoHeadLinear(torch.randn(4, 5)),
                      TwoHeadLinear(torch.randn(4, 5)))
     x = torch.randn(4, 4)
-    method.losses(x, x, torch.tensor([1, -1, -1, -1]), 0, indices=torch.tensor([0, 1, 2, 3]))
-    result = method.losses(x, x, torch.tensor([2, 0, -1, -1]), 0, indices=torch.tensor([4, 5, 2, 3]))
+    losses(method, x, x, torch.tensor([1, -1, -1, -1]), 0, indices=torch.tensor([0, 1, 2, 3]))
+    result = losses(method, x, x, torch.tensor([2, 0, -1, -1]), 0, indices=torch.tensor([4, 5, 2, 3]))
     assert result.values["cons_weight"] == pytest.approx(10.0 * 3 / 6)  # images 0, 4, 5 of 0..5 labeled
 
 
@@ -254,7 +269,7 @@ def test_ict_supervised_mixup_replaces_the_plain_class_loss():
     mixed = ICT(toy_config("ict"), plain.student, plain.teacher, ICTOptions(alpha=1.0, supervised_alpha=1.0))
     np.random.seed(0)
     torch.manual_seed(0)
-    with_mixup = mixed.losses(x, x, targets, 0).values["class_loss"]
+    with_mixup = losses(mixed, x, x, targets, 0).values["class_loss"]
     np.random.seed(0)
     lam = float(np.random.beta(1.0, 1.0))
     torch.manual_seed(0)
@@ -262,7 +277,7 @@ def test_ict_supervised_mixup_replaces_the_plain_class_loss():
     assert not torch.equal(permutation, torch.arange(3))  # else the mixup would change nothing
     expected = mixup_class_cost(plain.student, x[:3], targets[:3], lam, permutation).item() / 3  # mean over labeled
     assert with_mixup == pytest.approx(expected, rel=1e-6)
-    assert plain.losses(x, x, targets, 0).values["class_loss"] != pytest.approx(with_mixup)
+    assert losses(plain, x, x, targets, 0).values["class_loss"] != pytest.approx(with_mixup)
     with pytest.raises(BadInput, match="supervised_alpha at least 0"):
         toy_config("ict", method_options="supervised_alpha=-0.5")
 
@@ -280,7 +295,7 @@ def test_ict_averages_each_part_over_its_own_samples():
                  TwoHeadLinear(torch.randn(4, 5)), ICTOptions(alpha=1.0))
     np.random.seed(1)
     torch.manual_seed(1)
-    result = method.losses(x, x, targets, 0)
+    result = losses(method, x, x, targets, 0)
     np.random.seed(1)
     lam = float(np.random.beta(1.0, 1.0))
     torch.manual_seed(1)
@@ -292,7 +307,7 @@ def test_ict_averages_each_part_over_its_own_samples():
     assert result.values["cons_loss"] == pytest.approx(2.0 * consistency / 3, rel=1e-6)
 
     pi = PiModel(toy_config("pi_model"), method.student, method.teacher, PiOptions(scale_by_labeled_fraction=False))
-    assert pi.losses(x, x, targets, 0, indices=torch.arange(5)).values["class_loss"] == pytest.approx(
+    assert losses(pi, x, x, targets, 0, indices=torch.arange(5)).values["class_loss"] == pytest.approx(
         summed_cross_entropy / 5, rel=1e-6)
 
 
@@ -317,7 +332,7 @@ def test_temporal_ensembling_targets_equal_a_numpy_ema_with_bias_correction():
         seen = order[1:] if epoch == 2 else order
         for batch in (seen[:3], seen[3:]):
             index = torch.tensor(batch)
-            result = method.losses(images[index], images[index], targets[index], epoch, indices=index)
+            result = losses(method, images[index], images[index], targets[index], epoch, indices=index)
             p = softmax(images[index].numpy().astype(np.float64) @ w)
             have = updates[batch] > 0
             bias = 1 - alpha ** np.maximum(updates[batch], 1)
@@ -381,7 +396,7 @@ def test_vat_step_is_the_labeled_mean_cross_entropy_plus_the_mean_smoothness_cos
                  options)
     x, targets = torch.randn(4, 5, dtype=torch.float64), torch.tensor([2, -1, -1, -1])
     torch.manual_seed(1)
-    result = method.losses(x, x, targets, 0)
+    result = losses(method, x, x, targets, 0)
     torch.manual_seed(1)  # the same random start of the power iteration
     summed = vat_cost(model, x, model(x)[0], options).item()
     p = softmax(x.numpy() @ model.w.detach().numpy())
@@ -392,11 +407,11 @@ def test_vat_step_is_the_labeled_mean_cross_entropy_plus_the_mean_smoothness_cos
 
 
 def test_vat_leaves_batch_norm_running_statistics_alone():
-    from mt_repro.methods.vat import frozen_batch_norm_statistics
+    from mt_repro.methods.base import frozen_statistics
 
     norm = nn.BatchNorm1d(3)
     before = norm.running_mean.clone()
-    with frozen_batch_norm_statistics(norm):
+    with frozen_statistics(norm):
         norm(torch.randn(8, 3) + 5)
     assert torch.equal(norm.running_mean, before) and norm.momentum == 0.1
     norm(torch.randn(8, 3) + 5)
@@ -433,7 +448,7 @@ def test_mixmatch_step_matches_a_numpy_replay():
     targets = torch.tensor([1, -1, -1])
     np.random.seed(5)
     torch.manual_seed(5)
-    result = method.losses(view1, view2, targets, epoch=3)
+    result = losses(method, view1, view2, targets, epoch=3)
 
     np.random.seed(5)
     torch.manual_seed(5)
@@ -490,11 +505,12 @@ def test_mutual_learning_step_is_each_students_labeled_mean_cross_entropy_plus_i
     torch.manual_seed(0)
     student, teacher = models.create_model("digits_convnet", 10), models.create_model("digits_convnet", 10)
     method = MutualLearning(toy_config("mutual_learning", consistency=0.5), student, teacher,
-                            MutualLearningOptions(students=3))
+                            MutualLearningOptions(students=3),
+                            build_network=lambda: models.create_model("digits_convnet", 10))
     for network in (student, teacher):
         network.eval()  # no dropout: the predictions can be recomputed below
     images, targets = torch.randn(4, 1, 8, 8), torch.tensor([3, -1, 7, -1])
-    result = method.losses(images, torch.randn(4, 1, 8, 8), targets, 0)
+    result = losses(method, images, torch.randn(4, 1, 8, 8), targets, 0)
     with torch.no_grad():
         p = [softmax(net(images)[0].double().numpy()) for net in method.cohort]
     expected = 0.0
@@ -509,11 +525,8 @@ def test_mutual_learning_step_is_each_students_labeled_mean_cross_entropy_plus_i
 
 
 def test_mutual_learning_with_three_students_trains_and_resumes_the_whole_cohort(tmp_path):
-    from mt_repro.engine import checkpoint as ckpt
-    from mt_repro.engine import trainer
-
     config = digits_config(tmp_path, method="mutual_learning", method_options="students=3", epochs=1)
-    run = trainer.Trainer(config, tmp_path / "run", progress=False, echo=lambda _: None).build()
+    run = Trainer(config, tmp_path / "run", progress=False).build()
     method = run.method
     assert len(method.peers) == 2 and len(run.optimizer.param_groups) == 2
     assert {id(p) for p in run.optimizer.param_groups[1]["params"]} == {id(p) for p in method.peers.parameters()}
@@ -524,7 +537,7 @@ def test_mutual_learning_with_three_students_trains_and_resumes_the_whole_cohort
     state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     peers = state["mt_repro"]["method_state"]["peers"]
     assert torch.equal(peers["1.fc1.weight"], method.peers[1].fc1.weight)
-    again = trainer.Trainer(config, tmp_path / "run", progress=False, echo=lambda _: None).build()
+    again = Trainer(config, tmp_path / "run", progress=False).build()
     again.load_state(state)
     assert torch.equal(again.method.peers[1].fc1.weight, method.peers[1].fc1.weight)
 
@@ -540,7 +553,7 @@ def test_self_training_distils_the_clean_teacher_with_temperature_from_the_secon
     assert method.run_epochs(2) == 4  # two whole trainings of the run's 2 epochs
     noisy, other, clean = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
     targets = torch.tensor([1, -1, -1])
-    first = method.losses(noisy, other, targets, 1, clean_input=clean)
+    first = losses(method, noisy, other, targets, 1, clean_input=clean)
     assert first.values["cons_loss"] == 0.0 and first.values["generation"] == 0.0  # labels only
     method.end_of_epoch(1)
     assert not torch.equal(teacher.w, student.w)  # the teacher changes between generations only
@@ -548,7 +561,7 @@ def test_self_training_distils_the_clean_teacher_with_temperature_from_the_secon
     assert torch.equal(teacher.w, student.w)  # the student became the teacher
     with torch.no_grad():
         student.w.add_(0.5)
-    result = method.losses(noisy, other, targets, 2, clean_input=clean)
+    result = losses(method, noisy, other, targets, 2, clean_input=clean)
     S, T, N, C = student.w.detach().numpy(), teacher.w.detach().numpy(), noisy.numpy(), clean.numpy()
     t = softmax(C[1:] @ T / 2.0)
     s = softmax(N[1:] @ S / 2.0)
@@ -562,40 +575,39 @@ def test_self_training_distils_the_clean_teacher_with_temperature_from_the_secon
 
 
 def test_self_training_weight_ramps_up_again_in_each_generation():
+    from mt_repro.engine.schedules import consistency_weight
     from mt_repro.methods.self_training import SelfTraining, SelfTrainingOptions
-    from mt_repro.methods.mean_teacher import consistency_weight
 
     config = toy_config("self_training", consistency=2.0, consistency_rampup=3, epochs=4)
     method = SelfTraining(config, TwoHeadLinear(torch.randn(4, 5)), TwoHeadLinear(torch.randn(4, 5)),
                           SelfTrainingOptions(generations=3))
     batch = torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, -1])
-    weights = [method.losses(*batch, epoch, clean_input=torch.randn(2, 4)).values["cons_weight"]
-               for epoch in range(12)]
+    weights = [losses(method, *batch, epoch, clean_input=torch.randn(2, 4)).values["cons_weight"]
+               for epoch in range(12)]   # the schedule's weight at the method's schedule_position
     ramp = [consistency_weight(config, e) for e in range(4)]
     assert ramp[0] < ramp[1] < ramp[2] < ramp[3] == 2.0
     assert weights == [0.0] * 4 + ramp + ramp
 
 
+@pytest.mark.slow
 def test_self_training_runs_each_generation_with_the_whole_learning_rate_schedule(tmp_path):
-    from mt_repro.engine.trainer import Trainer
-    from mt_repro.methods.mean_teacher import learning_rate
+    from mt_repro.engine.schedules import learning_rate
 
     config = digits_config(tmp_path, method="self_training", epochs=2, lr_rampdown_epochs=3)
-    trainer = Trainer(config, tmp_path / "run", progress=False, echo=lambda _: None).build()
+    trainer = Trainer(config, tmp_path / "run", progress=False).build()
     assert trainer.method.options.generations == 3 and trainer.run_epochs == 6
     assert [trainer.method.schedule_position(p) for p in (0, 1.5, 2, 3, 5.5)] == [0, 1.5, 0, 1, 1.5]
     steps = 10
     for epoch, step, position in [(0, 0, 0), (1, 5, 1.5), (2, 0, 0), (5, 5, 1.5)]:
-        lr = trainer.set_learning_rate(epoch, step, steps)
+        lr = trainer.schedule.at(epoch, step, steps, 0).lr
         assert lr == pytest.approx(learning_rate(config, position), rel=1e-12)
-        assert trainer.optimizer.param_groups[0]["lr"] == lr
-    assert trainer.set_learning_rate(2, 0, steps) == config.lr  # a fresh start at the top
+    assert trainer.schedule.at(2, 0, steps, 0).lr == config.lr  # a fresh start at the top
+    assert not trainer.method.updates_teacher and trainer.teacher_update is None
     summary = trainer.fit()
-    assert summary["epochs"] == 6 and summary["global_step"] == 6 * len(trainer.data.train_loader)
+    assert summary["epochs"] == 6 and summary["global_step"] == 6 * trainer.data.steps_per_epoch
     generations = [row["generation/avg"] for row in map(json.loads, (tmp_path / "run" / "training.jsonl").open())]
     assert generations[0] == 0.0 and generations[-1] == 2.0 and sorted(generations) == generations
-    mean_teacher = Trainer(config.replace(method="mean_teacher"), tmp_path / "mt", progress=False,
-                           echo=lambda _: None).build()
+    mean_teacher = Trainer(config.replace(method="mean_teacher"), tmp_path / "mt", progress=False).build()
     assert mean_teacher.method.schedule_position(5.5) == 5.5  # the others keep the run's schedule
     assert mean_teacher.run_epochs == 2
 
@@ -619,7 +631,7 @@ def test_entropy_minimization_penalises_the_entropy_of_unlabeled_predictions_onl
     method = EntropyMinimization(toy_config("entropy_minimization", consistency=2.0), student,
                                  TwoHeadLinear(torch.randn(4, 5)))
     x, targets = torch.randn(4, 4), torch.tensor([3, -1, -1, 0])
-    result = method.losses(x, x, targets, 0)
+    result = losses(method, x, x, targets, 0)
     p = softmax(x.numpy() @ student.w.detach().numpy())
     entropies = -(p * np.log(p)).sum(axis=1)
     # Grandvalet & Bengio's sums, both ÷ the minibatch of 4: λ·(H_1 + H_2)/4 beside Σ CE/4
@@ -635,10 +647,10 @@ def test_uniform_sampling_config_and_batches(tmp_path):
         toy_config("mean_teacher", sampling="uniform")
     with pytest.raises(BadInput, match="sampling 'random' is not one of two_stream, uniform"):
         toy_config("mean_teacher", sampling="random")
-    from mt_repro.data.datasets import create_data
+    from mt_repro.data.loaders import training_data
 
     config = digits_config(tmp_path, sampling="uniform", labeled_batch_size=None, method="temporal_ensembling")
-    data = create_data(config)
+    data = training_data(config, extras=("indices",))
     assert len(data.train_loader) == 1297 // config.batch_size
     batches = [(targets, extras["indices"]) for _, targets, extras in data.train_loader]
     labeled_counts = {int(t.ne(-1).sum()) for t, _ in batches}
@@ -653,51 +665,48 @@ def test_mean_teacher_accepts_a_uniform_minibatch_without_labels():
     w = torch.randn(4, 5)
     x, no_labels = torch.randn(2, 4), torch.tensor([-1, -1])
     uniform = toy_config("mean_teacher", sampling="uniform", labeled_batch_size=None)
-    result = MeanTeacher(uniform, TwoHeadLinear(w), TwoHeadLinear(w)).losses(x, x, no_labels, 0)
+    result = losses(MeanTeacher(uniform, TwoHeadLinear(w), TwoHeadLinear(w)), x, x, no_labels, 0)
     assert result.values["class_loss"] == 0.0 and result.labeled_minibatch_size == 0
     with pytest.raises(RunFailed, match="no labeled samples"):
-        MeanTeacher(toy_config("mean_teacher"), TwoHeadLinear(w), TwoHeadLinear(w)).losses(x, x, no_labels, 0)
+        losses(MeanTeacher(toy_config("mean_teacher"), TwoHeadLinear(w), TwoHeadLinear(w)), x, x, no_labels, 0)
 
 
 def test_the_faithful_path_gets_no_sample_extras(tmp_path):
-    from mt_repro.data.datasets import create_data
+    from mt_repro.data.loaders import training_data
 
-    (views, target), = [create_data(digits_config(tmp_path)).train_loader.dataset[0]]
+    (views, target), = [training_data(digits_config(tmp_path)).train_loader.dataset[0]]
     assert len(views) == 2 and isinstance(target, int)
 
 
 # --- runs ------------------------------------------------------------------------------------------
 def digits_config(tmp_path, **changes) -> TrainConfig:
+    from mt_repro.apps import digits_demo
+    from mt_repro.config.compose import load_demo_config
     from mt_repro.data import digits
     from mt_repro.data.labels import write_label_file
-    from mt_repro.engine import digits_demo
 
     label_file = tmp_path / "labels.txt"
     write_label_file(label_file, digits.label_file_entries(100, 0))
-    mean_teacher, _ = digits_demo.configs_for(digits_demo.load_demo_config(), 100, label_file, 0, 2, tmp_path)
+    mean_teacher = digits_demo.demo_configs(load_demo_config(), "mean_teacher", 100, label_file, 0, 2, tmp_path)
     return mean_teacher.replace(**{"checkpoint_epochs": 1, **changes}).validate()
 
 
 def test_temporal_ensembling_resumes_bit_for_bit(tmp_path, monkeypatch):
-    from mt_repro.engine import checkpoint as ckpt
-    from mt_repro.engine import trainer
-    from mt_repro.methods.temporal_ensembling import TemporalEnsembling
-
     config = digits_config(tmp_path, method="temporal_ensembling", epochs=2, lr_rampdown_epochs=3)
-    trainer.train(config, tmp_path / "straight", progress=False, echo=lambda _: None)
+    runs.train(config, tmp_path / "straight", progress=False)
 
-    original = TemporalEnsembling.after_optimizer_step
+    original = Trainer.train_step
 
-    def crash_in_epoch_two(self):
-        original(self)
-        if self.global_step == 30:
+    def crash_in_epoch_two(self, batch, hp, epoch):
+        if self.state.global_step == 30:
             raise KeyboardInterrupt
+        return original(self, batch, hp, epoch)
 
-    monkeypatch.setattr(TemporalEnsembling, "after_optimizer_step", crash_in_epoch_two)
+    monkeypatch.setattr(Trainer, "train_step", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(config, tmp_path / "resumed", progress=False, echo=lambda _: None)
-    monkeypatch.setattr(TemporalEnsembling, "after_optimizer_step", original)
-    trainer.resume(tmp_path / "resumed", progress=False, echo=lambda _: None)
+        runs.train(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    runs.resume(tmp_path / "resumed", progress=False)
 
     a, b = (ckpt.load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("straight", "resumed"))
     for key in ("state_dict", "ema_state_dict"):
@@ -706,8 +715,9 @@ def test_temporal_ensembling_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert ensemble_a.shape == (1297, 10) and torch.equal(ensemble_a, ensemble_b)
 
 
-@pytest.mark.parametrize("method", [m for m in ALL_METHODS if m != "mean_teacher"])
+@pytest.mark.parametrize("method", [m for m in ALL_METHODS if m not in ("mean_teacher", "supervised")])
 def test_each_method_runs_on_the_digits(cli, tmp_path, method):
+    """(Mean Teacher is the README demo's test; supervised-only is the baseline of every run.)"""
     code, out, err = cli("digits", "--method", method, "--seeds", 1, "--epochs", 1, "--out", tmp_path,
                          "--no-progress")
     assert code == 0, err
@@ -719,6 +729,7 @@ def test_each_method_runs_on_the_digits(cli, tmp_path, method):
     assert math.isfinite(summary["student_error1"])
 
 
+@pytest.mark.slow
 def test_digits_with_uniform_minibatches_has_the_same_number_of_steps(cli, tmp_path):
     code, out, err = cli("digits", "--method", "mean_teacher,pseudo_label", "--sampling", "uniform",
                          "--seeds", 1, "--epochs", 5, "--out", tmp_path, "--no-progress")
@@ -733,24 +744,22 @@ def test_digits_with_uniform_minibatches_has_the_same_number_of_steps(cli, tmp_p
 
 def test_unknown_method(cli, tmp_path):
     assert_one_line_error(cli("digits", "--method", "mixmatch2", "--out", tmp_path), "unknown method 'mixmatch2'")
-    with pytest.raises(BadInput, match="method 'nope' is not one of .*ict, mean_teacher"):
+    with pytest.raises(BadInput, match="unknown method 'nope'; known: .*ict, mean_teacher"):
         toy_config("nope")
 
 
 # --- --method on the paper's commands --------------------------------------------------------------
 @pytest.fixture
 def captured_paper_run(monkeypatch):
-    from mt_repro.engine import trainer
-
     seen = {}
 
     def fake_train(config, out_dir, **_):
         seen["config"] = config
-        return {"epochs": config.epochs, "global_step": 0, "n_labeled": 0, "n_unlabeled": 0,
+        return {"epochs": 0, "global_step": 0, "n_labeled_in_split": 0, "n_unlabeled": 0,
                 "student_prec1": None, "student_error1": None, "teacher_prec1": None,
                 "teacher_error1": None, "checkpoint": "-", "out_dir": str(out_dir)}
 
-    monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr(runs, "train", fake_train)
     return seen
 
 
@@ -775,7 +784,21 @@ def test_method_on_the_paper_command_bad_input(cli, tmp_path, captured_paper_run
     label_file = tmp_path / "10.txt"
     label_file.write_text("")
     assert_one_line_error(cli("cifar10", "--label-file", label_file, "--method", "nope"), "unknown method 'nope'")
-    assert_one_line_error(cli("cifar10", "--resume", tmp_path, "--method", "vat"), "a resumed run keeps")
-    assert_one_line_error(cli("cifar10", "--arch", "convnet13", "--data", tmp_path, "--method", "vat"),
-                          "--method", "not to --arch convnet13")
+    assert_one_line_error(cli("cifar10", "--resume", tmp_path, "--method", "vat"), "--method", "a resumed run keeps")
+    assert_one_line_error(cli("cifar10", "--label-file", label_file, "--method", "self_training", "--gpus", "0"),
+                          "--gpus must be positive")
     assert "config" not in captured_paper_run
+
+
+def test_method_on_the_convnet_command_brings_its_convnet_settings(cli, tmp_path, captured_paper_run):
+    code, _, err = cli("svhn", "--labels", 250, "--data", tmp_path, "--method", "mixmatch", "--out", tmp_path / "r")
+    assert code == 0, err
+    config = captured_paper_run["config"]
+    assert config.recipe.name == "tensorflow" and config.method == "mixmatch"
+    assert config.experiment == "svhn_final_eval" and config.n_labeled_per_batch == 1  # the runner's own
+    assert config.max_consistency_cost == 75.0 and config.ema_decay_after_rampup == 0.999  # MixMatch's
+    code, _, err = cli("cifar10", "--arch", "convnet13", "--labels", 4000, "--data", tmp_path, "--method", "pi_model",
+                       "--out", tmp_path / "r2")
+    assert code == 0, err
+    config = captured_paper_run["config"]  # the runner's own Pi model, unchanged by Laine & Aila's weights
+    assert config.max_consistency_cost == pytest.approx(0.002 * 4000) and config.method == "pi_model"

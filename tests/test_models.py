@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mt_repro import models
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
 from mt_repro.models.resnet import ShakeGate
 
 
@@ -81,5 +81,41 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
 
 
 def test_unknown_architecture_is_bad_input():
-    with pytest.raises(BadInput, match="unknown architecture 'resnet18'"):
+    with pytest.raises(BadInput, match="unknown architecture 'resnet18'") as error:
         models.create_model("resnet18", 10)
+    assert f"choose one of {', '.join(models.list_models())}" in str(error.value)
+
+
+def test_the_registry_lists_every_architecture_with_its_recipe():
+    assert models.list_models() == ["cifar_shakeshake26", "cifar_shakeshake_mini", "convnet13", "digits_convnet",
+                                    "resnext152", "resnext_mini"]
+    recipes = {name: models.get_model(name).recipe for name in models.list_models()}
+    assert recipes.pop("convnet13") == "tensorflow" and set(recipes.values()) == {"pytorch"}
+    convnet = models.get_model("convnet13")
+    assert convnet.in_paper and convnet.init_from_data is not None   # weight normalisation, from data
+    assert [name for name in models.list_models() if models.get_model(name).in_paper] == [
+        "cifar_shakeshake26", "convnet13", "resnext152"]
+    with pytest.raises(BadInput, match="unknown architecture 'resnet18'"):
+        models.get_model("resnet18")
+
+
+# --- every registered model: the registry drives these, a new model is tested without a new test ----
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_model_builds_and_gives_two_heads_for_its_input(name):
+    info = models.get_model(name)
+    assert info.description and info.recipe in ("pytorch", "tensorflow") and len(info.input_size) == 3
+    torch.manual_seed(0)
+    big = name == "resnext152"   # 62M parameters: its shapes on the meta device, no arithmetic
+    device = torch.device("meta") if big else torch.device("cpu")
+    with device:
+        model = models.create_model(name, num_classes=7)
+        batch = torch.randn(4, *info.input_size)
+    if info.init_from_data is not None:
+        info.init_from_data(model, batch)
+    model.train()
+    first, second = model(batch)
+    assert first.shape == second.shape == (4, 7)
+    assert models.parameter_count(model) > 0
+    if not big:
+        (first.sum() + second.sum()).backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

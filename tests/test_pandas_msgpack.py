@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from conftest import fuzz_examples
 from mt_repro.cli import main
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
 from mt_repro.logs import pandas_msgpack as pm
 from mt_repro.logs.runlog import RunLog
 

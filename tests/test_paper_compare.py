@@ -9,7 +9,6 @@ import math
 import re
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from scipy import stats
 from conftest import assert_one_line_error
 from mt_repro.logs.pandas_msgpack import write_legacy_log
 from mt_repro.paper import compare, tables
-from mt_repro.paper.results import ALL_LABELS, paper_numbers, scheduled_numbers
+from mt_repro.paper.results import all_labels, paper_numbers, scheduled_numbers
 from mt_repro.paper.runs import find_runs, read_run
 
 CIFAR_4000 = next(n for n in scheduled_numbers(4) if n.key.n_labels == 4000)   # ResNet, Table 4
@@ -133,8 +132,12 @@ def test_the_reader_maps_a_run_to_its_cell_and_the_reported_network(tmp_path):
     (result,) = find_runs([pi])
     assert result.key == ("svhn", "convnet13", "pi_model", 500, 100000)
     assert result.network == "student" and result.errors["test_error_pct"] == 4.4   # the Pi model's own net
+    # the Pi model under today's name (our runs' summaries), and under the old runner's ("pi") above
+    pi_model = make_run(tmp_path / "pi_model", 4.0, dataset="svhn", arch="convnet13", n_labeled=500,
+                        method="pi_model", extra=100000, student_error=4.4)
+    assert read_run(pi_model).key == result.key and read_run(pi_model).network == "student"
     mt = read_run(make_run(tmp_path / "mt", 4.0, dataset="svhn", arch="convnet13", n_labeled="all"))
-    assert mt.key == ("svhn", "convnet13", "mean_teacher", ALL_LABELS["svhn"], 0)   # the defaults
+    assert mt.key == ("svhn", "convnet13", "mean_teacher", all_labels("svhn"), 0)   # the defaults
     assert mt.network == "teacher" and mt.errors["test_error_pct"] == 4.0
     from_log = read_run(make_run(tmp_path / "log", 7.5, in_summary=False))
     assert from_log.errors == {"test_error_pct": 7.5, "top5_error_pct": 0.5}   # the last evaluation
@@ -161,7 +164,7 @@ def test_original_code_runs_are_read_as_msgpack_or_as_port_log_csv(cli, tmp_path
 
 def test_a_real_tiny_resnet_run_is_read_back_and_plotted(tiny_tree, tmp_path):
     from mt_repro.config import TrainConfig
-    from mt_repro.engine import trainer
+    from mt_repro.engine import runs
 
     labels = tmp_path / "12.txt"
     shutil.copy(tiny_tree.parent / "labels.txt", labels)
@@ -169,7 +172,7 @@ def test_a_real_tiny_resnet_run_is_read_back_and_plotted(tiny_tree, tmp_path):
                          train_subdir="train+val", eval_subdir="test", labels=str(labels), batch_size=8,
                          labeled_batch_size=2, lr=0.05, consistency=100.0, consistency_rampup=5, epochs=2,
                          lr_rampdown_epochs=3, workers=0, print_freq=1, seed=0, device="cpu")
-    summary = trainer.train(config, tmp_path / "run", progress=False, echo=lambda s: None)
+    summary = runs.train(config, tmp_path / "run", progress=False)
     assert summary["method"] == "mean_teacher" and summary["data_seed"] == 12
     result = read_run(tmp_path / "run")
     assert result.key == ("cifar10", "shakeshake_mini", "mean_teacher", summary["n_labeled"], 0)
@@ -238,7 +241,7 @@ def test_table_3_reuses_table_1_runs_without_extra_images():
 
 
 def test_table_4_runs_are_started_once_then_skipped(tmp_path, monkeypatch, original_labels):
-    from mt_repro.engine import trainer
+    from mt_repro.engine import runs
 
     started = []
 
@@ -247,9 +250,8 @@ def test_table_4_runs_are_started_once_then_skipped(tmp_path, monkeypatch, origi
         out_dir.mkdir(parents=True)
         (out_dir / "summary.json").write_text("{}")
 
-    monkeypatch.setattr(trainer, "train", fake_train)
-    kwargs = dict(seeds=1, data_dirs={"cifar10": "c", "imagenet": "i"}, label_dir=original_labels, progress=False,
-                  echo=lambda s: None)
+    monkeypatch.setattr(runs, "train", fake_train)
+    kwargs = dict(seeds=1, data_dirs={"cifar10": "c", "imagenet": "i"}, label_dir=original_labels, progress=False)
     assert tables.run_table(4, tmp_path, **kwargs) == {"skipped": 0, "resumed": 0, "started": 3}
     assert [Path(s[0]).relative_to(original_labels).as_posix() for s in started] == [
         "cifar10/4000_balanced_labels/10.txt", "cifar10/1000_balanced_labels/10.txt",
@@ -259,35 +261,27 @@ def test_table_4_runs_are_started_once_then_skipped(tmp_path, monkeypatch, origi
 
 
 def test_table_1_runs_go_to_the_convnet_runner_with_the_runners_settings(tmp_path, monkeypatch):
-    from mt_repro.engine import convnet_trainer
+    from mt_repro.config.convnet import ConvNetConfig
+    from mt_repro.engine import runs
 
     started = []
 
-    def fake_train(settings, data_dir, out_dir, **kwargs):
+    def fake_train(settings, out_dir, **kwargs):
         started.append(settings)
         out_dir.mkdir(parents=True)
         (out_dir / "summary.json").write_text("{}")
 
-    monkeypatch.setattr(convnet_trainer, "train", fake_train)
-    counts = tables.run_table(1, tmp_path, seeds=1, data_dirs={"svhn": "svhn-dir"}, progress=False,
-                              echo=lambda s: None)
+    monkeypatch.setattr(runs, "train", fake_train)
+    counts = tables.run_table(1, tmp_path, seeds=1, data_dirs={"svhn": "svhn-dir"}, progress=False)
     assert counts["started"] == 12
-    by_cell = {(s.model, s.n_labeled): s for s in started}
+    assert all(isinstance(s, ConvNetConfig) and s.data_dir == "svhn-dir" for s in started)
+    by_cell = {(s.method, s.n_labeled): s for s in started}
     supervised = by_cell[("supervised", 250)]
     assert (supervised.data_seed, supervised.training_length, supervised.max_consistency_cost) == (0, 40000, 0.0)
-    pi = by_cell[("pi", 250)]
-    assert (pi.data_seed, pi.ema_consistency, pi.training_length, pi.n_labeled_per_batch) == (2000, False, 180000, 1)
+    pi = by_cell[("pi_model", 250)]
+    assert (pi.data_seed, pi.method, pi.training_length, pi.n_labeled_per_batch) == (2000, "pi_model", 180000, 1)
     everything = by_cell[("mean_teacher", "all")]
     assert (everything.n_labeled_per_batch, everything.max_consistency_cost) == (100, 100.0)
-
-
-def test_without_the_convnet_runner_tables_1_to_3_fail_with_one_clear_line(cli, tmp_path, monkeypatch):
-    import mt_repro.engine
-
-    monkeypatch.delattr(mt_repro.engine, "convnet_trainer", raising=False)
-    monkeypatch.setitem(sys.modules, "mt_repro.engine.convnet_trainer", None)   # import now fails
-    result = cli("table", 3, "--seeds", 1, "--data", f"svhn={tmp_path}", "--out", tmp_path / "t", "--no-progress")
-    assert_one_line_error(result, "Tables 1-3 need the ConvNet runner", code=1)
 
 
 # --- plots and the report ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 
 from legacy_patches import LegacySyntaxError, patch_source, select_rules
 from mt_repro.cli import main
+from mt_repro.core.fileio import TEMPORARY_SUFFIX
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -654,7 +655,7 @@ def test_check_diff_write_and_idempotence(tmp_path, capsys):
     assert "non_blocking=True" in new and "loss.item()" in new
     assert (root / "train.py.orig").read_text() == OLD_TRAIN
     assert (root / ".hidden" / "skip.py").read_text() == "y = x.data[0]\n"
-    assert not list(root.rglob("*.tmp"))
+    assert not list(root.rglob(f"*{TEMPORARY_SUFFIX}"))
 
     assert main(["patch-legacy", str(root), "--write"]) == 0       # second time: nothing
     assert "patched 0 of 3 file(s)" in capsys.readouterr().out
@@ -729,7 +730,7 @@ def test_failed_write_leaves_old_file_whole(tmp_path, capsys, monkeypatch):
     assert main(["patch-legacy", str(root), "--write"]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert (root / "train.py").read_text() == OLD_TRAIN
-    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in root.iterdir() if p.name.endswith(TEMPORARY_SUFFIX)]
 
 
 def test_tensorflow_half_is_reported(tmp_path, capsys):
@@ -909,6 +910,7 @@ def _run(script_dir: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_miniature_legacy_project_end_to_end(tmp_path, capsys):
     proj = tmp_path / "mini"
     proj.mkdir()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mt_repro.data import splits
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "tf_splits.json").read_text())["cases"]
 SVHN_EXTRA_SIZE = 531131

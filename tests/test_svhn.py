@@ -7,7 +7,8 @@ import scipy.io
 import torch
 
 from mt_repro.data import splits, svhn, synthetic
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
+from mt_repro.models.convnet13 import per_image_standardize
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +39,15 @@ def test_training_array_in_the_original_order(svhn_dir):
     expected = splits.svhn_split(train.labels, 20, 2000, n_extra_unlabeled=25, n_extra=40)
     assert all(np.array_equal(a, b) for a, b in
                zip((split.labeled, split.unlabeled, split.extra), (expected.labeled, expected.unlabeled, expected.extra)))
-    dataset = svhn.SvhnArrays.training_set(svhn_dir, split)
-    assert len(dataset) == 120 + 25
-    targets = np.array(dataset.targets)
+    images, targets, names = svhn.training_array(svhn_dir, split)
+    assert len(images) == len(targets) == len(names) == 120 + 25
+    targets = np.asarray(targets)
     assert np.array_equal(targets[:20], train.labels[split.labeled]) and (targets[20:] == -1).all()
-    image, target = dataset[0]
-    assert np.array_equal(np.asarray(image), train.images[split.labeled[0]]) and target == targets[0]
-    assert np.array_equal(np.asarray(dataset[len(dataset) - 1][0]), extra.images[split.extra[-1]])
-    assert dataset.samples[-1][0] == f"extra_{split.extra[-1]}_{extra.labels[split.extra[-1]]}.png"
+    assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3)
+    assert np.array_equal(images[0], train.images[split.labeled[0]])
+    assert names[0] == train.file_names()[split.labeled[0]]
+    assert np.array_equal(images[-1], extra.images[split.extra[-1]])
+    assert names[-1] == f"extra_{split.extra[-1]}_{extra.labels[split.extra[-1]]}.png"
 
 
 def test_validation_phase_cuts_the_original_size():
@@ -56,12 +58,14 @@ def test_validation_phase_cuts_the_original_size():
 
 def test_per_image_standardize_numpy_and_torch_agree():
     images = np.random.RandomState(0).randint(0, 256, (4, 32, 32, 3)).astype(np.uint8)
-    ours = svhn.per_image_standardize(images)
     flat = images.reshape(4, -1).astype(np.float64)
-    expected = (flat - flat.mean(1, keepdims=True)) / flat.std(1, keepdims=True)
-    np.testing.assert_allclose(ours.reshape(4, -1), expected, rtol=1e-9)
-    tensor = svhn.per_image_standardize(torch.from_numpy(images).permute(0, 3, 1, 2))
-    np.testing.assert_allclose(tensor.permute(0, 2, 3, 1).numpy(), ours, rtol=1e-5, atol=1e-5)
+    expected = ((flat - flat.mean(1, keepdims=True)) / flat.std(1, keepdims=True)).reshape(images.shape)
+    # float64 input stays float64: the same computation as numpy's
+    exact = per_image_standardize(torch.from_numpy(images.astype(np.float64)))
+    assert exact.dtype == torch.float64
+    np.testing.assert_allclose(exact.numpy(), expected, rtol=1e-9)
+    tensor = per_image_standardize(torch.from_numpy(images).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(tensor.permute(0, 2, 3, 1).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def _write(path, **variables):

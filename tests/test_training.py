@@ -8,9 +8,9 @@ import torch
 from mt_repro.cli import main
 from mt_repro.config import TrainConfig
 from mt_repro.engine import checkpoint as ckpt
-from mt_repro.engine import trainer
+from mt_repro.engine import runs
+from mt_repro.engine.trainer import Trainer
 from mt_repro.logs.runlog import read_rows
-from mt_repro.methods.mean_teacher import MeanTeacher
 
 
 def tiny_config(tree: Path, **changes) -> TrainConfig:
@@ -38,7 +38,7 @@ def assert_bitwise_equal(a, b):
 @pytest.fixture(scope="module")
 def reference_run(tiny_tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
-    summary = trainer.train(tiny_config(tiny_tree), out, progress=False, echo=lambda s: None)
+    summary = runs.train(tiny_config(tiny_tree), out, progress=False)
     return out, summary
 
 
@@ -63,8 +63,8 @@ def test_a_run_writes_the_original_checkpoint_layout_logs_and_summary(reference_
 
 
 def test_same_seed_same_run(reference_run, tiny_tree, tmp_path):
-    summary = trainer.train(tiny_config(tiny_tree, epochs=1, lr_rampdown_epochs=4), tmp_path / "a",
-                            progress=False, echo=lambda s: None)
+    summary = runs.train(tiny_config(tiny_tree, epochs=1, lr_rampdown_epochs=4), tmp_path / "a",
+                            progress=False)
     reference = read_rows(reference_run[0] / "training.jsonl")[:6]
     again = read_rows(tmp_path / "a" / "training.jsonl")
     assert [r["loss"] for r in again] == [r["loss"] for r in reference]
@@ -74,20 +74,21 @@ def test_same_seed_same_run(reference_run, tiny_tree, tmp_path):
 def test_resume_after_an_interrupted_epoch_is_bitwise_identical(reference_run, tiny_tree, tmp_path,
                                                                 monkeypatch):
     out = tmp_path / "run"
-    original_step = MeanTeacher.after_optimizer_step
+    original_step = Trainer.train_step
 
-    def crash_in_epoch_two(self):
-        original_step(self)
-        if self.global_step == 9:  # halfway through the second epoch, after logging step 8
+    def crash_in_epoch_two(self, batch, hp, epoch):
+        result = original_step(self, batch, hp, epoch)
+        if self.state.global_step == 9:  # halfway through the second epoch, before logging step 9
             raise KeyboardInterrupt
+        return result
 
-    monkeypatch.setattr(MeanTeacher, "after_optimizer_step", crash_in_epoch_two)
+    monkeypatch.setattr(Trainer, "train_step", crash_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(tiny_config(tiny_tree), out, progress=False, echo=lambda s: None)
-    monkeypatch.setattr(MeanTeacher, "after_optimizer_step", original_step)
+        runs.train(tiny_config(tiny_tree), out, progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original_step)
     assert ckpt.load_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"] == 1
 
-    trainer.resume(out, progress=False, echo=lambda s: None)
+    runs.resume(out, progress=False)
     for mine, reference in zip(final_weights(out)[:2], final_weights(reference_run[0])[:2]):
         assert_bitwise_equal(mine, reference)
     rows, reference_rows = read_rows(out / "training.jsonl"), read_rows(reference_run[0] / "training.jsonl")
@@ -99,7 +100,7 @@ def test_resume_after_an_interrupted_epoch_is_bitwise_identical(reference_run, t
 
 def test_cli_resume_extends_a_finished_run(reference_run, tiny_tree, tmp_path, capsys):
     short = tmp_path / "short"
-    trainer.train(tiny_config(tiny_tree, epochs=2), short, progress=False, echo=lambda s: None)
+    runs.train(tiny_config(tiny_tree, epochs=2), short, progress=False)
     assert main(["cifar10", "--resume", str(short), "--epochs", "3", "--no-progress"]) == 0
     assert "teacher  prec@1" in capsys.readouterr().out
     for mine, reference in zip(final_weights(short)[:2], final_weights(reference_run[0])[:2]):

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from mt_repro.data.sampling import TwoStreamBatchSampler
-from mt_repro.data.transforms import (RandomTranslateWithReflect, TransformTwice, train_transform,
-                                      translate_with_reflect)
+from mt_repro.data import cifar10
+from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice, translate_with_reflect
 
 
 def _reflect(i: int, n: int) -> int:
@@ -38,7 +38,7 @@ def test_translation_draws_x_then_y_from_numpy():
 
 def test_the_two_views_are_drawn_independently_in_order():
     image = Image.fromarray(np.random.RandomState(2).randint(0, 256, (32, 32, 3)).astype(np.uint8))
-    transform = train_transform("cifar10")
+    transform = cifar10.train_transform()
     assert isinstance(transform, TransformTwice)
     np.random.seed(0), torch.manual_seed(0)
     first, second = transform(image)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mt_repro.data import synthetic, zca
-from mt_repro.errors import BadInput
+from mt_repro.data import cifar10, synthetic, zca
+from mt_repro.core.errors import BadInput
 
 
 def reference_gcn_zca(train, test, scale=55.0, bias=0.1):
@@ -83,7 +83,7 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
 
 def test_cifar10_from_published_tarball(tmp_path):
     tarball = synthetic.write_cifar_tarball(tmp_path / "cifar-10-python.tar.gz", n_train=60, n_test=10)
-    data = zca.cifar10_gcn_zca(tarball, cache_dir=tmp_path / "cache")
+    data = cifar10.gcn_zca_arrays(tarball, cache_dir=tmp_path / "cache")
     assert data["train_x"].shape == (60, 32, 32, 3) and data["test_x"].shape == (10, 32, 32, 3)
     assert data["train_x"].dtype == np.float32
     rows, _ = zca.images_to_rows(data["train_x"]), None
@@ -96,4 +96,4 @@ def test_bad_arrays():
     with pytest.raises(BadInput, match="at least 2 rows"):
         zca.fit_zca(np.zeros((1, 4)))
     with pytest.raises(BadInput, match="does not exist"):
-        zca.read_tf_npz("no-such.npz")
+        cifar10.read_original_npz("no-such.npz")

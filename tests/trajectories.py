@@ -102,46 +102,42 @@ def trajectory(name: str, workdir: Path) -> dict:
 def _convnet_trajectory(name: str, workdir: Path, run_dir: Path) -> dict:
     import os
 
-    from mt_repro.convnet_config import load_experiment
-    from mt_repro.engine import convnet_trainer as ct
+    from mt_repro.config.compose import convnet_run
+    from mt_repro.engine import runs
 
     experiment, dataset, method, n_labeled, overrides = CONVNET_SPECS[name]
-    os.environ["MT_REPRO_CACHE_DIR"] = str(workdir / "cache")
-    data = _data(workdir)[dataset]
-    model = {"pi_model": "pi"}.get(method, method)
-    settings = load_experiment(experiment).settings(n_labeled=n_labeled, model=model,
-                                                    overrides={**CONVNET_TINY, **overrides})
-    ct.train(settings, data, run_dir, progress=False, echo=lambda line: None)
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    return {"train": _rows(run_dir / "training.jsonl"),
-            "validation": _evaluations(run_dir / "validation.jsonl"),
-            "ema_validation": _evaluations(run_dir / "ema_validation.jsonl"),
-            "student": weight_statistics(state["student"]), "teacher": weight_statistics(state["teacher"])}
+    os.environ.setdefault("MT_REPRO_CACHE_DIR", str(workdir / "cache"))
+    config = convnet_run(experiment, n_labeled=n_labeled, method=method,
+                         run={"data_dir": str(_data(workdir)[dataset])}, overrides={**CONVNET_TINY, **overrides})
+    runs.train(config, run_dir, progress=False)
+    return _results(run_dir)
 
 
 def _digits_trajectory(name: str, workdir: Path, run_dir: Path) -> dict:
+    from mt_repro.apps.digits_demo import demo_configs
+    from mt_repro.config.compose import load_demo_config
     from mt_repro.data import digits
     from mt_repro.data.labels import write_label_file
-    from mt_repro.engine import digits_demo
-    from mt_repro.engine.trainer import Trainer, seed_everything
+    from mt_repro.engine import runs
 
     method, sampling, mode = DIGITS_SPECS[name]
     label_file = workdir / "digits_100_0.txt"
     write_label_file(label_file, digits.label_file_entries(100, 0))
-    data = digits_demo.load_demo_config()
-    mean_teacher, supervised = digits_demo.configs_for(data, 100, label_file, 0, 2, run_dir)
-    config = supervised if method == "supervised" else digits_demo.method_config(
-        mean_teacher, method, run_dir, 0, sampling, 100)
-    config = config.replace(mode=mode, print_freq=1).validate()
-    seed_everything(0)
-    trainer = Trainer(config, Path(config.out_dir), progress=False, echo=lambda line: None).build()
-    trainer.fit()
-    out = Path(config.out_dir)
-    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    config = demo_configs(load_demo_config(), method, 100, label_file, 0, 2, run_dir, sampling, mode)
+    config = config.replace(print_freq=1).validate()
+    runs.train(config, progress=False)
+    return _results(Path(config.out_dir))
+
+
+def _results(out: Path) -> dict:
+    from mt_repro.engine.checkpoint import load_checkpoint, without_prefix
+
+    state = load_checkpoint(out / "checkpoints" / "last.ckpt")
     return {"train": _rows(out / "training.jsonl"),
             "validation": _evaluations(out / "validation.jsonl"),
             "ema_validation": _evaluations(out / "ema_validation.jsonl"),
-            "student": weight_statistics(state["state_dict"]), "teacher": weight_statistics(state["ema_state_dict"])}
+            "student": weight_statistics(without_prefix(state["state_dict"])),
+            "teacher": weight_statistics(without_prefix(state["ema_state_dict"]))}
 
 
 def record() -> None:

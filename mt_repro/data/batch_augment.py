@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-from mt_repro.data.transforms import CIFAR10_STATS
-
 
 @dataclass
 class AugmentParams:
@@ -114,17 +112,6 @@ class BatchAugment:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(max_translation={self.max_translation}, flip={self.flip}, "
                 f"noise_std={self.noise_std})")
-
-
-def batch_augment(dataset: str) -> BatchAugment:
-    """The fast equivalent of ``transforms.train_transform(dataset)`` (one of its two views)."""
-    if dataset == "cifar10":
-        return BatchAugment(max_translation=4, flip=True, scale=255.0, **CIFAR10_STATS)
-    if dataset == "digits":
-        from mt_repro.data import digits
-        return BatchAugment(max_translation=digits.MAX_TRANSLATION, flip=False, scale=None,
-                            mean=digits.MEAN, std=digits.STD, noise_std=digits.NOISE_STD)
-    raise ValueError(f"no batch augmentation for dataset {dataset!r}")
 
 
 def epoch_generator(seed: int | None, epoch: int) -> torch.Generator:

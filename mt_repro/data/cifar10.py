@@ -10,6 +10,7 @@ whichever form the data is in.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tarfile
@@ -20,8 +21,15 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
 
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
+from mt_repro.core.fileio import TEMPORARY_SUFFIX, atomic_write
+from mt_repro.data import splits, zca
+from mt_repro.data.batch_augment import BatchAugment
+from mt_repro.data.registry import DatasetSpec, TFArrays, register
+from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -51,7 +59,7 @@ def read_cifar10(source: str | os.PathLike) -> dict[str, CifarSplit]:
         pickles = {name: _read_bytes(batch_dir / name) for name in (*TRAIN_BATCHES, TEST_BATCH, META)}
     meta = _unpickle(pickles[META], META)
     class_names = [_text(name) for name in _field(meta, "label_names", META)]
-    splits = {}
+    parts = {}
     for split, names in (("train+val", TRAIN_BATCHES), ("test", (TEST_BATCH,))):
         batches = [_unpickle(pickles[name], name) for name in names]
         images = np.concatenate([_images(b, name) for b, name in zip(batches, names)])
@@ -60,8 +68,8 @@ def read_cifar10(source: str | os.PathLike) -> dict[str, CifarSplit]:
             raise BadInput(f"CIFAR-10 {split}: {len(images)} images but {len(labels)} labels")
         if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
             raise BadInput(f"CIFAR-10 {split}: labels outside 0..{len(class_names) - 1}")
-        splits[split] = CifarSplit(images, labels, class_names)
-    return splits
+        parts[split] = CifarSplit(images, labels, class_names)
+    return parts
 
 
 def _pickles_from_tarball(path: Path) -> dict[str, bytes]:
@@ -119,7 +127,6 @@ class _BatchUnpickler(pickle.Unpickler):
 
 
 def _unpickle(payload: bytes, name: str) -> dict:
-    import io
     try:
         obj = _BatchUnpickler(io.BytesIO(payload), encoding="latin1").load()
     except Exception as exc:  # any failure to decode is the same problem for the user
@@ -171,6 +178,10 @@ class CifarArrays(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def in_memory_images(self) -> np.ndarray:
+        """Every image, ``N x 32 x 32 x 3`` uint8, in the dataset's (``ImageFolder``) order."""
+        return self._images[np.asarray(self._array_index)]
+
     def __getitem__(self, index: int):
         image = Image.fromarray(self._images[self._array_index[index]], "RGB")
         target = self.samples[index][1]
@@ -183,21 +194,143 @@ def write_image_tree(splits: dict[str, CifarSplit], destination: str | os.PathLi
                      progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, int]:
     """Write the original by-image PNG tree; return the image count per split.
 
-    Each PNG is written under a temporary name and renamed, and existing ones are kept, so an
-    interrupted ``prepare`` can simply be rerun.
+    Each PNG is written atomically and existing ones are kept, so an interrupted ``prepare``
+    can simply be rerun; the temporary files a killed one left behind are removed first.
     """
     destination = Path(destination)
     counts = {}
     for split_name, split in splits.items():
         names = split.file_names()
         for class_name in set(split.class_names):
-            (destination / split_name / class_name).mkdir(parents=True, exist_ok=True)
+            folder = destination / split_name / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob(f"*{TEMPORARY_SUFFIX}"):
+                stale.unlink(missing_ok=True)
         for i in progress(range(len(names))):
             path = destination / split_name / split.class_names[split.labels[i]] / names[i]
             if path.exists():
                 continue
-            partial = path.with_suffix(".png.partial")
-            Image.fromarray(split.images[i], "RGB").save(partial, format="PNG")
-            os.replace(partial, path)
+            # No sync per PNG (60000 would cost a minute): a killed prepare leaves no half PNG;
+            # only a power loss could, and a re-run would keep it.
+            with atomic_write(path, sync=False) as f:
+                Image.fromarray(split.images[i], "RGB").save(f, format="PNG")
         counts[split_name] = len(names)
     return counts
+
+
+# --- CIFAR-10 for the runs ------------------------------------------------------------------
+CIFAR10_STATS = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
+TRAIN_PART, TEST_PART = "train+val", "test"
+_READ: dict[Path, dict[str, CifarSplit]] = {}   # the last source read, for its two parts
+
+
+def open_part(root: Path, part: str, transform) -> Dataset:
+    """One part of CIFAR-10 as an ``ImageFolder``-like dataset: the by-image tree's folder
+    ``root/part``, or (the tarball, its extracted batches) the arrays under the same names."""
+    if not root.exists():
+        raise BadInput(f"data directory {root} does not exist (prepare it with: mt-repro prepare "
+                       "cifar10 --from <tarball> --to DIR, or pass the tarball itself)")
+    folder = root / part
+    if folder.is_dir():
+        try:
+            return ImageFolder(str(folder), transform)
+        except (FileNotFoundError, OSError) as exc:
+            raise BadInput(f"{folder}: {exc}") from None
+    if root.is_file() or (root / BATCH_DIR).is_dir() or (root / META).is_file():
+        key = root.resolve()
+        if key not in _READ:
+            _READ.clear()
+            _READ[key] = read_cifar10(root)
+        if part not in _READ[key]:
+            raise BadInput(f"CIFAR-10 batches have the parts {TRAIN_PART} and {TEST_PART}, not {part!r}")
+        return CifarArrays(_READ[key][part], transform)
+    raise BadInput(f"{folder} does not exist: expected {root} to hold {part}/<class>/<image> folders, "
+                   "or the CIFAR-10 tarball or batches")
+
+
+def train_transform():
+    """The original's CIFAR-10 augmentation, twice per image (student and teacher views):
+    ±4 px translation with mirrored borders (numpy's generator), horizontal flip (torch's)."""
+    return TransformTwice(transforms.Compose([
+        RandomTranslateWithReflect(4),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(**CIFAR10_STATS),
+    ]))
+
+
+def eval_transform():
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(**CIFAR10_STATS)])
+
+
+def batch_augment():
+    """``train_transform`` on a whole minibatch on the device (fast mode)."""
+    return BatchAugment(max_translation=4, flip=True, scale=255.0, **CIFAR10_STATS)
+
+
+def gcn_zca_arrays(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+                   ) -> dict[str, np.ndarray]:
+    """What the original's ``cifar10_gcn_zca_v2.npz`` held, from the published CIFAR-10 python
+    tarball or its batches: ``train_x`` (50000 x 32 x 32 x 3 float32), ``train_y``, ``test_x``,
+    ``test_y``, in the published order (the original read the MATLAB batches: same images, same
+    order)."""
+    parts = read_cifar10(source)
+    train, test = parts[TRAIN_PART], parts[TEST_PART]
+    train_white, test_white = zca.gcn_zca(zca.images_to_rows(train.images), zca.images_to_rows(test.images),
+                                          cache_dir=cache_dir)
+    return {"train_x": zca.rows_to_images(train_white), "train_y": np.asarray(train.labels, np.int32),
+            "test_x": zca.rows_to_images(test_white), "test_y": np.asarray(test.labels, np.int32)}
+
+
+def read_original_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The original TensorFlow half's ``cifar10_gcn_zca_v2.npz``, checked, as float32/int32."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y") if k in data}
+    except Exception as exc:
+        raise BadInput(f"{path.name} is not a readable .npz file ({' '.join(str(exc).split())}): "
+                       "truncated or corrupt?") from None
+    missing = sorted({"train_x", "train_y", "test_x", "test_y"} - set(arrays))
+    if missing:
+        raise BadInput(f"{path.name} lacks {', '.join(missing)}: not cifar10_gcn_zca_v2.npz?")
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or y.reshape(-1).shape != (len(x),):
+            raise BadInput(f"{path.name}: {split}_x must be N x 32 x 32 x 3 with N {split}_y labels, "
+                           f"got {x.shape} and {y.shape}")
+    return {"train_x": arrays["train_x"].astype(np.float32, copy=False),
+            "train_y": arrays["train_y"].reshape(-1).astype(np.int32),
+            "test_x": arrays["test_x"].astype(np.float32, copy=False),
+            "test_y": arrays["test_y"].reshape(-1).astype(np.int32)}
+
+
+def tf_arrays(root: Path, n_labeled: int | None, data_seed: int, test_phase: bool, n_extra: int) -> TFArrays:
+    """The ConvNet runs' input: GCN + ZCA of the published files (or the original's own npz),
+    the original's split of it, labeled images first."""
+    arrays = read_original_npz(root) if root.suffix == ".npz" else gcn_zca_arrays(root)
+    split = splits.cifar10_split(arrays["train_y"].astype(np.int64), n_labeled, data_seed, test_phase=test_phase)
+    _, index, target = split.training_order()
+    if split.validation is None:
+        eval_x, eval_y = arrays["test_x"], arrays["test_y"]
+    else:
+        eval_x, eval_y = arrays["train_x"][split.validation], arrays["train_y"][split.validation]
+    return TFArrays(arrays["train_x"][index], target, eval_x, np.asarray(eval_y, np.int64))
+
+
+def tf_split(root: Path, n_labeled: int | None, data_seed: int, test_phase: bool, n_extra: int):
+    train = read_cifar10(root)[TRAIN_PART]
+    split = splits.cifar10_split(np.asarray(train.labels), n_labeled, data_seed, test_phase=test_phase)
+    return splits.NamedSplit(split, train.file_names(), list(train.class_names))
+
+
+SPEC = register(DatasetSpec(
+    name="cifar10", description="CIFAR-10 (Krizhevsky 2009): 50000 training, 10000 test images, 10 classes",
+    num_classes=10, train_size=50000, default_root="data-local/images/cifar/cifar10/by-image",
+    reads="cifar-10-python.tar.gz, its extracted cifar-10-batches-py/, or the original by-image PNG tree "
+          "(ConvNet runs also: the original's cifar10_gcn_zca_v2.npz)",
+    train_part=TRAIN_PART, eval_part=TEST_PART,
+    open_part=open_part, train_transform=train_transform, eval_transform=eval_transform,
+    batch_augment=batch_augment, tf_arrays=tf_arrays, tf_split=tf_split))

@@ -19,19 +19,15 @@ import torch
 from torch.utils.data import Dataset
 
 from mt_repro.data.batch_augment import BatchAugment, epoch_generator
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
 
 
 def images_in_memory(dataset: Dataset) -> np.ndarray:
     """All images of ``dataset`` as one ``N x H x W x C`` array, in the dataset's index order:
-    the in-memory arrays of CIFAR-10 batches and the digits, or a by-image tree decoded once."""
-    from mt_repro.data.cifar10 import CifarArrays
-    from mt_repro.data.digits import DigitsArrays
-
-    if isinstance(dataset, CifarArrays):
-        return dataset._images[np.asarray(dataset._array_index)]
-    if isinstance(dataset, DigitsArrays):
-        return dataset._images
+    the arrays of a dataset held in memory (its ``in_memory_images()``: CIFAR-10 batches, the
+    digits), or a by-image tree decoded once."""
+    if hasattr(dataset, "in_memory_images"):
+        return dataset.in_memory_images()
     samples = getattr(dataset, "samples", None)
     loader = getattr(dataset, "loader", None)
     if samples is None or loader is None:

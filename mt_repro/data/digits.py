@@ -25,9 +25,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mt_repro.data.splits import TFSplit, mask_partition, tf_split
+from mt_repro.core.errors import BadInput
+from mt_repro.data.registry import DatasetSpec, register
+from mt_repro.data import splits
+from mt_repro.data.batch_augment import BatchAugment
+from mt_repro.data.splits import NamedSplit, TFSplit, mask_partition
 from mt_repro.data.transforms import TransformTwice, translate_with_reflect
-from mt_repro.errors import BadInput
 
 N_TEST = 500
 TEST_SEED = 0
@@ -42,7 +45,7 @@ NOISE_STD = 0.15
 def load_all() -> tuple[np.ndarray, np.ndarray]:
     """(images N x 8 x 8 float32 in [0, 1], labels N int64), in ``load_digits()`` order."""
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # deferred: a second to import, for the digits only
     except ImportError:
         raise BadInput("the digits demo needs scikit-learn (pip install scikit-learn)") from None
     bunch = load_digits()
@@ -65,14 +68,21 @@ def label_split(n_labels: int | None, data_seed: int) -> TFSplit:
     the result are positions in the training set."""
     _, labels = load_all()
     _, train = test_and_training_indices()
-    return tf_split(labels[train], n_labels, data_seed, validation_size=0, test_phase=True)
+    return splits.tf_split(labels[train], n_labels, data_seed, validation_size=0, test_phase=True)
+
+
+def tf_split(root, n_labeled: int | None, data_seed: int, test_phase: bool = True, n_extra: int = 0) -> NamedSplit:
+    """The class-balanced labeled subset for ``data_seed``, with the images' names."""
+    if not test_phase:
+        raise BadInput("the digits demo has a fixed test set and no validation partition")
+    _, train = test_and_training_indices()
+    all_names = names(load_all()[1])
+    return NamedSplit(label_split(n_labeled, data_seed), [all_names[i] for i in train.tolist()], list(CLASS_NAMES))
 
 
 def label_file_entries(n_labels: int, data_seed: int) -> dict[str, str]:
     """``{image name: class name}`` of the labeled images, for ``write_label_file``."""
-    from mt_repro.data.splits import dataset_split
-
-    return dataset_split("digits", n_labels, data_seed).label_file_entries()
+    return tf_split(None, n_labels, data_seed).label_file_entries()
 
 
 class DigitsArrays(Dataset):
@@ -96,6 +106,10 @@ class DigitsArrays(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def in_memory_images(self) -> np.ndarray:
+        """Every image, ``N x 8 x 8 x 1`` float32 in [0, 1], in the dataset's order."""
+        return self._images
 
     def __getitem__(self, index: int):
         image = self._images[index]
@@ -136,3 +150,21 @@ def train_transform() -> TransformTwice:
 
 def eval_transform() -> Callable[[np.ndarray], torch.Tensor]:
     return to_tensor
+
+
+def open_part(root, part: str, transform) -> DigitsArrays:
+    return DigitsArrays(part, transform)
+
+
+def batch_augment():
+    """``train_transform`` on a whole minibatch on the device (fast mode)."""
+    return BatchAugment(max_translation=MAX_TRANSLATION, flip=False, scale=None, mean=MEAN, std=STD,
+                        noise_std=NOISE_STD)
+
+
+SPEC = register(DatasetSpec(
+    name="digits", description="scikit-learn's bundled 8x8 handwritten digits: 1297 training, "
+                               "500 held-out test images (not in the paper)",
+    num_classes=10, train_size=1797 - N_TEST, reads="nothing: bundled with scikit-learn",
+    open_part=open_part, train_transform=train_transform, eval_transform=eval_transform,
+    batch_augment=batch_augment, tf_split=tf_split))

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mt_repro.errors import BadInput
-from mt_repro.methods.losses import NO_LABEL
+from mt_repro.core.errors import BadInput
+from mt_repro.core.fileio import write_text_atomic
+from mt_repro.core.types import NO_LABEL
 
 
 def read_label_file(path: str | os.PathLike) -> dict[str, str]:
@@ -37,7 +38,9 @@ def read_label_file(path: str | os.PathLike) -> dict[str, str]:
 
 
 def write_label_file(path: str | os.PathLike, labels: dict[str, str]) -> None:
-    Path(path).write_text("".join(f"{name} {label}\n" for name, label in labels.items()))
+    """``labels`` in the original's format, ``<image> <class>`` per line (written atomically:
+    later runs read it)."""
+    write_text_atomic(path, "".join(f"{name} {label}\n" for name, label in labels.items()))
 
 
 def apply_labels(dataset, labels: dict[str, str], source: str = "label file") -> tuple[list[int], list[int]]:

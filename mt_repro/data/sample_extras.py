@@ -13,7 +13,7 @@ from typing import Sequence
 
 from torch.utils.data import Dataset
 
-from mt_repro.methods.interface import SAMPLE_EXTRAS
+from mt_repro.core.types import SAMPLE_EXTRAS
 
 
 class SampleExtras(Dataset):

@@ -21,11 +21,13 @@ returns the same images in the same order as the original did, which
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
+from mt_repro.data.registry import dataset_names, get_dataset
 
 VALIDATION_SIZE = {"cifar10": 5000, "svhn": 7325}
 # numpy.random.RandomState takes seeds 0 .. 2**32 - 1.
@@ -179,39 +181,18 @@ class NamedSplit:
         return label_file_entries(self.names, self.class_names, self.split.labels, self.split.labeled)
 
 
-SPLIT_DATASETS = ("cifar10", "svhn", "digits")
-
-
 def dataset_split(dataset: str, n_labeled: int | None, data_seed: int, *, data=None,
                   test_phase: bool = True, n_extra_unlabeled: int = 0) -> NamedSplit:
     """The TensorFlow half's split of a dataset read from its published files (``data``: the
     CIFAR-10 tarball or batches directory, the directory of the SVHN ``.mat`` files; the digits
-    need none). Image names are those of the by-image layouts (``mt_repro.data.cifar10``,
-    ``mt_repro.data.svhn``, ``mt_repro.data.digits``), so the label file feeds any command."""
-    if dataset not in SPLIT_DATASETS:
-        raise BadInput(f"splits are defined for {', '.join(SPLIT_DATASETS)}, not {dataset!r}")
-    if n_extra_unlabeled and dataset != "svhn":
-        raise BadInput("only SVHN has extra unlabeled images")
-    if dataset == "digits":
-        from mt_repro.data import digits
-
-        if not test_phase:
-            raise BadInput("the digits demo has a fixed test set and no validation partition")
-        _, train = digits.test_and_training_indices()
-        split = digits.label_split(n_labeled, data_seed)
-        all_names = digits.names(digits.load_all()[1])
-        return NamedSplit(split, [all_names[i] for i in train.tolist()], list(digits.CLASS_NAMES))
-    if data is None:
+    need none), by the dataset's own ``tf_split``. Image names are those of the by-image
+    layouts, so the label file feeds any command."""
+    spec = get_dataset(dataset)
+    if spec.tf_split is None:
+        with_splits = [name for name in dataset_names() if get_dataset(name).tf_split is not None]
+        raise BadInput(f"splits are defined for {', '.join(with_splits)}, not {dataset!r}")
+    if n_extra_unlabeled and not spec.has_extra:
+        raise BadInput(f"only SVHN has extra unlabeled images, not {dataset}")
+    if data is None and spec.default_root is not None:
         raise BadInput(f"{dataset} splits need the published files: pass --data")
-    if dataset == "cifar10":
-        from mt_repro.data.cifar10 import read_cifar10
-
-        train = read_cifar10(data)["train+val"]
-        split = cifar10_split(np.asarray(train.labels), n_labeled, data_seed, test_phase=test_phase)
-        return NamedSplit(split, train.file_names(), list(train.class_names))
-    from mt_repro.data import svhn
-
-    split = svhn.split_from_files(data, n_labeled, data_seed, test_phase=test_phase,
-                                  n_extra_unlabeled=n_extra_unlabeled)
-    train = svhn.read_svhn(data, "train", labels_only=True)
-    return NamedSplit(split, train.file_names(), list(svhn.CLASS_NAMES))
+    return spec.tf_split(None if data is None else Path(data), n_labeled, data_seed, test_phase, n_extra_unlabeled)

@@ -3,7 +3,7 @@
 Each file (MATLAB v5) holds ``X``, 32 x 32 x 3 x N uint8 (height, width, channel, image), and
 ``y``, N x 1, the digit with 0 stored as 10. The original TensorFlow code read the files in this
 order, mapped 10 to 0 and kept raw pixels; its model standardised each image itself (a layer
-norm without scale or offset: ``per_image_standardize`` here).
+norm without scale or offset: ``mt_repro.models.convnet13.per_image_standardize``).
 
 Image names. SVHN ships no per-image files, so for label files and listings each image is
 named by its position in its file and its digit, as the original by-image CIFAR-10 tree names
@@ -16,23 +16,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import scipy.io
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
 
-from mt_repro.data.splits import TFSplit, svhn_split
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
+from mt_repro.data.registry import DatasetSpec, TFArrays, register
+from mt_repro.data.splits import NamedSplit, TFSplit, svhn_split
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 PUBLISHED_SIZES = {"train": 73257, "test": 26032, "extra": 531131}
 NAME_PREFIX = {"train": "", "test": "test_", "extra": "extra_"}
 CLASS_NAMES = tuple(str(d) for d in range(10))
-# slim.layer_norm(center=False, scale=False) of the original: variance epsilon of TF 1.x layer_norm.
-STANDARDIZE_EPSILON = 1e-12
 
 
 @dataclass
@@ -120,71 +115,51 @@ def _image_count(path: Path) -> int:
     return int(shapes["X"][3])
 
 
-class SvhnArrays(Dataset):
-    """SVHN images in memory, presented like ``ImageFolder`` (``samples``, ``class_to_idx``), so
-    label files and ``apply_labels`` work on them; ``__getitem__`` gives a PIL RGB image."""
-
-    def __init__(self, images: np.ndarray, targets: np.ndarray, names: list[str],
-                 transform: Callable | None = None):
-        self.transform = transform
-        self.classes = list(CLASS_NAMES)
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-        self._images = images
-        self.samples = list(zip(names, (int(t) for t in targets)))
-        self.targets = [t for _, t in self.samples]
-        self.imgs = self.samples
-
-    @classmethod
-    def from_part(cls, part: SvhnPart, transform: Callable | None = None) -> "SvhnArrays":
-        if part.images is None:
-            raise ValueError("read the part with its images (labels_only=False)")
-        return cls(part.images, part.labels, part.file_names(), transform)
-
-    @classmethod
-    def training_set(cls, directory: str | os.PathLike, split: TFSplit,
-                     transform: Callable | None = None) -> "SvhnArrays":
-        """The original's training array for ``split``: labeled images, the rest of the
-        training part and the chosen extra images, in that order; unlabeled targets are -1."""
-        train = read_svhn(directory, "train")
-        source, index, target = split.training_order()
-        names = train.file_names()
-        images = [train.images[index[source == 0]]]
-        all_names = [names[i] for i in index[source == 0].tolist()]
-        if (source == 1).any():
-            extra = read_svhn(directory, "extra")
-            images.append(extra.images[index[source == 1]])
-            extra_names = extra.file_names()
-            all_names += [extra_names[i] for i in index[source == 1].tolist()]
-        return cls(np.concatenate(images), target, all_names, transform)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        image = Image.fromarray(self._images[index], "RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.samples[index][1]
+def training_array(directory: str | os.PathLike, split: TFSplit, train: SvhnPart | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The original's training array for ``split``: labeled images, the rest of the training
+    part and the chosen extra images, in that order; their targets (-1: unlabeled) and names.
+    ``train``: the training part, if already read."""
+    train = train or read_svhn(directory, "train")
+    source, index, target = split.training_order()
+    names = train.file_names()
+    images = [train.images[index[source == 0]]]
+    all_names = [names[i] for i in index[source == 0].tolist()]
+    if (source == 1).any():
+        extra = read_svhn(directory, "extra")
+        images.append(extra.images[index[source == 1]])
+        extra_names = extra.file_names()
+        all_names += [extra_names[i] for i in index[source == 1].tolist()]
+    return np.concatenate(images), target, all_names
 
 
-def per_image_standardize(images, epsilon: float = STANDARDIZE_EPSILON):
-    """Each image minus its mean, divided by ``sqrt(its variance + epsilon)``, over all of its
-    pixels and channels: the original ConvNet's input normalisation for SVHN
-    (``slim.layer_norm`` without scale or offset). ``images``: N x ... numpy array or torch
-    tensor; float64 numpy for integer input."""
-    if isinstance(images, torch.Tensor):
-        x = images if images.is_floating_point() else images.float()
-        axes = tuple(range(1, x.dim()))
-        mean = x.mean(dim=axes, keepdim=True)
-        var = ((x - mean) ** 2).mean(dim=axes, keepdim=True)
-        return (x - mean) / torch.sqrt(var + epsilon)
-    x = np.asarray(images)
-    x = x.astype(np.float64) if not np.issubdtype(x.dtype, np.floating) else x
-    axes = tuple(range(1, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-    return (x - mean) / np.sqrt(var + epsilon)
+def tf_arrays(root: Path, n_labeled: int | None, data_seed: int, test_phase: bool, n_extra: int) -> TFArrays:
+    """The ConvNet runs' input: raw uint8 pixels (the model standardises each image itself).
+    They stay uint8 in memory: with 500000 extra images float32 would take 7 GB."""
+    split = split_from_files(root, n_labeled, data_seed, test_phase=test_phase, n_extra_unlabeled=n_extra)
+    train = read_svhn(root, "train")
+    train_x, train_y, _ = training_array(root, split, train)
+    if split.validation is None:
+        test = read_svhn(root, "test")
+        eval_x, eval_y = test.images, test.labels
+    else:
+        eval_x, eval_y = train.images[split.validation], train.labels[split.validation]
+    return TFArrays(train_x, train_y, eval_x, np.asarray(eval_y, np.int64))
+
+
+def tf_split(root: Path, n_labeled: int | None, data_seed: int, test_phase: bool, n_extra: int):
+    split = split_from_files(root, n_labeled, data_seed, test_phase=test_phase, n_extra_unlabeled=n_extra)
+    train = read_svhn(root, "train", labels_only=True)
+    return NamedSplit(split, train.file_names(), list(CLASS_NAMES))
 
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+SPEC = register(DatasetSpec(
+    name="svhn", description="SVHN (Netzer et al. 2011): 73257 training, 26032 test and 531131 extra "
+                             "images of house-number digits",
+    num_classes=10, train_size=PUBLISHED_SIZES["train"], default_root="data-local/images/svhn",
+    reads="the directory holding train_32x32.mat, test_32x32.mat (and extra_32x32.mat)",
+    tf_arrays=tf_arrays, tf_split=tf_split, has_extra=True))

@@ -15,7 +15,12 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 from PIL import Image
+
+from mt_repro.core.errors import BadInput
+from mt_repro.data import labels as label_files
+from mt_repro.data.cifar10 import read_cifar10
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -75,7 +80,7 @@ def write_label_file(path: str | os.PathLike, tree_root: str | os.PathLike,
         files = sorted(class_dir.iterdir(), key=lambda p: int(p.name.split("_")[0]))
         chosen += [(int(p.name.split("_")[0]), class_dir.name) for p in files[:per_class]]
     path = Path(path)
-    path.write_text("".join(f"{i}_{c}.png {c}\n" for i, c in sorted(chosen)))
+    label_files.write_label_file(path, {f"{i}_{c}.png": c for i, c in sorted(chosen)})
     return path
 
 
@@ -232,9 +237,6 @@ def write_cifar_batches_dir(directory: str | os.PathLike, n_train: int = 100, n_
 
 def balanced_labels(tarball: str | os.PathLike, per_class: int) -> dict[str, str]:
     """An original-format label selection: the first ``per_class`` training images of each class."""
-    from mt_repro.data.cifar10 import read_cifar10
-    from mt_repro.errors import BadInput
-
     split = read_cifar10(tarball)["train+val"]
     chosen: dict[str, str] = {}
     counts = dict.fromkeys(split.class_names, 0)
@@ -267,8 +269,6 @@ def write_svhn_mat(directory: str | os.PathLike, n_train: int = 100, n_test: int
                    n_extra: int = 0, seed: int = 0) -> dict[str, Path]:
     """``train_32x32.mat``, ``test_32x32.mat`` and (``n_extra`` > 0) ``extra_32x32.mat`` in
     the published format (MATLAB v5, variables ``X`` and ``y``); returns their paths."""
-    import scipy.io
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -1,4 +1,5 @@
-"""Augmentations of the original PyTorch code (``pytorch/mean_teacher/datasets.py``, ``data.py``).
+"""The augmentations of the original PyTorch code, per image (``pytorch/mean_teacher/datasets.py``,
+``data.py``); each dataset module composes its own from these.
 
 Random draws come from the same generators as in the original: numpy's global generator for
 the translation, torch's for the flip (inside torchvision's ``RandomHorizontalFlip``).
@@ -7,10 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from torchvision import transforms
-
-CIFAR10_STATS = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
-IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 class RandomTranslateWithReflect:
@@ -59,38 +56,3 @@ class TransformTwice:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transform!r})"
-
-
-def train_transform(dataset: str):
-    if dataset == "cifar10":
-        return TransformTwice(transforms.Compose([
-            RandomTranslateWithReflect(4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(**CIFAR10_STATS),
-        ]))
-    if dataset == "imagenet":
-        return TransformTwice(transforms.Compose([
-            transforms.RandomRotation(10),
-            transforms.RandomResizedCrop(224),
-            transforms.RandomHorizontalFlip(),
-            transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
-            transforms.ToTensor(),
-            transforms.Normalize(**IMAGENET_STATS),
-        ]))
-    if dataset == "digits":
-        from mt_repro.data import digits
-        return digits.train_transform()
-    raise ValueError(f"no training transform for dataset {dataset!r}")
-
-
-def eval_transform(dataset: str):
-    if dataset == "cifar10":
-        return transforms.Compose([transforms.ToTensor(), transforms.Normalize(**CIFAR10_STATS)])
-    if dataset == "imagenet":
-        return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
-                                   transforms.ToTensor(), transforms.Normalize(**IMAGENET_STATS)])
-    if dataset == "digits":
-        from mt_repro.data import digits
-        return digits.eval_transform()
-    raise ValueError(f"no evaluation transform for dataset {dataset!r}")

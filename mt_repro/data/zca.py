@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mt_repro.errors import BadInput, RunFailed
+from mt_repro.core.errors import BadInput, RunFailed
+from mt_repro.core.fileio import atomic_write
 
 GCN_SCALE = 55.0
 GCN_MIN_DIVISOR = 1e-8
@@ -149,17 +149,12 @@ def _read_cache(path: Path, key: str):
 
 
 def _write_cache(path: Path, key: str, train: np.ndarray, test: np.ndarray) -> None:
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".partial", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             np.savez(f, key=np.array(key), train=train, test=test)
-        os.replace(tmp, path)
     except OSError:
-        # A read-only or full cache directory costs time, not correctness.
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        pass  # a read-only or full cache directory costs time, not correctness
 
 
 def rows_to_images(rows: np.ndarray) -> np.ndarray:
@@ -170,44 +165,3 @@ def rows_to_images(rows: np.ndarray) -> np.ndarray:
 def images_to_rows(images: np.ndarray) -> np.ndarray:
     """N x 32 x 32 x 3 images to the published channel-major rows of 3072."""
     return np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2).reshape(len(images), -1))
-
-
-def cifar10_gcn_zca(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None
-                    ) -> dict[str, np.ndarray]:
-    """What the original's ``cifar10_gcn_zca_v2.npz`` held, from the published CIFAR-10 python
-    tarball or its batches: ``train_x`` (50000 x 32 x 32 x 3 float32), ``train_y``, ``test_x``,
-    ``test_y``, in the published order (the original read the MATLAB batches: same images, same
-    order)."""
-    from mt_repro.data.cifar10 import read_cifar10
-
-    splits = read_cifar10(source)
-    train, test = splits["train+val"], splits["test"]
-    train_white, test_white = gcn_zca(images_to_rows(train.images), images_to_rows(test.images),
-                                      cache_dir=cache_dir)
-    return {"train_x": rows_to_images(train_white), "train_y": np.asarray(train.labels, np.int32),
-            "test_x": rows_to_images(test_white), "test_y": np.asarray(test.labels, np.int32)}
-
-
-def read_tf_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The original TensorFlow half's ``cifar10_gcn_zca_v2.npz``, checked, as float32/int32."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y") if k in data}
-    except Exception as exc:
-        raise BadInput(f"{path.name} is not a readable .npz file ({' '.join(str(exc).split())}): "
-                       "truncated or corrupt?") from None
-    missing = sorted({"train_x", "train_y", "test_x", "test_y"} - set(arrays))
-    if missing:
-        raise BadInput(f"{path.name} lacks {', '.join(missing)}: not cifar10_gcn_zca_v2.npz?")
-    for split in ("train", "test"):
-        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
-        if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or y.reshape(-1).shape != (len(x),):
-            raise BadInput(f"{path.name}: {split}_x must be N x 32 x 32 x 3 with N {split}_y labels, "
-                           f"got {x.shape} and {y.shape}")
-    return {"train_x": arrays["train_x"].astype(np.float32, copy=False),
-            "train_y": arrays["train_y"].reshape(-1).astype(np.int32),
-            "test_x": arrays["test_x"].astype(np.float32, copy=False),
-            "test_y": arrays["test_y"].reshape(-1).astype(np.int32)}

@@ -3,30 +3,32 @@
 Layout (``pytorch/main.py`` of the original): ``epoch, global_step, arch, state_dict,
 ema_state_dict, best_prec1, optimizer``, model keys prefixed ``module.`` as DataParallel wrote
 them, so the original code can load our checkpoints and we can load its. Our extras live under
-one key, ``mt_repro``: package version, the resolved config and every random generator's state.
+one key, ``mt_repro``: package version, the run's settings (``config``, with its ``recipe``),
+every random generator's state, and where a resume continues: ``position`` (epoch and step in
+it), the data's state (the ConvNet runs' minibatch streams), the epoch's meters, the method's
+state and the last evaluation.
 
-Files are written to a temporary name, synced and renamed: a crash leaves the previous
-checkpoint intact and never a truncated one. Loading uses ``weights_only=True``: a checkpoint
-cannot execute code.
+Files are written atomically (``mt_repro.core.fileio``): a crash leaves the previous checkpoint
+intact and never a truncated one. Loading uses ``weights_only=True``: a checkpoint cannot
+execute code.
 """
 from __future__ import annotations
 
 import os
 import pickle
-import random
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mt_repro import __version__
-from mt_repro.errors import BadInput, RunFailed
-from mt_repro.fileio import atomic_write
+from mt_repro.core.errors import BadInput, RunFailed
+from mt_repro.core.fileio import atomic_write, link_atomic
+from mt_repro.core.rng import capture_rng_state
 
 PREFIX = "module."
+REQUIRED = ("epoch", "global_step", "state_dict", "ema_state_dict", "optimizer")
 
 
 def with_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -37,33 +39,9 @@ def without_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state.items()}
 
 
-def capture_rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state = {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def build_checkpoint(*, epoch: int, global_step: int, arch: str, student: torch.nn.Module,
                      teacher: torch.nn.Module, optimizer: torch.optim.Optimizer, best_prec1: float,
-                     config: dict[str, Any]) -> dict[str, Any]:
+                     config: dict[str, Any], **extras: Any) -> dict[str, Any]:
     return {
         "epoch": epoch,
         "global_step": global_step,
@@ -72,7 +50,7 @@ def build_checkpoint(*, epoch: int, global_step: int, arch: str, student: torch.
         "ema_state_dict": with_prefix(teacher.state_dict()),
         "best_prec1": float(best_prec1),
         "optimizer": optimizer.state_dict(),
-        "mt_repro": {"version": __version__, "config": config, "rng": capture_rng_state()},
+        "mt_repro": {"version": __version__, "config": config, "rng": capture_rng_state(), **extras},
     }
 
 
@@ -82,37 +60,23 @@ def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
             torch.save(state, f)
-    except OSError as exc:
-        raise RunFailed(f"cannot write checkpoint {path}: {exc.strerror or exc}; "
-                        "the previous checkpoint is intact") from None
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+        raise RunFailed(f"cannot write checkpoint {path}: {reason}; the previous checkpoint is intact") from None
     return path
 
 
-def link_atomic(source: Path, destination: Path) -> None:
-    """Make ``destination`` the same file as ``source`` (a hard link, a copy where links fail),
-    replacing any previous file in one rename."""
-    temporary = destination.with_name(f".{destination.name}.partial")
-    temporary.unlink(missing_ok=True)
+def link(source: Path, destination: Path) -> None:
+    """``destination`` becomes the same checkpoint as ``source`` (``best.ckpt``, ``last.ckpt``)."""
     try:
-        try:
-            os.link(source, temporary)
-        except OSError:
-            shutil.copyfile(source, temporary)
-        os.replace(temporary, destination)
+        link_atomic(source, destination)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise RunFailed(f"cannot write checkpoint {destination}: {exc.strerror or exc}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a Mean Teacher checkpoint without executing code; one clear error for any broken file."""
-    return load_checkpoint_state(path, required=("epoch", "global_step", "state_dict", "ema_state_dict",
-                                                 "optimizer"), kind="a Mean Teacher checkpoint")
-
-
-def load_checkpoint_state(path: str | os.PathLike, required: tuple[str, ...] = ("step",),
-                          kind: str = "a checkpoint of this run") -> dict[str, Any]:
-    """Read any checkpoint dict of ours with ``weights_only`` loading; check its ``required`` keys."""
+    """Read a checkpoint of ours (or an original one in today's format) without executing
+    code; one clear error for any broken file."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"checkpoint {path} does not exist")
@@ -125,7 +89,21 @@ def load_checkpoint_state(path: str | os.PathLike, required: tuple[str, ...] = (
     except Exception as exc:  # torch.load on damaged bytes raises many kinds; all mean the same here
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BadInput(f"checkpoint {path} is corrupt or truncated ({first_line[:200]})") from None
-    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if isinstance(state, dict) and "student" in state and "step" in state:
+        state = _from_convnet_layout(state)
+    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:
-        raise BadInput(f"checkpoint {path} is not {kind} (lacks {', '.join(missing)})")
+        raise BadInput(f"checkpoint {path} is not a Mean Teacher checkpoint (lacks {', '.join(missing)})")
     return state
+
+
+def _from_convnet_layout(state: dict[str, Any]) -> dict[str, Any]:
+    """A ConvNet run's checkpoint as mt-repro wrote it before its runs shared the engine
+    (``step, student, teacher, optimizer, batches, numpy, rng, last_eval, settings``), in
+    today's layout; the run continues from it bit for bit."""
+    step = int(state["step"])
+    return {"epoch": 0, "global_step": step, "arch": "convnet13", "state_dict": state["student"],
+            "ema_state_dict": state["teacher"], "best_prec1": 0.0, "optimizer": state["optimizer"],
+            "mt_repro": {"config": state.get("settings"), "rng": state["rng"],
+                         "data_state": {"streams": state["batches"], "numpy": state["numpy"]},
+                         "last_eval": state.get("last_eval", {})}}

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mt_repro.errors import BadInput, RunFailed
+from mt_repro.core.errors import BadInput, RunFailed
 
 
 @dataclass(frozen=True)

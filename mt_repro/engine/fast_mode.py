@@ -50,7 +50,7 @@ def speedups_for(mode: str, compile: bool, device: torch.device,
     bf16 = bf16_supported(device)
     if not bf16 and note is not None:
         what = "this GPU" if device.type == "cuda" else device.type
-        note(f"note: {what} has no bf16 support for training: fast mode computes in float32 "
+        note(f"{what} has no bf16 support for training: fast mode computes in float32 "
              "(the data pipeline, memory format and EMA speed-ups still apply)")
     return Speedups(channels_last=True, autocast_dtype=torch.bfloat16 if bf16 else None, compile=compile)
 

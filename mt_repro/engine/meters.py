@@ -36,3 +36,10 @@ class MeterSet:
         row.update({f"{name}/avg": m.avg for name, m in self.meters.items()})
         row.update({f"{name}/sum": m.sum for name, m in self.meters.items()})
         return row
+
+    def state_dict(self) -> dict[str, list[float]]:
+        """What a checkpoint taken inside an epoch keeps of the epoch's meters."""
+        return {name: [m.val, m.sum, m.count] for name, m in self.meters.items()}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        self.meters = {name: Meter(*map(float, values)) for name, values in state.items()}

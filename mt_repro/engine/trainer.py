@@ -1,50 +1,52 @@
-"""The train/validate loop of the original ``pytorch/main.py``, in small named steps.
+"""The one training loop, for both halves of the original: ``pytorch/main.py``'s epochs of SGD
+steps and ``tensorflow/mean_teacher/train.py``'s steps, in small named steps.
 
-``Trainer.fit`` = for each epoch: ``train_one_epoch`` (Mean Teacher steps), every
-``evaluation_epochs`` ``evaluate`` student then teacher, then checkpoints. The order of every
-operation that draws random numbers is the original's, so a seeded CPU run with ``workers=0``
-reproduces the original's minibatches, augmentations, weights and losses.
+``Trainer.build`` assembles a run from its configuration: the training data (where the recipe
+puts the noise), the student, the teacher, the optimizer, the method, the schedule and the
+timeline (``mt_repro.engine.recipes``). ``Trainer.fit`` = for each epoch: ``train_one_epoch``
+(``train_step`` after ``train_step``; evaluations inside the epoch where the timeline puts
+them), then ``end_of_epoch`` (the method's per-epoch update, evaluation of student and teacher,
+a checkpoint). Every operation that draws random numbers happens in the order of the original
+half the recipe comes from, so a seeded CPU run with ``workers=0`` reproduces its minibatches,
+augmentations, weights and losses.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import random
+import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from mt_repro import models
-from mt_repro.config import TrainConfig
-from mt_repro.data.datasets import DataBundle, create_data
+from mt_repro.config.saved import to_saved
+from mt_repro.core.errors import BadInput, NonFiniteLoss, RunFailed
+from mt_repro.core.fileio import write_text_atomic
+from mt_repro.core.rng import restore_rng_state
+from mt_repro.core.types import Batch, StepContext, StepResult
+from mt_repro.data.registry import get_dataset
 from mt_repro.engine import checkpoint as ckpt
-from mt_repro.engine import distributed, fast_mode
+from mt_repro.engine import distributed, fast_mode, recipes
+from mt_repro.engine.ema import TEACHER_INITS, TEACHER_UPDATES
+from mt_repro.engine.evaluation import evaluate_model
 from mt_repro.engine.meters import MeterSet
-from mt_repro.errors import BadInput, RunFailed
-from mt_repro.fileio import crash_point, write_text_atomic
+from mt_repro.engine.optimizers import OPTIMIZERS
+from mt_repro.engine.schedules import SCHEDULES, StepHyper, apply
+from mt_repro.engine.timelines import TIMELINES
 from mt_repro.logs.runlog import RunLog
-from mt_repro.methods.losses import classification_cost
-from mt_repro.methods.mean_teacher import (MeanTeacher, NonFiniteLoss, StepResult, accuracy,
-                                           create_teacher, learning_rate)
-from mt_repro.methods.registry import create_method
+from mt_repro.methods import registry as methods
+from mt_repro.models import get_model
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's generators, in that order."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+LOGS = ("training.jsonl", "validation.jsonl", "ema_validation.jsonl")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,101 +61,95 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def default_out_dir(runner: str, run_name: str) -> Path:
-    """The original's layout: results/<runner>/<date>/<run>."""
-    return Path("results") / runner / f"{datetime.now():%Y-%m-%d_%H:%M:%S}" / run_name
+@dataclass
+class TrainState:
+    """Where the run stands: epochs completed, steps taken in the current epoch and in all."""
 
-
-def evaluate_model(model: torch.nn.Module, loader, device: torch.device,
-                   speedups: fast_mode.Speedups = fast_mode.FAITHFUL) -> dict[str, float]:
-    """The original's validation: precision@1/@5 and class cost on head 1 over ``loader``, in
-    eval mode (running BN statistics); returns the meters' values, averages and sums."""
-    model.eval()
-    meters = MeterSet()
-    end = time.time()
-    with torch.no_grad():
-        for inputs, targets in loader:
-            meters.update("data_time", time.time() - end)
-            inputs = fast_mode.prepare_input(inputs.to(device, non_blocking=True), speedups)
-            targets = targets.to(device, non_blocking=True)
-            n_labeled = int(targets.ne(-1).sum())
-            meters.update("labeled_minibatch_size", n_labeled)
-            with fast_mode.autocast(speedups, device):
-                logits, _ = model(inputs)
-            logits = logits.float()
-            crash_point("evaluate")
-            class_loss = classification_cost(logits, targets) / len(targets)
-            top1, top5 = accuracy(logits, targets, topk=(1, 5))
-            meters.update("class_loss", class_loss.item(), n_labeled)
-            meters.update("top1", top1, n_labeled)
-            meters.update("error1", 100.0 - top1, n_labeled)
-            meters.update("top5", top5, n_labeled)
-            meters.update("error5", 100.0 - top5, n_labeled)
-            meters.update("batch_time", time.time() - end)
-            end = time.time()
-    return meters.record()
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_prec1: float = 0.0
 
 
 @dataclass
-class EpochResult:
+class Evaluation:
     student: dict[str, float] = field(default_factory=dict)
     teacher: dict[str, float] = field(default_factory=dict)
 
 
 class Trainer:
-    """Owns the models, optimizer, logs and checkpoints of one run directory."""
+    """Owns the networks, optimizer, data, logs and checkpoints of one run directory."""
 
-    def __init__(self, config: TrainConfig, out_dir: Path, *, progress: bool = True,
-                 echo: Callable[[str], None] = print):
+    def __init__(self, config, out_dir: str | Path, *, progress: bool = True):
         self.config = config.validate()
+        recipes.check_config(self.config)
+        self.recipe = self.config.recipe
         self.out_dir = Path(out_dir)
         self.group = distributed.from_environment()
         self.is_main = self.group.is_main  # the one process that writes logs and checkpoints
         self.progress = progress and self.is_main
-        self.echo = echo if self.is_main else (lambda _: None)
         self.device = distributed.device_for(self.group, resolve_device(config.device))
         self.speedups = fast_mode.FAITHFUL
-        self.data: DataBundle | None = None
-        self.method: MeanTeacher | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.start_epoch = config.start_epoch
-        self.best_prec1 = 0.0
-        self.last_eval = EpochResult()
+        self.state = TrainState()
+        self.meters = MeterSet()
+        self.last_eval = Evaluation()
+        self.resumed = False
+
+    def say(self, line: str) -> None:
+        if self.is_main:
+            log.info(line)
 
     # --- building -----------------------------------------------------------------------
     def build(self) -> "Trainer":
-        """Data, then student, then teacher, then optimizer: the original's order."""
-        cfg = self.config
-        self.speedups = fast_mode.speedups_for(cfg.mode, cfg.compile, self.device, note=self.echo)
+        """Data, then student, then teacher, then optimizer, then method: the original's order."""
+        cfg, recipe = self.config, self.recipe
+        self.speedups = fast_mode.speedups_for(cfg.mode, cfg.compile, self.device,
+                                               note=log.warning if self.is_main else None)
         fast_mode.set_float32_precision(self.speedups, self.device)
-        self.data = create_data(cfg, self.device)
-
-        def factory() -> torch.nn.Module:
-            model = models.create_model(cfg.arch, self.data.num_classes).to(self.device)
-            return fast_mode.prepare_model(model, self.speedups)
-
-        student = factory()
-        teacher = create_teacher(factory)
-        student, teacher = self._sharded(student, teacher)
-        self.optimizer = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-        self.method = create_method(cfg, student, teacher)
+        method_class = methods.method_class(cfg.method)
+        self.data = recipes.training_data(cfg, self.device, method_class.sample_extras)
+        build_network = self._network_builder()
+        student = build_network()
+        teacher = TEACHER_INITS[recipe.teacher_init](cfg, student, build_network)
+        student, teacher = self._sharded(student, teacher, method_class)
+        self.optimizer = OPTIMIZERS[recipe.optimizer](cfg, student.parameters())
+        self.method = methods.create_method(cfg, student, teacher, build_network=build_network)
         cohort = self.method.extra_parameters()  # e.g. the other students of Deep Mutual Learning
         if cohort:
             self.optimizer.add_param_group({"params": cohort})
+        self.schedule = SCHEDULES[recipe.schedule](cfg, self.method)
+        self.timeline = TIMELINES[recipe.timeline](cfg, self.method, self.data.steps_per_epoch)
+        self.teacher_update = TEACHER_UPDATES[recipe.teacher_update] if self.method.updates_teacher else None
         self._prepare_out_dir()
         return self
 
-    def _sharded(self, student: torch.nn.Module, teacher: torch.nn.Module):
+    def _network_builder(self):
+        """Networks of the run's architecture on its device; a network initialised from data
+        (the ConvNet) gets its initialisation pass over the stream's first minibatch."""
+        cfg = self.config
+        info = get_model(cfg.arch)
+        init_batch = self.data.init_batch().to(self.device) if info.init_from_data else None
+
+        def build() -> torch.nn.Module:
+            model = info.builder(num_classes=self.data.num_classes, **cfg.network_options())
+            model = model.to(self.device)
+            if init_batch is not None:
+                info.init_from_data(model, init_batch)
+            return fast_mode.prepare_model(model, self.speedups)
+        return build
+
+    def _sharded(self, student: torch.nn.Module, teacher: torch.nn.Module, method_class):
         """Student and teacher as DataParallel ran them over ``batch_shards`` GPUs (default: the
         number of processes); unchanged when that is 1."""
         cfg, group = self.config, self.group
+        if self.recipe.noise != "pipeline":
+            if group.distributed:
+                raise BadInput("the ConvNet recipe runs in one process, on one device")
+            return student, teacher
         shards = cfg.batch_shards or group.world_size
         if shards == 1:
             return student, teacher
-        from mt_repro.methods.registry import method_class
-
-        if group.distributed and not method_class(cfg.method).multi_process:
+        if group.distributed and not method_class.multi_process:
             raise BadInput(f"method {cfg.method} does not run under several processes yet (it makes "
                            "more than one student pass per step or trains extra networks); run it in "
                            f"one process, with batch_shards={group.world_size} for the same statistics")
@@ -169,51 +165,53 @@ class Trainer:
             return
         try:
             (self.out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.out_dir / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2) + "\n")
+            write_text_atomic(self.out_dir / CONFIG_FILE, json.dumps(to_saved(self.config), indent=2) + "\n")
         except OSError as exc:
             raise BadInput(f"cannot write to output directory {self.out_dir}: {exc.strerror or exc}") from None
-        self.training_log = RunLog(self.out_dir / "training.jsonl")
-        self.validation_log = RunLog(self.out_dir / "validation.jsonl")
-        self.ema_validation_log = RunLog(self.out_dir / "ema_validation.jsonl")
+        self.training_log, self.validation_log, self.ema_validation_log = (RunLog(self.out_dir / name) for name in LOGS)
 
     # --- resuming -----------------------------------------------------------------------
     def load_state(self, state: dict[str, Any], *, restore_rng: bool = True) -> None:
-        """Continue from a checkpoint: weights, optimizer, counters and (ours) RNG states."""
+        """Continue from a checkpoint: weights, optimizer, counters and (ours) RNG states, the
+        data's and the method's state, and the epoch's meters."""
         method = self.method
+        extras = state.get("mt_repro") or {}
         try:
             method.student.load_state_dict(ckpt.without_prefix(state["state_dict"]))
             method.teacher.load_state_dict(ckpt.without_prefix(state["ema_state_dict"]))
             self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).splitlines()[0][:200]
+            self.data.load_state_dict(extras.get("data_state") or {})
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise BadInput(f"checkpoint does not fit {self.config.arch}: {first}") from None
-        self.start_epoch = int(state["epoch"])
-        method.global_step = int(state["global_step"])
-        self.best_prec1 = float(state.get("best_prec1", 0.0))
-        extras = state.get("mt_repro") or {}
+        global_step = int(state["global_step"])
+        epoch, step_in_epoch = extras.get("position") or (
+            divmod(global_step, self.data.steps_per_epoch) if self.recipe.timeline == "steps" else (int(state["epoch"]), 0))
+        self.state = TrainState(int(epoch), int(step_in_epoch), global_step, float(state.get("best_prec1", 0.0)))
         if restore_rng and "rng" in extras:
-            ckpt.restore_rng_state(extras["rng"])
+            restore_rng_state(extras["rng"])
         method.load_state_dict(extras.get("method_state") or {})
+        self.meters.load_state_dict(extras.get("meters") or {})
+        last = extras.get("last_eval") or {}
+        self.last_eval = Evaluation(last.get("student", {}), last.get("teacher", {}))
+        self.resumed = True
         # Rows written after this checkpoint by the interrupted run will be written again.
-        self.training_log.truncate(lambda row: row["step"] <= method.global_step)
-        for log in (self.validation_log, self.ema_validation_log):
-            log.truncate(lambda row: row["epoch"] <= self.start_epoch)
+        self.training_log.truncate(lambda row: row["step"] <= global_step)
+        for log_file in (self.validation_log, self.ema_validation_log):
+            log_file.truncate(lambda row: row["step"] <= global_step)
 
     # --- the loop -----------------------------------------------------------------------
     @property
     def run_epochs(self) -> int:
-        """The epochs the run trains for: the config's, times the trainings a method chains
-        (self-training's generations)."""
-        return self.method.run_epochs(self.config.epochs)
+        return self.timeline.epochs
 
     def fit(self) -> dict[str, Any]:
-        cfg = self.config
-        steps_per_epoch = len(self.data.train_loader)
-        total = (self.run_epochs - self.start_epoch) * steps_per_epoch
-        bar = tqdm(total=total, disable=not self.progress, unit="step", dynamic_ncols=True,
-                   desc="training")
+        if self.timeline.evaluate_at_start and not self.resumed and self.state.global_step == 0:
+            self.evaluate_and_checkpoint()
+        bar = tqdm(total=self.timeline.total_steps, initial=self.state.global_step, disable=not self.progress,
+                   unit="step", dynamic_ncols=True, desc="training")
         try:
-            for epoch in range(self.start_epoch, self.run_epochs):
+            for epoch in range(self.state.epoch, self.timeline.epochs):
                 self.train_one_epoch(epoch, bar)
                 self.end_of_epoch(epoch + 1)
         finally:
@@ -221,126 +219,161 @@ class Trainer:
         return self.write_summary()
 
     def train_one_epoch(self, epoch: int, bar: tqdm | None = None) -> None:
-        cfg, method = self.config, self.method
-        loader = self.training_loader(epoch)
-        steps = len(loader)
-        meters = MeterSet()
+        # a resumed run's epoch goes on where its checkpoint was taken
+        steps, start = self.timeline.steps_in(epoch), self.state.step_in_epoch if epoch == self.state.epoch else 0
+        if start == 0:
+            self.meters = MeterSet()
+        meters = self.meters
+        self.train_mode()
         end = time.time()
-        for i, batch in enumerate(loader):
+        for i, batch in enumerate(self.data.epoch(epoch, start, steps), start):
             meters.update("data_time", time.time() - end)
-            meters.update("lr", self.set_learning_rate(epoch, i, steps))
-            result = self.train_step(batch, epoch)
+            hp, result = self.step(batch, epoch, i, steps)
+            for name, value in hp.logged.items():
+                meters.update(name, value)
             n_labeled = result.labeled_minibatch_size
             meters.update("labeled_minibatch_size", n_labeled)
             for name, value in result.values.items():
-                weight = n_labeled if ("top" in name or "error" in name) else 1
-                meters.update(name, value, weight)
+                meters.update(name, value, n_labeled if ("top" in name or "error" in name) else 1)
             meters.update("batch_time", time.time() - end)
             end = time.time()
-            if i % cfg.print_freq == 0:
-                self.training_log.record(epoch + i / steps, {"step": method.global_step, **meters.record()})
+            self.state.step_in_epoch = i + 1
+            if self.timeline.log_row(i, self.state.global_step):
+                self.training_log.record(epoch + i / self.timeline.steps_per_epoch,
+                                         {"step": self.state.global_step, **meters.record()})
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{result.values['loss']:.3f}",
                                 top1=f"{meters['top1'].avg:.1f}", refresh=False)
+            if self.timeline.evaluate_after_step(self.state.global_step):
+                self.evaluate_and_checkpoint()
 
-    def training_loader(self, epoch: int):
-        """The training loader, ready for ``epoch``, with both networks in training mode."""
+    def train_mode(self) -> None:
+        """Both networks in training mode (the teacher too: batch statistics, its own noise)."""
         self.method.student.train()
         self.method.teacher.train()
-        loader = self.data.train_loader
-        if hasattr(loader, "set_epoch"):  # fast mode's augmentation parameters are per epoch
-            loader.set_epoch(epoch)
-        return loader
 
-    def set_learning_rate(self, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> float:
-        lr = learning_rate(self.config, self.method.schedule_position(epoch + step_in_epoch / steps_per_epoch))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+    def step(self, batch: Batch, epoch: int, step_in_epoch: int, steps_in_epoch: int) -> tuple[StepHyper, StepResult]:
+        """The schedule at this step, set in the optimizer, then the step itself."""
+        hp = self.schedule.at(epoch, step_in_epoch, steps_in_epoch, self.state.global_step)
+        apply(hp, self.optimizer)
+        return hp, self.train_step(batch, hp, epoch)
 
-    def train_step(self, batch, epoch: int) -> StepResult:
-        """One SGD step on one minibatch of the training loader: the method's losses (in fast
-        mode's memory format and precision), backward, the optimizer's step, the method's update."""
-        method, speedups, device = self.method, self.speedups, self.device
-        (student_input, teacher_input), targets, *extras = batch
-        student_input = fast_mode.prepare_input(student_input.to(device, non_blocking=True), speedups)
-        teacher_input = fast_mode.prepare_input(teacher_input.to(device, non_blocking=True), speedups)
-        targets = targets.to(device, non_blocking=True)
-        # Per-sample inputs the method asked the loader for (mt_repro.data.sample_extras).
-        sample_extras = {name: fast_mode.prepare_input(value.to(device, non_blocking=True), speedups)
-                         for extra in extras for name, value in extra.items()}
+    def train_step(self, batch: Batch, hp: StepHyper, epoch: int) -> StepResult:
+        """One step on one minibatch: the method's losses (in fast mode's memory format and
+        precision), backward, the optimizer's step and the teacher's update, at the recipe's
+        moment (before the optimizer's step, or after it)."""
+        method, state = self.method, self.state
+        batch = self._on_device(batch)
+        step = StepContext(epoch=epoch, global_step=state.global_step, consistency_weight=hp.consistency_weight)
         try:
-            with fast_mode.autocast(speedups, device):
-                result = method.losses(student_input, teacher_input, targets, epoch, **sample_extras)
+            with fast_mode.autocast(self.speedups, self.device):
+                result = method.losses(batch, step)
         except NonFiniteLoss as exc:
-            raise RunFailed(f"training diverged at step {method.global_step + 1} (epoch {epoch}): "
+            raise RunFailed(f"training diverged at step {state.global_step + 1} (epoch {epoch}): "
                             f"{exc}; the last good checkpoint is kept in "
                             f"{self.out_dir / CHECKPOINT_DIR}") from None
         self.optimizer.zero_grad()
         result.loss.backward()
-        crash_point("step")
+        update = self.teacher_update
+        if update is not None and update.before_step:
+            update.update(method.student, method.teacher, hp.ema_decay, state.global_step)
         self.optimizer.step()
-        method.after_optimizer_step()
+        state.global_step += 1
+        if update is not None and not update.before_step:
+            update.update(method.student, method.teacher, hp.ema_decay, state.global_step)
         return result
 
+    def _on_device(self, batch: Batch) -> Batch:
+        def prepare(tensor: torch.Tensor) -> torch.Tensor:
+            return fast_mode.prepare_input(tensor.to(self.device, non_blocking=True), self.speedups)
+
+        student_input = prepare(batch.student_input)
+        # one tensor for both views where the noise is the network's (the ConvNet recipe)
+        teacher_input = student_input if batch.teacher_input is batch.student_input else prepare(batch.teacher_input)
+        return Batch(student_input, teacher_input, batch.targets.to(self.device, non_blocking=True),
+                     {name: prepare(value) for name, value in batch.extras.items()})
+
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Precision@1/@5 and class cost on head 1, in eval mode (running BN statistics)."""
-        return evaluate_model(model, self.data.eval_loader, self.device, self.speedups)
+        """Precision@1/@5 and class cost on head 1, in eval mode (running statistics)."""
+        return evaluate_model(model, self.data.evaluation(), self.device, self.speedups)
+
+    def evaluate_both(self) -> bool:
+        """Evaluate student then teacher, log both; whether the teacher is the best so far."""
+        state, method = self.state, self.method
+        position = state.epoch + state.step_in_epoch / self.timeline.steps_per_epoch
+        student = self.evaluate(method.student)
+        self.validation_log.record(position, {"step": state.global_step, **student})
+        teacher = self.evaluate(method.teacher)
+        self.ema_validation_log.record(position, {"step": state.global_step, **teacher})
+        self.last_eval = Evaluation(student, teacher)
+        is_best = teacher["top1/avg"] > state.best_prec1
+        state.best_prec1 = max(teacher["top1/avg"], state.best_prec1)
+        self.say(f"epoch {position:g}, step {state.global_step}: student error {student['error1/avg']:.2f}%  "
+                 f"teacher error {teacher['error1/avg']:.2f}%")
+        return is_best
+
+    def evaluate_and_checkpoint(self) -> None:
+        """An evaluation inside the timeline's epochs, and its checkpoint (the ConvNet runs');
+        training goes on in training mode."""
+        self.evaluate_both()
+        self.save_checkpoint(numbered=False, is_best=False)
+        self.train_mode()
 
     def end_of_epoch(self, epochs_done: int) -> None:
-        cfg, method = self.config, self.method
-        method.end_of_epoch(epochs_done)  # before evaluation: e.g. a new self-training teacher
-        is_best = False
-        if cfg.evaluation_epochs and epochs_done % cfg.evaluation_epochs == 0:
-            student = self.evaluate(method.student)
-            self.validation_log.record(epochs_done, {"step": method.global_step, **student})
-            teacher = self.evaluate(method.teacher)
-            self.ema_validation_log.record(epochs_done, {"step": method.global_step, **teacher})
-            self.last_eval = EpochResult(student, teacher)
-            is_best = teacher["top1/avg"] > self.best_prec1
-            self.best_prec1 = max(teacher["top1/avg"], self.best_prec1)
-            self.echo(f"epoch {epochs_done}: student prec@1 {student['top1/avg']:.2f}  "
-                      f"teacher prec@1 {teacher['top1/avg']:.2f}")
-        state = ckpt.build_checkpoint(epoch=epochs_done, global_step=method.global_step,
-                                      arch=cfg.arch, student=method.student, teacher=method.teacher,
-                                      optimizer=self.optimizer, best_prec1=self.best_prec1,
-                                      config=cfg.to_dict())
+        self.method.end_of_epoch(epochs_done)  # before evaluation: e.g. a new self-training teacher
+        self.state.epoch, self.state.step_in_epoch = epochs_done, 0
+        is_best = self.evaluate_both() if self.timeline.evaluate_after_epoch(epochs_done) else False
+        if self.timeline.checkpoint_after_epoch(epochs_done):
+            self.save_checkpoint(numbered=self.timeline.numbered_checkpoint(epochs_done), is_best=is_best)
+
+    def save_checkpoint(self, *, numbered: bool, is_best: bool) -> None:
+        state, method = self.state, self.method
+        extras = {"position": [state.epoch, state.step_in_epoch], "data_state": self.data.state_dict(),
+                  "last_eval": {"student": self.last_eval.student, "teacher": self.last_eval.teacher}}
+        if state.step_in_epoch:
+            extras["meters"] = self.meters.state_dict()
         method_state = method.state_dict()
         if method_state:  # what the method keeps besides the two networks, for --resume
-            state["mt_repro"]["method_state"] = method_state
+            extras["method_state"] = method_state
+        checkpoint = ckpt.build_checkpoint(epoch=state.epoch, global_step=state.global_step, arch=self.config.arch,
+                                           student=method.student, teacher=method.teacher, optimizer=self.optimizer,
+                                           best_prec1=state.best_prec1, config=to_saved(self.config), **extras)
         if not self.is_main:
             return
         directory = self.out_dir / CHECKPOINT_DIR
-        if cfg.checkpoint_epochs and epochs_done % cfg.checkpoint_epochs == 0:
-            numbered = ckpt.save_atomic(state, directory / f"checkpoint.{epochs_done}.ckpt")
+        if numbered:
+            path = ckpt.save_atomic(checkpoint, directory / f"checkpoint.{state.epoch}.ckpt")
             if is_best:  # as in the original, "best" is only kept on checkpoint epochs
-                ckpt.link_atomic(numbered, directory / "best.ckpt")
-            ckpt.link_atomic(numbered, directory / LAST_CHECKPOINT)
+                ckpt.link(path, directory / "best.ckpt")
+            ckpt.link(path, directory / LAST_CHECKPOINT)
         else:
-            ckpt.save_atomic(state, directory / LAST_CHECKPOINT)
+            ckpt.save_atomic(checkpoint, directory / LAST_CHECKPOINT)
 
     def write_summary(self) -> dict[str, Any]:
+        cfg = self.config
         student, teacher = self.last_eval.student, self.last_eval.teacher
+        declared = cfg.declared_labels
+        n_labeled = self.data.n_labeled if declared is None else (
+            get_dataset(cfg.dataset).train_size if declared == "all" else int(declared))
         summary = {
-            "dataset": self.config.dataset,
-            "arch": self.config.arch,
-            "method": self.config.method,   # the cell of `mt-repro compare` (mt_repro.paper.runs)
-            "labels": self.config.labels,
-            # The label file's number (10.txt -> 10), the ResNet runs' data seed.
-            "data_seed": int(Path(self.config.labels).stem) if self.config.labels
-            and Path(self.config.labels).stem.isdigit() else None,
-            "epochs": self.run_epochs,
-            "global_step": self.method.global_step,
+            "dataset": cfg.dataset,
+            "arch": cfg.arch,
+            "method": cfg.method,   # the cell of `mt-repro compare` (mt_repro.paper.runs)
+            "recipe": self.recipe.name,
+            **cfg.run_description(),   # labels, data_seed, extra_unlabeled, experiment
+            "n_labeled": n_labeled,
+            "n_labeled_in_split": self.data.n_labeled,
+            "n_unlabeled": self.data.n_unlabeled,
+            "epochs": self.timeline.epochs,
+            "global_step": self.state.global_step,
             "student_prec1": student.get("top1/avg"),
             "teacher_prec1": teacher.get("top1/avg"),
             "student_error1": student.get("error1/avg"),
             "teacher_error1": teacher.get("error1/avg"),
-            "best_teacher_prec1": self.best_prec1,
+            "best_teacher_prec1": self.state.best_prec1,
             "out_dir": str(self.out_dir),
             "checkpoint": str(self.out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT),
-            "n_labeled": self.data.n_labeled,
-            "n_unlabeled": self.data.n_unlabeled,
         }
         if not self.is_main:
             return summary
@@ -351,45 +384,6 @@ class Trainer:
         return summary
 
 
-def train(config: TrainConfig, out_dir: str | Path | None = None, *, runner: str = "mt-repro",
-          run_name: str = "0", resume_from: str | Path | None = None, progress: bool = True,
-          echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train from Python: seed, build, optionally resume, fit; returns the summary dict.
-
-    Under ``torchrun`` every process calls this with the same config (mt_repro.engine.distributed).
-    """
-    with process_group(config) as config:
-        if config.seed is not None:
-            seed_everything(config.seed)
-        out = Path(out_dir or config.out_dir or default_out_dir(runner, run_name))
-        trainer = Trainer(config, out, progress=progress, echo=echo).build()
-        if resume_from is not None:
-            trainer.load_state(ckpt.load_checkpoint(resume_from))
-        return trainer.fit()
-
-
-@contextlib.contextmanager
-def process_group(config: TrainConfig):
-    """Join the run's other processes when under ``torchrun`` (and leave at the end); yields the
-    config, with a seed shared by all processes if it had none (they must draw the same
-    minibatches)."""
-    group = distributed.from_environment()
-    if not group.distributed:
-        yield config
-        return
-    config.validate()
-    device = distributed.device_for(group, resolve_device(config.device))
-    started = not torch.distributed.is_initialized()
-    distributed.init_process_group(group, device, config.dist_timeout_s)
-    try:
-        if config.seed is None:
-            config = config.replace(seed=distributed.shared_seed(group, device))
-        yield config
-    finally:
-        if started:
-            distributed.shutdown()
-
-
 class _Unwritten:
     """The run logs of a process other than rank 0: nothing is written."""
 
@@ -398,44 +392,3 @@ class _Unwritten:
 
     def truncate(self, *args, **kwargs) -> int:
         return 0
-
-
-def resume(run_dir: str | Path, *, epochs: int | None = None, overrides: dict[str, Any] | None = None,
-           progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Continue an interrupted run directory from its last checkpoint, bit for bit.
-
-    ``overrides`` change settings from here on (e.g. a lower ``lr`` after a diverged run); they
-    are validated and recorded in the run's config.json. A run killed before its first
-    checkpoint starts again from the beginning.
-    """
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise BadInput(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    try:
-        values = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{config_path} cannot be read: {exc}") from None
-    if not isinstance(values, dict):
-        raise BadInput(f"{config_path} is not a configuration (a JSON object)")
-    config = TrainConfig.from_dict(values, source=str(config_path))
-    changes = dict(overrides or {})
-    if epochs is not None:
-        changes["epochs"] = epochs
-    if changes:
-        config = config.replace(**changes).validate()
-        echo("resuming with " + ", ".join(f"{k}={v}" for k, v in changes.items()))
-    with process_group(config) as config:
-        last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-        if not last.exists():
-            echo(f"{run_dir} has no checkpoint yet: starting it again from the beginning")
-            if config.seed is not None:
-                seed_everything(config.seed)
-            trainer = Trainer(config, run_dir, progress=progress, echo=echo).build()
-            for log in (trainer.training_log, trainer.validation_log, trainer.ema_validation_log):
-                log.truncate(lambda row: False)
-            return trainer.fit()
-        state = ckpt.load_checkpoint(last)
-        trainer = Trainer(config, run_dir, progress=progress, echo=echo).build()
-        trainer.load_state(state)
-        return trainer.fit()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from mt_repro import models
-from mt_repro.config import DATASETS, TrainConfig
-from mt_repro.errors import BadInput
+from mt_repro.config.train import TrainConfig
+from mt_repro.core.errors import BadInput
+from mt_repro.data.registry import dataset_names, get_dataset
+from mt_repro.models import get_model, list_models
 
 
 def str2bool(value: str) -> bool:
@@ -28,16 +29,21 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"legacy-main: {message}")
 
 
+def pipeline_datasets() -> list[str]:
+    """The datasets the original PyTorch code could train: those read image by image."""
+    return [name for name in dataset_names() if get_dataset(name).open_part is not None]
+
+
 def create_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = _Parser(prog="mt-repro legacy-main", add_help=True,
                 description="Run with the original pytorch/main.py flags.")
-    p.add_argument("--dataset", default=d.dataset, choices=DATASETS)
+    p.add_argument("--dataset", default=d.dataset, choices=pipeline_datasets())
     p.add_argument("--train-subdir", default=d.train_subdir)
     p.add_argument("--eval-subdir", default=d.eval_subdir)
     p.add_argument("--labels", default=d.labels, metavar="FILE")
     p.add_argument("--exclude-unlabeled", default=d.exclude_unlabeled, type=str2bool, metavar="BOOL")
-    p.add_argument("--arch", "-a", default=d.arch, choices=models.available())
+    p.add_argument("--arch", "-a", default=d.arch, choices=[m for m in list_models() if get_model(m).recipe == "pytorch"])
     p.add_argument("-j", "--workers", default=d.workers, type=int)
     p.add_argument("--epochs", default=d.epochs, type=int)
     p.add_argument("--start-epoch", default=d.start_epoch, type=int)

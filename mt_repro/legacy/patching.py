@@ -15,7 +15,7 @@ import difflib
 import io
 import os
 import re
-import tempfile
+import sys
 import tokenize
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -24,7 +24,8 @@ from typing import Iterable, Sequence
 
 import legacy_patches
 from legacy_patches import LegacySyntaxError, PatchResult, Rule
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
+from mt_repro.core.fileio import write_bytes_atomic
 
 BACKUP_SUFFIX = ".orig"
 CONVNET_PORT = "mt-repro cifar10 --arch convnet13 (planned)"
@@ -187,8 +188,6 @@ def _manual_lines(report: FileReport) -> list[str]:
 
 
 def _pyver() -> str:
-    import sys
-
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -258,26 +257,6 @@ def _oserror(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _atomic_write(path: Path, data: bytes, mode_from: Path | None = None) -> None:
-    """Write through a temporary file in the same directory and a rename: the file is either
-    the old one or the new one, never half of each."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode_from is not None:
-            os.chmod(tmp, os.stat(mode_from).st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _read_only(path: Path) -> bool:
     """No write permission, or no write bit at all (root may write anyway: we do not)."""
     return not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222
@@ -313,8 +292,8 @@ def write_patches(plan: Plan) -> list[FileReport]:
             if backup.exists():
                 report.message = f"kept the existing backup {backup.name}"
             else:
-                _atomic_write(backup, original, mode_from=path)
-            _atomic_write(path, report.result.new_source.encode(report.encoding), mode_from=path)
+                write_bytes_atomic(backup, original, mode_from=path)
+            write_bytes_atomic(path, report.result.new_source.encode(report.encoding), mode_from=path)
             report.status = "written"
         except OSError as exc:
             report.status, report.message = "failed", f"{_oserror(exc)}; not written"

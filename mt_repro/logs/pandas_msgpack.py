@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Union
@@ -58,7 +57,8 @@ import msgpack
 import numpy as np
 import pandas as pd
 
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
+from mt_repro.core.fileio import write_bytes_atomic
 
 __all__ = [
     "COMPRESSIONS", "MAX_DECODED_BYTES", "combine_log_objects", "decode_legacy", "encode_legacy",
@@ -428,7 +428,7 @@ class _Decoder:
 
     def unblosc(self, data: bytes, where: str, expected: int | None) -> bytes:
         try:
-            import blosc
+            import blosc  # optional: only for blosc-compressed logs
         except ImportError:
             raise BadInput(f"{where}: compressed with blosc; install the blosc package "
                            "(pip install blosc) to read it") from None
@@ -635,7 +635,7 @@ class _Encoder:
             raw = zlib.compress(raw)
         elif self.compress == "blosc":
             try:
-                import blosc
+                import blosc  # optional: only for blosc-compressed logs
             except ImportError:
                 raise BadInput("compress='blosc' needs the blosc package (pip install blosc)") from None
             raw = blosc.compress(raw, typesize=array.dtype.itemsize)
@@ -688,15 +688,6 @@ def _write_bytes(path: Path, data: bytes, *, append: bool) -> None:
             with open(path, "ab") as handle:
                 handle.write(data)
             return
-        # Through a temporary file and a rename: a reader never sees half a log.
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_bytes_atomic(path, data)  # a reader never sees half a log
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
-

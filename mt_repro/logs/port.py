@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
+from mt_repro.core.fileio import atomic_write
+from mt_repro.logs import pandas_msgpack
+from mt_repro.logs.runlog import read_runlog
 
 __all__ = ["PortReport", "port_log", "read_log", "write_table"]
 
@@ -44,14 +46,10 @@ def read_log(path: str | os.PathLike) -> tuple[pd.DataFrame, str, int]:
     if not path.is_file():
         raise BadInput(f"log {path} does not exist" if not path.exists() else f"{path} is not a file")
     if path.suffix == ".jsonl":
-        from mt_repro.logs.runlog import read_runlog
-
         try:
             return read_runlog(path), "run log", 1
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadInput(f"log {path} is not a jsonl run log: {str(exc).splitlines()[0][:120]}") from None
-    from mt_repro.logs import pandas_msgpack
-
     objects = pandas_msgpack.read_legacy_objects(path)
     return pandas_msgpack.combine_log_objects(objects, str(path)), "pandas msgpack log", len(objects)
 
@@ -71,30 +69,26 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> str:
     named = frame.rename_axis(label)
     if not path.parent.is_dir():
         raise BadInput(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
         if path.suffix == ".csv":
-            named.to_csv(temporary)
+            with atomic_write(path) as f:  # bytes: UTF-8 whatever the locale, as to_csv(path) wrote
+                named.to_csv(f, encoding="utf-8")
         else:
-            _to_parquet(named, temporary, path)
-        os.replace(temporary, path)
+            with atomic_write(path) as f:
+                _to_parquet(named, f, path)
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return label
 
 
-def _to_parquet(frame: pd.DataFrame, temporary: str, path: Path) -> None:
-    import pyarrow
+def _to_parquet(frame: pd.DataFrame, file, path: Path) -> None:
+    import pyarrow  # optional: only for Parquet output (checked above)
 
     # Parquet column names are text; the original's are, but check rather than let pyarrow fail.
     if not all(isinstance(name, str) for name in frame.columns):
         frame = frame.rename(columns=str)
     try:
-        frame.to_parquet(temporary, engine="pyarrow")
+        frame.to_parquet(file, engine="pyarrow")
     except (pyarrow.ArrowException, ValueError, TypeError) as exc:
         raise BadInput(f"cannot write {path} as Parquet ({str(exc).splitlines()[0][:120]}); "
                        "write .csv instead") from None

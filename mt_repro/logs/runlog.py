@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from mt_repro.errors import BadInput, RunFailed
-from mt_repro.fileio import atomic_write, crash_point
+from mt_repro.core.errors import BadInput, RunFailed
+from mt_repro.core.fileio import atomic_write
 
 
 class RunLog:
@@ -27,13 +27,9 @@ class RunLog:
     def record(self, index_value: float, values: dict[str, Any]) -> None:
         row = {self.index: index_value, **values}
         line = json.dumps(row, default=_jsonable, allow_nan=True) + "\n"
-        half = len(line) // 2
         try:
             with open(self.path, "a") as f:
-                f.write(line[:half])
-                f.flush()
-                crash_point("log-row")  # a kill here leaves a torn row: the kill tests' case
-                f.write(line[half:])
+                f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:

@@ -1,20 +1,80 @@
-"""What the methods other than Mean Teacher share: options from their settings file (changed
-by the run's ``method_options``), an EMA of the student evaluated beside it (as Mean Teacher's
-teacher, so every run reports both), the step counter, and the supervised part of the loss:
-summed cross-entropy over the labeled samples ÷ the whole minibatch, as Mean Teacher's original
-and Laine & Aila's Algorithm 1 divide it, or ÷ the labeled samples (``mean_over_parts``) for the
-methods whose papers average each part of the loss over its own samples."""
+"""What the methods share: the end of every step (``step_result``), passes that leave a network's
+running statistics alone, and, for the methods beside Mean Teacher, ``EMAMethod``: options from
+their settings file (changed by the run's ``method_options``), an EMA of the student evaluated
+beside it (as Mean Teacher's teacher, so every run reports both), and the supervised part of
+the loss: summed cross-entropy over the labeled samples ÷ the whole minibatch, as Mean Teacher's
+original and Laine & Aila's Algorithm 1 divide it, or ÷ the labeled samples
+(``mean_over_parts``) for the methods whose papers average each part of the loss over its own
+samples."""
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from mt_repro.methods.interface import MethodHooks
-from mt_repro.methods.losses import NO_LABEL, classification_cost
-from mt_repro.methods.mean_teacher import consistency_weight, update_teacher
+from mt_repro.core.errors import NonFiniteLoss
+from mt_repro.core.metrics import accuracy
+from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.methods.interface import MethodHooks, NetworkBuilder
+from mt_repro.methods.losses import classification_cost
 from mt_repro.methods.registry import method_options
+
+# The original PyTorch code aborted above this loss ("Loss explosion"), not only on NaN.
+MAX_LOSS = 1e5
+
+
+def step_result(loss: torch.Tensor, values: dict[str, float], class_logit: torch.Tensor,
+                teacher_logit: torch.Tensor, targets: torch.Tensor, max_loss: float = MAX_LOSS) -> StepResult:
+    """Check the loss (non-finite, or above ``max_loss``: the original's explosion guard), add it
+    and the student's and teacher's minibatch precision to ``values``: the end of every
+    method's step."""
+    loss_value = loss.item()
+    if not math.isfinite(loss_value) or loss_value > max_loss:
+        raise NonFiniteLoss(loss_value, values)
+    values["loss"] = loss_value
+    top1, top5 = accuracy(class_logit.detach(), targets, topk=(1, 5))
+    ema_top1, ema_top5 = accuracy(teacher_logit.detach(), targets, topk=(1, 5))
+    values.update(top1=top1, error1=100.0 - top1, top5=top5, error5=100.0 - top5,
+                  ema_top1=ema_top1, ema_error1=100.0 - ema_top1,
+                  ema_top5=ema_top5, ema_error5=100.0 - ema_top5)
+    return StepResult(loss, values, int(targets.ne(NO_LABEL).sum()))
+
+
+@contextmanager
+def frozen_statistics(model: nn.Module):
+    """Training-mode passes inside normalise with their own batch's statistics but leave the
+    network's running statistics as they were: batch norm's running mean and variance, and
+    the evaluation means of weight-normalised layers (``track_eval_mean``, the ConvNet's)."""
+    norms = [(m, m.momentum) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracked = [m for m in model.modules() if getattr(m, "track_eval_mean", None) is True]
+    try:
+        for module, _ in norms:
+            module.momentum = 0.0
+        for module in tracked:
+            module.track_eval_mean = False
+        yield model
+    finally:
+        for module, momentum in norms:
+            module.momentum = momentum
+        for module in tracked:
+            module.track_eval_mean = True
+
+
+@contextmanager
+def dropout_rate(model: nn.Module, probability: float):
+    """Passes inside drop units with ``probability``: a network whose dropout is an attribute
+    (the ConvNet's ``dropout``), as the original's towers of one network had their own rates."""
+    if not hasattr(model, "dropout"):
+        raise TypeError(f"{type(model).__name__} has no dropout rate to change")
+    saved = model.dropout
+    model.dropout = probability
+    try:
+        yield model
+    finally:
+        model.dropout = saved
 
 
 class EMAMethod(MethodHooks):
@@ -24,12 +84,13 @@ class EMAMethod(MethodHooks):
     # 16 labeled images in a minibatch of 64 this gives the labels 4x the weight of ÷ minibatch.
     mean_over_parts: bool = False
 
-    def __init__(self, config, student: nn.Module, teacher: nn.Module, options: Any = None):
+    def __init__(self, config, student: nn.Module, teacher: nn.Module, options: Any = None, *,
+                 build_network: NetworkBuilder | None = None):
         self.config = config
         self.student = student
         self.teacher = teacher
         self.options = options if options is not None else method_options(self.method_name, config.method_options)
-        self.global_step = 0
+        self.build_network = build_network
 
     def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         labeled = int(targets.ne(NO_LABEL).sum())
@@ -40,28 +101,19 @@ class EMAMethod(MethodHooks):
         part's size when ``mean_over_parts``, else ÷ the whole minibatch."""
         return summed_cost / (max(part_size, 1) if self.mean_over_parts else minibatch_size)
 
-    def common_part(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-                    epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    def common_part(self, batch: Batch, step: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """The student's logits on its view, the EMA model's on the other (no gradient), the
         supervised loss and the step's consistency weight: how every method's step begins."""
-        logits, _ = self.student(student_input)
+        logits, _ = self.student(batch.student_input)
         with torch.no_grad():
-            ema_logits, _ = self.teacher(teacher_input)
-        return logits, ema_logits, self.class_loss(logits, targets), self.weight(epoch)
-
-    def weight(self, epoch: int) -> float:
-        """The consistency weight of the run's config, ramped up as Mean Teacher's."""
-        return consistency_weight(self.config, epoch) if self.config.consistency else 0.0
-
-    def after_optimizer_step(self) -> None:
-        self.global_step += 1
-        update_teacher(self.student, self.teacher, self.config.ema_decay, self.global_step)
-
+            ema_logits, _ = self.teacher(batch.teacher_input)
+        return logits, ema_logits, self.class_loss(logits, batch.targets), step.consistency_weight
 
 
 class LabeledFraction:
     """M/N, the fraction of labeled images among the training images seen so far (by their
-    indices), for the weights Laine & Aila scaled by it (their ``train.py``)."""
+    indices; an image ever seen with its label counts as labeled), for the weights Laine & Aila
+    scaled by it (their ``train.py``)."""
 
     def __init__(self) -> None:
         self.seen = torch.zeros(0, dtype=torch.bool)
@@ -74,7 +126,9 @@ class LabeledFraction:
             extra = torch.zeros(size - len(self.seen), dtype=torch.bool)
             self.seen, self.labeled = torch.cat([self.seen, extra]), torch.cat([self.labeled, extra])
         self.seen[indices] = True
-        self.labeled[indices] = labeled.cpu()
+        # ConvNet minibatches draw their unlabeled part from all images, labels hidden: a
+        # labeled image seen there is still a labeled image.
+        self.labeled[indices[labeled.cpu()]] = True
 
     def value(self) -> float:
         return float(self.labeled[self.seen].sum()) / max(int(self.seen.sum()), 1)

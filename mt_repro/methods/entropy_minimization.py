@@ -5,19 +5,17 @@ the entropy × λ, so that a labeled and an unlabeled image weigh the same: here
 ÷ the minibatch, and λ is the run's consistency weight, ramped up as Mean Teacher's."""
 from __future__ import annotations
 
-import torch
-
-from mt_repro.methods.base import EMAMethod
-from mt_repro.methods.losses import NO_LABEL, prediction_entropy
-from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.methods.base import EMAMethod, step_result
+from mt_repro.methods.losses import prediction_entropy
 from mt_repro.methods.registry import register
 
 
 @register("entropy_minimization")
 class EntropyMinimization(EMAMethod):
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int) -> StepResult:
-        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        targets = batch.targets
+        logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         unlabeled = targets.eq(NO_LABEL)
         entropy = weight * self.part_mean(prediction_entropy(logits[unlabeled]), int(unlabeled.sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": entropy.item()}

@@ -20,10 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mt_repro.errors import BadInput
-from mt_repro.methods.base import EMAMethod
-from mt_repro.methods.losses import NO_LABEL
-from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.errors import BadInput
+from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
 
@@ -71,21 +70,21 @@ class ICT(EMAMethod):
     reported_model = "teacher"  # the authors' code reports its EMA model's test error
     mean_over_parts = True  # main.py: mean cross-entropy over the labeled batch, consistency ÷ the unlabeled one
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int) -> StepResult:
-        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        targets = batch.targets
+        logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         unlabeled = targets.eq(NO_LABEL)
         labeled = ~unlabeled
         if self.options.supervised_alpha and labeled.any():
             lam = float(np.random.beta(self.options.supervised_alpha, self.options.supervised_alpha))
             permutation = torch.randperm(int(labeled.sum()), device=logits.device)
-            class_loss = self.part_mean(mixup_class_cost(self.student, student_input[labeled], targets[labeled],
+            class_loss = self.part_mean(mixup_class_cost(self.student, batch.student_input[labeled], targets[labeled],
                                                          lam, permutation), int(labeled.sum()), len(targets))
         cost = logits.sum() * 0.0
         if unlabeled.sum() > 1:
             lam = float(np.random.beta(self.options.alpha, self.options.alpha))
             permutation = torch.randperm(int(unlabeled.sum()), device=logits.device)
-            cost = ict_cost(self.student, ema_logits[unlabeled], teacher_input[unlabeled], lam, permutation,
+            cost = ict_cost(self.student, ema_logits[unlabeled], batch.teacher_input[unlabeled], lam, permutation,
                             self.options.mix_targets)
         consistency = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item()}

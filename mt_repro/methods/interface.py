@@ -1,38 +1,35 @@
-"""What a semi-supervised method is, for the trainer (``mt_repro.engine.trainer``).
+"""What a semi-supervised method is, for the engine (``mt_repro.engine.trainer``).
 
-The trainer builds the student, then the teacher (a second network of the same architecture
+The engine builds the student, then the teacher (a second network of the same architecture
 that it evaluates beside the student and checkpoints as ``ema_state_dict``), the optimizer
-over the student's parameters, then the method as ``cls(config, student, teacher)``. Then:
+over the student's parameters, then the method as
+``cls(config, student, teacher, build_network=...)`` (``build_network()`` makes one more
+network of the run's architecture, initialised as the run's recipe initialises its networks,
+for a method that trains extra ones). Then:
 
-* every SGD step: ``losses(student_input, teacher_input, targets, epoch, **sample_extras)``
-  with the two augmented views of the minibatch (targets ``-1`` for unlabeled samples), then
-  ``loss.backward()``, ``optimizer.step()`` and ``after_optimizer_step()``;
+* every SGD step: ``losses(batch, step)`` with the minibatch's two views (``Batch``, targets
+  ``NO_LABEL`` for unlabeled samples, the sample extras the method asked for) and the step's
+  place in the schedule (``StepContext``: epoch, steps taken, the consistency weight of the
+  run's schedule); then ``loss.backward()``, the optimizer's step, and, for a method that
+  ``updates_teacher``, the recipe's EMA update of the teacher;
 * after every epoch, before evaluating and checkpointing: ``end_of_epoch(epochs_done)``;
-* before every step, the learning rate: the run's schedule at ``schedule_position(epoch)``;
-* the run trains ``run_epochs(config.epochs)`` epochs: the config's, unless the method chains
-  several trainings of that length (self-training's generations);
+* the learning rate comes from the run's schedule at ``schedule_position(epoch)``, and the run
+  trains ``run_epochs(epochs)`` epochs: the config's, unless the method chains several
+  trainings of that length (self-training's generations);
 * checkpoints carry ``state_dict()`` (what the method keeps beyond the two networks: per-sample
   predictions, the other students of a cohort), ``load_state_dict`` restores it on resume.
 
-``MeanTeacher`` is the reference implementation; ``MethodHooks`` supplies the optional parts
-for a method that keeps nothing beyond its two networks.
+Before anything is built, ``check_config(config)`` may refuse a configuration the method cannot
+give a meaning to, with the reason. A method knows its losses and what it keeps between steps;
+it never builds data or runs a loop.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
-import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from mt_repro.methods.mean_teacher import StepResult
-
-# Per-sample inputs a method may ask the training loader for, besides the two views; they
-# reach ``losses`` as keyword arguments of these names (mt_repro.data.sample_extras).
-SAMPLE_EXTRAS = {
-    "indices": "each sample's position in the training set (per-sample memories)",
-    "clean_input": "the image without augmentation or noise (the evaluation transform)",
-}
+from mt_repro.core.types import SAMPLE_EXTRAS, Batch, StepContext, StepResult
 
 REPORTED_MODELS = ("student", "teacher")
 
@@ -42,14 +39,15 @@ class Method(Protocol):
     method_name: ClassVar[str]                 # set by ``registry.register``
     sample_extras: ClassVar[tuple[str, ...]]   # names from SAMPLE_EXTRAS
     reported_model: ClassVar[str]              # which network the method's paper reports
+    updates_teacher: ClassVar[bool]            # the engine's EMA update of the teacher after each step
+    multi_process: ClassVar[bool]              # runs under several processes (torchrun)
     student: nn.Module
     teacher: nn.Module
-    global_step: int
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int, **sample_extras: torch.Tensor) -> "StepResult": ...
+    @classmethod
+    def check_config(cls, config) -> None: ...
 
-    def after_optimizer_step(self) -> None: ...
+    def losses(self, batch: Batch, step: StepContext) -> StepResult: ...
 
     def end_of_epoch(self, epochs_done: int) -> None: ...
 
@@ -64,19 +62,26 @@ class Method(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-REQUIRED = ("losses", "after_optimizer_step", "end_of_epoch", "schedule_position", "run_epochs",
-            "extra_parameters", "state_dict", "load_state_dict", "sample_extras", "reported_model")
+REQUIRED = ("losses", "check_config", "end_of_epoch", "schedule_position", "run_epochs", "extra_parameters",
+            "state_dict", "load_state_dict", "sample_extras", "reported_model", "updates_teacher", "multi_process")
+
+NetworkBuilder = Callable[[], nn.Module]
 
 
 class MethodHooks:
     """The optional parts of ``Method`` for a method that keeps nothing between steps beyond
-    its two networks and reports its student."""
+    its two networks, whose teacher is the EMA of its student, and that reports its student."""
 
     sample_extras: ClassVar[tuple[str, ...]] = ()
+    reported_model: ClassVar[str] = "student"
+    updates_teacher: ClassVar[bool] = True
     # Whether the method runs under several processes: one student forward pass per step and
     # no networks beyond student and teacher (mt_repro.engine.distributed).
     multi_process: ClassVar[bool] = False
-    reported_model: ClassVar[str] = "student"
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Refuse (``BadInput``, with the reason) a configuration the method cannot run."""
 
     def end_of_epoch(self, epochs_done: int) -> None:
         pass

@@ -1,13 +1,19 @@
-"""Costs of the original PyTorch code. Each returns a *sum* over the minibatch: the caller
-divides by the whole minibatch size (labeled and unlabeled), as the original did."""
+"""Costs of the original code's two halves, and what the other methods' losses are built from.
+
+The PyTorch half's (``pytorch/main.py``) return a *sum* over the minibatch: the caller divides
+by the whole minibatch size (labeled and unlabeled), as the original did. The TensorFlow
+half's (``tensorflow/mean_teacher/model.py``) return one cost *per sample*, which its
+``total_cost`` combines.
+"""
 from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
 
-NO_LABEL = -1
+from mt_repro.core.types import NO_LABEL
 
 
+# --- the PyTorch half, and the other methods ----------------------------------------------------
 def classification_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy over the labeled samples; unlabeled ones carry ``NO_LABEL``."""
     return F.cross_entropy(logits, targets, reduction="sum", ignore_index=NO_LABEL)
@@ -46,3 +52,58 @@ CONSISTENCY_COSTS = {"mse": softmax_mse_loss, "kl": softmax_kl_loss}
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}")
+
+
+# --- the TensorFlow half (model.py), per sample -----------------------------------------------------
+def classification_costs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy; 0 for unlabeled samples (label -1)."""
+    labeled = labels.ne(NO_LABEL)
+    costs = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    return torch.where(labeled, costs, torch.zeros_like(costs))
+
+
+def consistency_costs(logits: torch.Tensor, target_logits: torch.Tensor, coefficient: float,
+                      mask: torch.Tensor, trust: float) -> torch.Tensor:
+    """Per-sample consistency cost between the student's ``logits`` and the target's.
+
+    ``trust`` 0: mean over classes of the squared softmax difference; 1: KL(target‖student);
+    between: KL of both softmaxes mixed with the uniform distribution at weight ``trust``. The KL
+    forms are scaled by ``2(1 - 1/K)/K²/trust²`` so their gradients match MSE's as trust → 0.
+    As in the original, pure KL gives the target no gradient; MSE and the mixture give it to both
+    sides (the Π-model's second pass learns from them). ``mask`` selects the samples that pay the cost.
+    """
+    num_classes = logits.shape[1]
+    student = F.softmax(logits, dim=1)
+    target = F.softmax(target_logits, dim=1)
+    if trust == 0:
+        costs = ((student - target) ** 2).mean(dim=1)
+    else:
+        multiplier = 2 * (1 - 1 / num_classes) / num_classes ** 2 / trust ** 2
+        if trust == 1:
+            # cross-entropy minus the target's entropy; neither gives the target a gradient
+            target = target.detach()
+            costs = (target * (F.log_softmax(target_logits.detach(), dim=1) - F.log_softmax(logits, dim=1))).sum(dim=1)
+        else:
+            uniform = 1.0 / num_classes
+            mixed_student = trust * student + (1 - trust) * uniform
+            mixed_target = trust * target + (1 - trust) * uniform
+            costs = (mixed_target * torch.log(mixed_target / mixed_student)).sum(dim=1)
+        costs = costs * multiplier
+    return costs * mask.float() * coefficient
+
+
+def residual_costs(class_logits: torch.Tensor, cons_logits: torch.Tensor, cost: float) -> torch.Tensor:
+    """``cost · Σ_k (class − cons)²`` per sample: ties the two heads together."""
+    return cost * ((class_logits - cons_logits) ** 2).sum(dim=1)
+
+
+def total_cost(*per_sample_costs: torch.Tensor) -> torch.Tensor:
+    """The original's minimised cost: the per-sample costs stacked to K x N, summed over the N
+    samples and averaged over the K kinds, i.e. ``(Σ class + Σ cons + Σ res) / 3``. This quirk of
+    ``model.py`` ``total_costs`` (its result is asserted to have shape [3]) scales the gradient
+    by N/3 against a per-sample mean; Adam undoes the scale but for its epsilon, so it is kept."""
+    return torch.stack(per_sample_costs).sum(dim=1).mean()
+
+
+def consistency_mask(labels: torch.Tensor, apply_to_labeled: bool) -> torch.Tensor:
+    return torch.ones_like(labels, dtype=torch.bool) if apply_to_labeled else labels.eq(NO_LABEL)

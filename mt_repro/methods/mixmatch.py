@@ -22,10 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mt_repro.errors import BadInput
-from mt_repro.methods.base import EMAMethod
-from mt_repro.methods.losses import NO_LABEL
-from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.core.errors import BadInput
+from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
 
@@ -65,8 +64,8 @@ class MixMatch(EMAMethod):
     Options = MixMatchOptions
     reported_model = "teacher"
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int) -> StepResult:
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        student_input, teacher_input, targets = batch.student_input, batch.teacher_input, batch.targets
         labeled = targets.ne(NO_LABEL)
         unlabeled = ~labeled
         with torch.no_grad():
@@ -85,7 +84,7 @@ class MixMatch(EMAMethod):
         mixed_inputs, mixed_targets = mix(inputs, soft_targets, lam, partner)
         mixed_logits, _ = self.student(mixed_inputs)
         supervised, unsupervised = mixmatch_costs(mixed_logits, mixed_targets, int(labeled.sum()))
-        weight = self.weight(epoch)
+        weight = step.consistency_weight
         consistency = weight * unsupervised
         values = {"class_loss": supervised.item(), "cons_weight": weight, "cons_loss": consistency.item()}
         return step_result(supervised + consistency, values, logits, ema_logits, targets)

@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mt_repro import models
-from mt_repro.errors import BadInput
-from mt_repro.methods.base import EMAMethod
-from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.core.errors import BadInput
+from mt_repro.core.types import Batch, StepContext, StepResult
+from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
 
@@ -64,13 +63,11 @@ class MutualLearning(EMAMethod):
     Options = MutualLearningOptions
     mean_over_parts = True  # Zhang et al.'s Eq. 1 and 9: means over the samples of each term
 
-    def __init__(self, config, student, teacher, options=None):
-        super().__init__(config, student, teacher, options)
-        from mt_repro.data.datasets import NUM_CLASSES
-
-        device = next(student.parameters()).device
-        self.peers = nn.ModuleList(models.create_model(config.arch, NUM_CLASSES[config.dataset]).to(device)
-                                   for _ in range(self.options.students - 1))
+    def __init__(self, config, student, teacher, options=None, *, build_network=None):
+        super().__init__(config, student, teacher, options, build_network=build_network)
+        if build_network is None:
+            raise ValueError("mutual_learning builds its other students: pass build_network")
+        self.peers = nn.ModuleList(build_network() for _ in range(self.options.students - 1))
 
     @property
     def cohort(self) -> list[nn.Module]:
@@ -79,11 +76,11 @@ class MutualLearning(EMAMethod):
     def extra_parameters(self) -> list[nn.Parameter]:
         return list(self.peers.parameters())
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int) -> StepResult:
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        targets = batch.targets
         self.peers.train(self.student.training)
-        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
-        all_logits = [logits] + [peer(student_input)[0] for peer in self.peers]
+        logits, ema_logits, class_loss, weight = self.common_part(batch, step)
+        all_logits = [logits] + [peer(batch.student_input)[0] for peer in self.peers]
         class_losses = [class_loss] + [self.class_loss(z, targets) for z in all_logits[1:]]
         mimicry = [cost / len(targets) for cost in mimicry_losses(all_logits, self.options.ensemble_teacher)]
         loss = sum(c + weight * m for c, m in zip(class_losses, mimicry))

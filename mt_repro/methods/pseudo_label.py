@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mt_repro.methods.base import EMAMethod
-from mt_repro.methods.losses import NO_LABEL
-from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
 
@@ -40,9 +39,9 @@ class PseudoLabel(EMAMethod):
     Options = PseudoLabelOptions
     mean_over_parts = True  # Lee's Eq. 15: (1/n) Σ over the labeled + α(t) (1/n') Σ over the unlabeled
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int) -> StepResult:
-        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        targets = batch.targets
+        logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         cost, confident = pseudo_label_cost(logits, targets, self.options.threshold)
         pseudo = weight * self.part_mean(cost, int(targets.eq(NO_LABEL).sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": pseudo.item(),

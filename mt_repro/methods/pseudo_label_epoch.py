@@ -13,9 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mt_repro.methods.base import EMAMethod
-from mt_repro.methods.losses import NO_LABEL
-from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
 
@@ -53,11 +52,12 @@ class EpochPseudoLabels:
         self.current = self.next.clone()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"current": self.current}
+        return {"current": self.current, "next": self.next}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.current = state["current"].clone()
-        self.next = torch.full_like(self.current, NO_LABEL)
+        # the candidates of the epoch under way (a checkpoint inside an epoch: the ConvNet runs')
+        self.next = state["next"].clone() if "next" in state else torch.full_like(self.current, NO_LABEL)
 
 
 @register("pseudo_label_epoch")
@@ -66,15 +66,15 @@ class EpochPseudoLabel(EMAMethod):
     sample_extras = ("indices",)
     mean_over_parts = True  # as the iteration variant: Lee's Eq. 15
 
-    def __init__(self, config, student, teacher, options=None):
-        super().__init__(config, student, teacher, options)
+    def __init__(self, config, student, teacher, options=None, *, build_network=None):
+        super().__init__(config, student, teacher, options, build_network=build_network)
         self.pseudo_labels = EpochPseudoLabels(self.options.threshold)
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int, indices: torch.Tensor | None = None) -> StepResult:
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        targets, indices = batch.targets, batch.extras.get("indices")
         if indices is None:
             raise ValueError("pseudo_label_epoch needs the samples' indices")
-        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+        logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         unlabeled = targets.eq(NO_LABEL)
         self.pseudo_labels.record(indices, F.softmax(logits, dim=1), unlabeled)
         guesses = self.pseudo_labels.labels(indices).to(logits.device)

@@ -1,39 +1,31 @@
 """The semi-supervised methods a run can use, by name.
 
 A method is a class with the interface of ``mt_repro.methods.interface.Method`` (``MeanTeacher``
-is the reference), registered with ``@register("name")``; its settings live in
-``mt_repro/configs/methods/<name>.toml``:
-
-* ``source``: the paper its hyperparameters come from;
-* ``[options]``: the method's own hyperparameters, fields of its ``Options`` dataclass
-  (a run changes them with the ``method_options`` setting, ``"name=value,name=value"``);
-* ``[train]``: run settings its paper fixes (e.g. ``consistency``, the weight of its extra
-  cost), applied by ``--method NAME`` on the paper's commands;
-* ``[digits]``: changes to the digits demo's settings for this method.
-
-Adding a method: one module under ``mt_repro/methods/`` and its settings file. Modules are
-found by scanning this package and settings files by scanning ``configs/methods/``, so nothing
-else changes.
+is the reference), registered with ``@register("name")``, in one module of this package; its
+settings file ``mt_repro/configs/methods/<name>.toml`` (``mt_repro.config.methods``) names its
+source paper, its ``[options]`` (fields of its ``Options`` dataclass, changed by a run's
+``method_options = "name=value,..."``) and its changes to the runs of each recipe. Modules are
+found by scanning this package, so adding a method changes nothing else.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import pkgutil
-import tomllib
+from pathlib import Path
 import typing
-from importlib import resources
 from typing import Any, Callable
 
-from mt_repro.errors import BadInput
+from mt_repro.config.coerce import coerce_setting, parse_pairs
+from mt_repro.config.methods import method_settings
+from mt_repro.core.errors import BadInput
+from mt_repro.methods.interface import check_method_class
 
 _METHODS: dict[str, type] = {}
 
 
 def register(name: str) -> Callable[[type], type]:
     def add(cls: type) -> type:
-        from mt_repro.methods.interface import check_method_class
-
         check_method_class(cls)
         cls.method_name = name
         _METHODS[name] = cls
@@ -42,21 +34,13 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def _load_all() -> None:
-    import mt_repro.methods as package
-
-    for module in pkgutil.iter_modules(package.__path__):
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         importlib.import_module(f"mt_repro.methods.{module.name}")
 
 
 def method_names() -> list[str]:
     _load_all()
     return sorted(_METHODS)
-
-
-def settings_names() -> list[str]:
-    """The methods that have a settings file (``configs/methods/*.toml``)."""
-    folder = resources.files("mt_repro.configs").joinpath("methods")
-    return sorted(entry.name[:-len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
 
 
 def method_class(name: str) -> type:
@@ -66,46 +50,19 @@ def method_class(name: str) -> type:
     return _METHODS[name]
 
 
-def method_settings(name: str) -> dict[str, Any]:
-    """``mt_repro/configs/methods/<name>.toml`` as a dict (see the module's docstring)."""
-    path = resources.files("mt_repro.configs").joinpath("methods", f"{name}.toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"method {name!r} has no settings file configs/methods/{name}.toml") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise BadInput(f"settings of method {name!r} cannot be read: {exc}") from None
-    return data
-
-
-def parse_method_options(text: str | None) -> dict[str, str]:
-    """``"alpha=0.5, students=3"`` -> ``{"alpha": "0.5", "students": "3"}``."""
-    pairs: dict[str, str] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BadInput(f"method_options expects name=value[,name=value], got {item.strip()!r}")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
 def method_options(name: str, overrides: str | None = None) -> Any:
     """The method's ``Options``: its settings file's ``[options]``, changed by ``overrides``
     (the run's ``method_options``); every name and type checked. ``None`` for a method
     without options of its own."""
-    from mt_repro.config import coerce_setting
-
     options_class = getattr(method_class(name), "Options", None)
-    changes = parse_method_options(overrides)
+    changes = parse_pairs(overrides, "method_options")
     if options_class is None or not dataclasses.is_dataclass(options_class):
         if changes:
             raise BadInput(f"method {name} has no options (got method_options {overrides!r})")
         return None
     hints = typing.get_type_hints(options_class)
     source = f"configs/methods/{name}.toml [options]"
-    values = dict(method_settings(name).get("options", {}))
+    values = method_settings(name).options
     for where, table in ((source, values), ("method_options", changes)):
         unknown = sorted(set(table) - set(hints))
         if unknown:
@@ -120,11 +77,12 @@ def method_options(name: str, overrides: str | None = None) -> Any:
     return options
 
 
-def paper_run_settings(name: str) -> dict[str, Any]:
-    """The ``[train]`` table of the method's settings file: run settings its paper fixes."""
-    return dict(method_settings(name).get("train", {}))
-
-
-def create_method(config, student, teacher):
+def check_config(config) -> None:
+    """The run's method exists, its options parse, and it accepts the run's configuration."""
     cls = method_class(config.method)
-    return cls(config, student, teacher)
+    method_options(config.method, config.method_options)
+    cls.check_config(config)
+
+
+def create_method(config, student, teacher, build_network=None):
+    return method_class(config.method)(config, student, teacher, build_network=build_network)

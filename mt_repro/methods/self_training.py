@@ -21,10 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mt_repro.errors import BadInput
-from mt_repro.methods.base import EMAMethod
-from mt_repro.methods.losses import NO_LABEL
-from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.core.errors import BadInput
+from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
 
@@ -50,7 +49,15 @@ def distillation_cost(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 class SelfTraining(EMAMethod):
     Options = SelfTrainingOptions
     sample_extras = ("clean_input",)
+    updates_teacher = False  # the teacher changes only between generations
     mean_over_parts = True  # Xie et al.'s Algorithm 1: (1/n) Σ over labeled + (1/m) Σ over pseudo-labeled
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if config.recipe.timeline != "epochs":
+            raise BadInput("self_training chains whole trainings of the run's epochs; the ConvNet "
+                           "recipe measures its runs in steps (training_length): train it with the "
+                           "ResNet recipe or on the digits")
 
     def run_epochs(self, epochs: int) -> int:
         return self.options.generations * epochs
@@ -64,27 +71,25 @@ class SelfTraining(EMAMethod):
         every teacher is taken at the end of a ramp-down."""
         return position - self.generation(position) * self.config.epochs
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int, clean_input: torch.Tensor | None = None) -> StepResult:
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        targets, clean_input, epoch = batch.targets, batch.extras.get("clean_input"), step.epoch
         if clean_input is None:
             raise ValueError("self_training needs the clean images")
-        logits, _ = self.student(student_input)
+        logits, _ = self.student(batch.student_input)
         class_loss = self.class_loss(logits, targets)
         self.teacher.eval()
         with torch.no_grad():
             teacher_logits, _ = self.teacher(clean_input)
         unlabeled = targets.eq(NO_LABEL)
         generation = self.generation(epoch)
-        weight = self.weight(epoch - generation * self.config.epochs) if generation > 0 else 0.0
+        # the schedule's weight at schedule_position(epoch): its ramp-up starts again each generation
+        weight = step.consistency_weight if generation > 0 else 0.0
         cost = (distillation_cost(logits[unlabeled], teacher_logits[unlabeled], self.options.temperature)
                 if weight and unlabeled.any() else logits.sum() * 0.0)
         distillation = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": distillation.item(),
                   "generation": float(generation)}
         return step_result(class_loss + distillation, values, logits, teacher_logits, targets)
-
-    def after_optimizer_step(self) -> None:
-        self.global_step += 1  # the teacher changes only between generations
 
     def end_of_epoch(self, epochs_done: int) -> None:
         if epochs_done % self.config.epochs == 0 and epochs_done < self.run_epochs(self.config.epochs):

@@ -18,10 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mt_repro.errors import BadInput
-from mt_repro.methods.base import EMAMethod, LabeledFraction
-from mt_repro.methods.losses import NO_LABEL
-from mt_repro.methods.mean_teacher import StepResult, step_result
+from mt_repro.core.errors import BadInput
+from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.methods.base import EMAMethod, LabeledFraction, step_result
 from mt_repro.methods.registry import register
 
 
@@ -87,13 +86,18 @@ class PredictionEnsemble:
         self.seen = torch.zeros_like(self.seen)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ensemble": self.ensemble, "updates": self.updates}
+        return {"ensemble": self.ensemble, "updates": self.updates,
+                "epoch_predictions": self.epoch_predictions, "seen": self.seen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ensemble = state["ensemble"].clone()
         self.updates = state["updates"].clone()
-        self.epoch_predictions = torch.zeros_like(self.ensemble)
-        self.seen = torch.zeros_like(self.updates, dtype=torch.bool)
+        # the predictions of the epoch under way (a checkpoint inside an epoch: the ConvNet runs')
+        if "epoch_predictions" in state:
+            self.epoch_predictions, self.seen = state["epoch_predictions"].clone(), state["seen"].clone()
+        else:
+            self.epoch_predictions = torch.zeros_like(self.ensemble)
+            self.seen = torch.zeros_like(self.updates, dtype=torch.bool)
 
 
 @register("temporal_ensembling")
@@ -101,16 +105,16 @@ class TemporalEnsembling(EMAMethod):
     Options = TemporalEnsemblingOptions
     sample_extras = ("indices",)
 
-    def __init__(self, config, student, teacher, options=None):
-        super().__init__(config, student, teacher, options)
+    def __init__(self, config, student, teacher, options=None, *, build_network=None):
+        super().__init__(config, student, teacher, options, build_network=build_network)
         self.predictions = PredictionEnsemble(self.options.prediction_decay)
         self.labeled_fraction = LabeledFraction()
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int, indices: torch.Tensor | None = None) -> StepResult:
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        targets, indices = batch.targets, batch.extras.get("indices")
         if indices is None:
             raise ValueError("temporal_ensembling needs the samples' indices")
-        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
+        logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         probabilities = F.softmax(logits, dim=1)
         self.predictions.record(indices, probabilities)
         self.labeled_fraction.record(indices, targets.ne(NO_LABEL))

@@ -12,22 +12,24 @@ Beside it, the labels' cross-entropy is their mean over the minibatch's labeled 
 paper's objective is the labeled data's mean negative log-likelihood + α × the mean smoothness
 cost over labeled and unlabeled data.
 
-The perturbed passes run in train mode but leave batch-norm running statistics as they were
-(they are not images of the data), as the authors' code does by not updating them there.
+The perturbed passes run in train mode but leave the network's running statistics (batch norm's,
+the ConvNet's evaluation means) as they were (they are not images of the data), as the authors'
+code does by not updating them there. ε is in the network's input units: the ConvNet recipe's
+CIFAR-10 input is ZCA-whitened as Miyato et al.'s CIFAR-10 runs were (ε 6 applies), its SVHN
+input is raw pixels, standardised inside the network (scale ε by the images' pixel deviation).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mt_repro.errors import BadInput
-from mt_repro.methods.base import EMAMethod
+from mt_repro.core.types import Batch, StepContext, StepResult
+from mt_repro.core.errors import BadInput
+from mt_repro.methods.base import EMAMethod, frozen_statistics, step_result
 from mt_repro.methods.losses import prediction_entropy
-from mt_repro.methods.mean_teacher import StepResult, step_result
 from mt_repro.methods.registry import register
 
 
@@ -56,19 +58,6 @@ def kl_to(p: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return F.kl_div(F.log_softmax(logits, dim=1), p, reduction="sum")
 
 
-@contextmanager
-def frozen_batch_norm_statistics(model: nn.Module):
-    """Normalise with the batch's statistics but leave the running ones untouched."""
-    saved = [(m, m.momentum) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    try:
-        for module, _ in saved:
-            module.momentum = 0.0
-        yield
-    finally:
-        for module, momentum in saved:
-            module.momentum = momentum
-
-
 def adversarial_direction(model: nn.Module, inputs: torch.Tensor, p: torch.Tensor, xi: float,
                           iterations: int, start: torch.Tensor | None = None) -> torch.Tensor:
     """Unit perturbations along which ``KL(p ‖ f(x + r))`` grows fastest (power iteration from
@@ -86,7 +75,7 @@ def vat_cost(model: nn.Module, inputs: torch.Tensor, logits: torch.Tensor, optio
              start: torch.Tensor | None = None) -> torch.Tensor:
     """Summed local distributional smoothness cost ``KL(p ‖ f(x + ε·d_adv))``."""
     p = F.softmax(logits.detach(), dim=1)
-    with frozen_batch_norm_statistics(model):
+    with frozen_statistics(model):
         d = adversarial_direction(model, inputs, p, options.xi, options.power_iterations, start)
         adversarial_logits, _ = model(inputs.detach() + options.epsilon * d)
     return kl_to(p, adversarial_logits)
@@ -97,10 +86,10 @@ class VAT(EMAMethod):
     Options = VATOptions
     mean_over_parts = True  # Miyato et al.'s objective: ℓ(D_l) + α·R_vadv(D_l, D_ul), each a mean
 
-    def losses(self, student_input: torch.Tensor, teacher_input: torch.Tensor, targets: torch.Tensor,
-               epoch: int) -> StepResult:
-        logits, ema_logits, class_loss, weight = self.common_part(student_input, teacher_input, targets, epoch)
-        vat = weight * vat_cost(self.student, student_input, logits, self.options) / len(targets)
+    def losses(self, batch: Batch, step: StepContext) -> StepResult:
+        targets = batch.targets
+        logits, ema_logits, class_loss, weight = self.common_part(batch, step)
+        vat = weight * vat_cost(self.student, batch.student_input, logits, self.options) / len(targets)
         loss = class_loss + vat
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": vat.item()}
         if self.options.entropy_minimization:

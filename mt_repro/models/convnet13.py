@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mt_repro.data.svhn import per_image_standardize
-from mt_repro.models import register
+from mt_repro.models.registry import register_model
 
 EVAL_MEAN_DECAY = 0.999
+# slim.layer_norm(center=False, scale=False) of the original: variance epsilon of TF 1.x layer_norm.
+STANDARDIZE_EPSILON = 1e-12
 INIT_EPSILON = {"conv": 1e-8, "dense": 1e-10}  # as weight_norm.py: tf.sqrt(v_init + eps)
 
 
@@ -69,7 +70,7 @@ class _WeightNormLayer(nn.Module):
 
     @torch.no_grad()
     def _initialize(self, projected: torch.Tensor, channel_dims: tuple[int, ...]) -> None:
-        mean = projected.mean(dim=channel_dims)
+        # The mean-only batch norm removes the mean: the offset starts at zero (weight_norm.py).
         var = projected.var(dim=channel_dims, unbiased=False)
         self.g.copy_(1.0 / torch.sqrt(var + INIT_EPSILON[self.kind]))
         self.b.zero_()
@@ -100,6 +101,17 @@ class WNLinear(_WeightNormLayer):
         out = self._center(F.linear(x, self.V), (0,))  # mean of x·V, before the scaling (quirk above)
         scale = self.g / self.V.pow(2).sum(dim=1).sqrt()
         return scale * out + self.b
+
+
+def per_image_standardize(images: torch.Tensor, epsilon: float = STANDARDIZE_EPSILON) -> torch.Tensor:
+    """Each image minus its mean, divided by ``sqrt(its variance + epsilon)``, over all of its
+    pixels and channels: the original ConvNet's input normalisation for SVHN
+    (``slim.layer_norm`` without scale or offset)."""
+    x = images if images.is_floating_point() else images.float()
+    axes = tuple(range(1, x.dim()))
+    mean = x.mean(dim=axes, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=axes, keepdim=True)
+    return (x - mean) / torch.sqrt(var + epsilon)
 
 
 def translate_batch(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
@@ -200,7 +212,7 @@ def data_dependent_init(model: nn.Module, batch: torch.Tensor) -> None:
         model.train(was_training)
 
 
-@register
+@register_model(recipe="tensorflow", input_size=(3, 32, 32), init_from_data=data_dependent_init)
 def convnet13(num_classes: int = 10, **options) -> nn.Module:
     """The paper's 13-layer ConvNet (Tables 1-3), weight-normalised, noise inside the model."""
     return ConvNet13(num_classes, **options)

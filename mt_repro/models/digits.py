@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mt_repro.models import register
+from mt_repro.models.registry import register_model
 from mt_repro.models.resnet import init_conv_bn
 
 
@@ -36,7 +36,7 @@ class DigitsConvNet(nn.Module):
         return self.fc1(features), self.fc2(features)
 
 
-@register
+@register_model(recipe="pytorch", input_size=(1, 8, 8), in_paper=False)
 def digits_convnet(num_classes: int = 10) -> nn.Module:
     """Not in the paper: the 8 x 8 digits demo's two-head ConvNet (``mt-repro digits``)."""
     return DigitsConvNet(num_classes)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mt_repro.models import register
+from mt_repro.models.registry import register_model
 
 
 class ShakeGate(torch.autograd.Function):
@@ -234,21 +234,21 @@ class ResNet224x224(_ResNetBase):
         return self._heads(x)
 
 
-@register
+@register_model(recipe="pytorch", input_size=(3, 32, 32))
 def cifar_shakeshake26(num_classes: int = 10) -> nn.Module:
     """Shake-shake 26 2x96d: three stages of four blocks, widths 96/192/384, shift-conv downsampling."""
     return ResNet32x32(ShakeShakeBlock, [4, 4, 4], channels=96, num_classes=num_classes,
                        downsample="shift_conv")
 
 
-@register
+@register_model(recipe="pytorch", input_size=(3, 224, 224))
 def resnext152(num_classes: int = 1000) -> nn.Module:
     """ResNeXt-152 32x4d with the original's widths (bottleneck blocks [3, 8, 36, 3], 32 groups)."""
     return ResNet224x224(BottleneckBlock, [3, 8, 36, 3], channels=32 * 4, groups=32,
                          num_classes=num_classes, downsample="basic")
 
 
-@register
+@register_model(recipe="pytorch", input_size=(3, 32, 32), in_paper=False)
 def cifar_shakeshake_mini(num_classes: int = 10) -> nn.Module:
     """Not in the paper: shake-shake with one block per stage, widths 16/32/64, for tests and
     smoke runs on a CPU. Same blocks, downsampling, heads and initialisation as shake-shake 26."""
@@ -256,7 +256,7 @@ def cifar_shakeshake_mini(num_classes: int = 10) -> nn.Module:
                        downsample="shift_conv")
 
 
-@register
+@register_model(recipe="pytorch", input_size=(3, 224, 224), in_paper=False)
 def resnext_mini(num_classes: int = 1000) -> nn.Module:
     """Not in the paper: a one-block-per-stage ResNeXt (widths 16..128, 2 groups) on the
     ImageNet stem, for tests and smoke runs of the ImageNet pipeline on a CPU."""

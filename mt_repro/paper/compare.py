@@ -26,7 +26,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from mt_repro.errors import BadInput
+from scipy import stats
+
+from mt_repro.core.errors import BadInput
 from mt_repro.paper.results import (CellKey, PaperNumber, check_table_number, context_numbers, paper_numbers,
                                     scheduled_numbers)
 from mt_repro.paper.runs import RunResult
@@ -61,8 +63,6 @@ class CellComparison:
 
 def welch(mean: float, std: float, n: int, paper: PaperNumber) -> tuple[float, float]:
     """Welch's t statistic and two-sided p of our mean against the paper's (unequal variances)."""
-    from scipy import stats
-
     result = stats.ttest_ind_from_stats(mean, std, n, paper.mean, paper.std, paper.n_runs, equal_var=False)
     return float(result.statistic), float(result.pvalue)
 

@@ -6,9 +6,8 @@ Columns read (any a run lacks are skipped; a run with none of them is an error):
 
 * top, ``training.jsonl``: ``step``, ``class_loss`` / ``ema_class_loss``: the student's /
   teacher's classification cost on the minibatch's labeled images, smoothed by a running mean
-  as the paper's figure is. Both our runners write these; the ResNet runner's cost is divided by
-  the whole minibatch, as the original PyTorch code's, so it sits below the ConvNet runner's by
-  the labeled fraction.
+  as the paper's figure is; runs of both recipes log it summed over the labeled images and
+  divided by the whole minibatch, as both halves of the original computed it.
 * bottom, ``validation.jsonl`` / ``ema_validation.jsonl``: ``step`` and ``error1/avg`` of each
   evaluation on the test set. A run evaluated fewer than twice has no curve there; its training
   minibatches' error (``error1`` / ``ema_error1`` of ``training.jsonl``, smoothed) is drawn
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mt_repro.errors import BadInput
+from mt_repro.core.errors import BadInput
+from mt_repro.logs.runlog import read_rows
 
 TRAINING_LOG = "training.jsonl"
 COST = (("class_loss", "-"), ("ema_class_loss", "--"))                       # student, teacher
@@ -79,12 +79,10 @@ def _name(run: Path) -> str:
 
 def figure(run_dirs: list[str | os.PathLike], title: str | None = None):
     """The matplotlib Figure for these runs (directories, or directories holding them)."""
-    import matplotlib
+    import matplotlib  # deferred: a second of import time, for the plotting commands only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mt_repro.logs.runlog import read_rows
+    import matplotlib.pyplot as plt  # deferred, with matplotlib
 
     runs = find_plot_runs(run_dirs)
     fig, (cost_axis, error_axis) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
@@ -139,7 +137,7 @@ def figure(run_dirs: list[str | os.PathLike], title: str | None = None):
 
 
 def write_plot(run_dirs: list[str | os.PathLike], out: str | os.PathLike, title: str | None = None) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred, as in figure()
 
     out = Path(out)
     fig = figure(run_dirs, title)
@@ -153,7 +151,7 @@ def write_plot(run_dirs: list[str | os.PathLike], out: str | os.PathLike, title:
 
 
 def png_bytes(run_dirs: list[str | os.PathLike], title: str | None = None) -> bytes:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred, as in figure()
 
     fig = figure(run_dirs, title)
     buffer = io.BytesIO()

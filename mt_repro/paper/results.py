@@ -25,9 +25,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import NamedTuple
 
+from mt_repro.core.errors import BadInput
+from mt_repro.data.registry import get_dataset
+
 TABLES = (1, 2, 3, 4)
-# "All labels" as the paper counts it: the whole training set.
-ALL_LABELS = {"svhn": 73257, "cifar10": 50000, "imagenet": 1281167}
 METRICS = ("test_error_pct", "top5_error_pct")
 
 
@@ -48,6 +49,11 @@ class CellKey(NamedTuple):
     def column(self) -> tuple[str, int, int]:
         """The paper's column: dataset, labels and extra images (rows are methods and networks)."""
         return self.dataset, self.n_labels, self.extra_unlabeled
+
+
+def all_labels(dataset: str) -> int:
+    """"All labels" as the paper counts them: the whole published training set."""
+    return get_dataset(dataset).train_size
 
 
 @dataclass(frozen=True)
@@ -99,8 +105,6 @@ def context_numbers(number: PaperNumber) -> list[PaperNumber]:
 
 
 def check_table_number(table: int) -> int:
-    from mt_repro.errors import BadInput
-
     if table not in TABLES:
         raise BadInput(f"the paper has Tables {', '.join(map(str, TABLES))} with results, not Table {table}")
     return table

@@ -3,12 +3,11 @@
 A run directory is recognised by one of these files (``find_runs`` looks for them in the given
 directories and everywhere below them):
 
-* ``summary.json``: a run of ours, ResNet (``mt_repro.engine.trainer``) or ConvNet
-  (``mt_repro.engine.convnet_trainer``). The cell comes from the summary: ``dataset``, ``arch``,
+* ``summary.json``: a run of ours, of either recipe (``mt_repro.engine.trainer``). The cell comes from the summary: ``dataset``, ``arch``,
   ``n_labeled``, and, where present, ``method`` (default ``mean_teacher``: the ResNet runs before
   the method registry did not write it) and ``extra_unlabeled`` (default 0). The error is the final
-  evaluation's: ``teacher_error1`` for Mean Teacher (the paper reports the EMA model), else
-  ``student_error1``; when the summary lacks it, and for top-5 (ImageNet), the last row of
+  evaluation's: ``teacher_error1`` for Mean Teacher (the paper reports the EMA model; likewise
+  for the methods whose papers report an EMA), else ``student_error1``; when the summary lacks it, and for top-5 (ImageNet), the last row of
   ``ema_validation.jsonl`` / ``validation.jsonl`` (``error1/avg``, ``error5/avg``).
 * ``ema_validation.msgpack`` (the original PyTorch code's log, read as is) or
   ``ema_validation.csv`` (the same log converted by ``mt-repro port-log``): a run of the original
@@ -31,8 +30,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mt_repro.errors import BadInput
-from mt_repro.paper.results import ALL_LABELS, CellKey
+import pandas as pd
+
+from mt_repro.core.errors import BadInput
+from mt_repro.logs.pandas_msgpack import read_legacy_log
+from mt_repro.logs.runlog import read_rows
+from mt_repro.methods.registry import method_class, method_names
+from mt_repro.paper.results import CellKey, all_labels
 
 SUMMARY = "summary.json"
 ORIGINAL_LOGS = ("ema_validation.msgpack", "ema_validation.csv")
@@ -62,8 +66,9 @@ class RunResult:
 
 
 def reported_network(method: str) -> str:
-    """The paper reports Mean Teacher's EMA model (the teacher) and the other methods' network."""
-    return "teacher" if method == "mean_teacher" else "student"
+    """The network a method's paper reports: Mean Teacher's EMA model (the teacher), the others'
+    own network (or their EMA, where their papers say so: ICT, MixMatch)."""
+    return method_class(method).reported_model if method in method_names() else "student"
 
 
 def find_runs(paths: list[str | os.PathLike]) -> list[RunResult]:
@@ -98,8 +103,6 @@ def read_run(directory: str | os.PathLike) -> RunResult:
 
 # --- ours ---------------------------------------------------------------------------------
 def _read_ours(directory: Path) -> RunResult:
-    from mt_repro.logs.runlog import read_rows
-
     path = directory / SUMMARY
     try:
         summary = json.loads(path.read_text())
@@ -114,8 +117,8 @@ def _read_ours(directory: Path) -> RunResult:
         raise BadInput(f"{path}: method should be a name, got {method!r}")
     method = METHOD_ALIASES.get(method, method)
     n_labels = summary.get("n_labeled")
-    if n_labels == "all" and dataset in ALL_LABELS:
-        n_labels = ALL_LABELS[dataset]
+    if n_labels == "all":
+        n_labels = all_labels(dataset)
     if not _is_count(n_labels):
         raise BadInput(f"{path} does not say how many labels the run had (n_labeled)")
     extra = summary.get("extra_unlabeled", 0)
@@ -161,8 +164,6 @@ def _read_original(directory: Path) -> RunResult:
     frame, log = _original_log(directory)
     if frame.empty:
         raise BadInput(f"{log} holds no evaluation")
-    import pandas as pd
-
     last = pd.to_numeric(frame.iloc[-1], errors="coerce")
     errors = {metric: float(last[column]) for metric, column in LOG_COLUMNS.items()
               if column in last.index and _is_number(float(last[column]))}
@@ -181,11 +182,7 @@ def _read_original(directory: Path) -> RunResult:
 def _original_log(directory: Path):
     msgpack, ported = (directory / name for name in ORIGINAL_LOGS)
     if msgpack.is_file():
-        from mt_repro.logs.pandas_msgpack import read_legacy_log
-
         return read_legacy_log(msgpack), msgpack
-    import pandas as pd
-
     try:
         frame = pd.read_csv(ported, index_col=0)
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:

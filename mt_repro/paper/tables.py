@@ -21,18 +21,24 @@ ResNet minibatches at the GPU counts of the paper's runs (4 GPUs for CIFAR-10, 1
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mt_repro.errors import BadInput, RunFailed
-from mt_repro.paper.results import ALL_LABELS, CellKey, PaperNumber, check_table_number, scheduled_numbers
+from mt_repro.config.compose import convnet_experiment_for, convnet_run, resnet_label_file, resnet_run
+from mt_repro.config.convnet import load_experiment
+from mt_repro.config.paper import load_paper_config
+from mt_repro.core.errors import BadInput, RunFailed
+from mt_repro.engine import runs
+from mt_repro.engine.recipes import check_config
+from mt_repro.paper.results import CellKey, PaperNumber, all_labels, check_table_number, scheduled_numbers
 
-CONVNET_BATCH = 100   # minibatch of every original TensorFlow runner
+log = logging.getLogger(__name__)
+
 # Table 4's cells and the shipped configuration of each (original_configs/).
 RESNET_CONFIGS = {("cifar10", 4000): "cifar10_4000", ("cifar10", 1000): "cifar10_1000",
                   ("imagenet", 128000): "imagenet_10pct"}
-CONVNET_MODELS = {"mean_teacher": "mean_teacher", "pi_model": "pi", "supervised": "supervised"}
 
 
 @dataclass(frozen=True)
@@ -75,29 +81,27 @@ def planned_runs(table: int, seeds: int | None = None) -> list[PlannedRun]:
 
 
 def _convnet_runs(number: PaperNumber) -> list[PlannedRun]:
-    from mt_repro.convnet_config import load_experiment
-
     key = number.key
-    supervised = key.method == "supervised"
-    config = f"{key.dataset}_supervised_final_eval" if supervised else f"{key.dataset}_final_eval"
+    config = convnet_experiment_for(key.dataset, key.method)
     experiment = load_experiment(config)
-    all_labels = key.n_labels == ALL_LABELS[key.dataset]
-    regime = "all" if all_labels else "some"
-    runs = []
+    regime = "all" if key.n_labels == all_labels(key.dataset) else "some"
+    planned = []
     for seed in experiment.data_seeds[regime]:
-        settings = experiment.settings(n_labeled="all" if all_labels else key.n_labels,
-                                       model=CONVNET_MODELS[key.method], data_seed=seed,
-                                       n_extra_unlabeled=key.extra_unlabeled)
-        runs.append(PlannedRun(number.table, key, config, seed, 0, settings.training_length, settings.batch_size))
-    if number.n_runs is not None and len(runs) != number.n_runs:
-        raise RunFailed(f"{config} lists {len(runs)} data seeds for {key.describe()}, but the paper "
+        settings = _convnet_config(config, key, seed)
+        planned.append(PlannedRun(number.table, key, config, seed, 0, settings.training_length, settings.batch_size))
+    if number.n_runs is not None and len(planned) != number.n_runs:
+        raise RunFailed(f"{config} lists {len(planned)} data seeds for {key.describe()}, but the paper "
                         f"reports {number.n_runs} runs")
-    return runs
+    return planned
+
+
+def _convnet_config(experiment: str, key: CellKey, data_seed: int, run: dict | None = None):
+    n_labeled = "all" if key.n_labels == all_labels(key.dataset) else key.n_labels
+    return convnet_run(experiment, n_labeled=n_labeled, method=key.method, data_seed=data_seed,
+                       n_extra_unlabeled=key.extra_unlabeled, run=run)
 
 
 def _resnet_runs(number: PaperNumber) -> list[PlannedRun]:
-    from mt_repro.config import load_paper_config
-
     key = number.key
     config = RESNET_CONFIGS[(key.dataset, key.n_labels)]
     paper = load_paper_config(config)
@@ -105,7 +109,7 @@ def _resnet_runs(number: PaperNumber) -> list[PlannedRun]:
     unlabeled_per_step = batch - paper.per_gpu["labeled_batch_size"] * paper.gpus
     epochs = paper.train["epochs"]
     # An epoch is one pass over the unlabeled images (every training image not in the label file).
-    steps = (ALL_LABELS[key.dataset] - key.n_labels) // unlabeled_per_step * epochs
+    steps = (all_labels(key.dataset) - key.n_labels) // unlabeled_per_step * epochs
     n_runs = number.n_runs or len(paper.data_seeds)
     if len(paper.data_seeds) >= n_runs:
         pairs = [(seed, 0) for seed in paper.data_seeds[:n_runs]]
@@ -135,33 +139,37 @@ def describe_plan(runs: list[PlannedRun]) -> list[str]:
 
 def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = None,
               data_dirs: dict[str, str] | None = None, label_dir=None, gpus: int | None = None,
-              device: str = "auto", progress: bool = True, echo=print) -> dict[str, int]:
-    """Run, resume or skip every planned run of ``table`` under ``out_dir``; returns counts."""
+              device: str = "auto", progress: bool = True) -> dict[str, int]:
+    """Run, resume or skip every planned run of ``table`` under ``out_dir``; returns counts.
+    Every run's settings are composed and checked before the first one starts."""
     out_dir = Path(out_dir)
     data_dirs = data_dirs or {}
-    runs = planned_runs(table, seeds)
-    for run in runs:   # every dataset the table needs, before hours of training
+    planned = planned_runs(table, seeds)
+    for run in planned:   # every dataset the table needs, before hours of training
         data_dir_for(run, data_dirs)
-    if label_dir is None and any(not run.convnet for run in runs):
+    if label_dir is None and any(not run.convnet for run in planned):
         raise BadInput("Table 4 needs the original label files: --label-dir pointing at the original "
                        "code's data-local/labels")
+    configs = {}
+    for run in planned:   # every run's settings, composed and checked before the first starts
+        directory = out_dir / run.directory
+        if (directory / "summary.json").is_file() or (directory / "config.json").is_file():
+            continue
+        configs[run] = config_of(run, data_dir_for(run, data_dirs), label_dir, gpus, device)
+        check_config(configs[run])
     counts = {"skipped": 0, "resumed": 0, "started": 0}
-    for number, run in enumerate(runs, 1):
+    for number, run in enumerate(planned, 1):
         directory = out_dir / run.directory
         if (directory / "summary.json").is_file():
             counts["skipped"] += 1
             continue
-        resume = (directory / "config.json").is_file()
-        echo(f"[{number}/{len(runs)}] {'resuming' if resume else 'starting'} {run.key.describe()}, "
-             f"data seed {run.data_seed}: {directory}")
-        if run.convnet:
-            run_convnet(run, directory, data_dirs, device=device, progress=progress, echo=echo, resume=resume)
-        elif resume:
-            from mt_repro.engine import trainer
-
-            trainer.resume(directory, progress=progress, echo=echo)
+        resume = run not in configs
+        log.info(f"[{number}/{len(planned)}] {'resuming' if resume else 'starting'} {run.key.describe()}, "
+                 f"data seed {run.data_seed}: {directory}")
+        if resume:
+            runs.resume(directory, progress=progress)
         else:
-            _start_resnet_run(run, directory, data_dirs, label_dir, gpus, device, progress, echo)
+            runs.train(configs[run], directory, progress=progress)
         counts["resumed" if resume else "started"] += 1
     return counts
 
@@ -172,29 +180,10 @@ def data_dir_for(run: PlannedRun, data_dirs: dict[str, str]) -> str:
     return data_dirs[run.key.dataset]
 
 
-def _start_resnet_run(run, directory, data_dirs, label_dir, gpus, device, progress, echo) -> None:
-    from mt_repro.config import load_paper_config
-    from mt_repro.engine import trainer
-
-    paper = load_paper_config(run.config)
-    label_file = Path(label_dir) / paper.label_file.format(data_seed=run.data_seed)
-    if not label_file.is_file():
-        raise BadInput(f"label file {label_file} not found (--label-dir should be the original "
-                       "code's data-local/labels)")
-    config = paper.resolve(gpus=gpus, labels=str(label_file), data_dir=str(data_dirs[run.key.dataset]),
-                           seed=run.run_index, device=device)
-    trainer.train(config, directory, progress=progress, echo=echo)
-
-
-def run_convnet(run: PlannedRun, directory: Path, data_dirs: dict[str, str], *, device: str, progress: bool,
-                echo, resume: bool) -> None:
-    """The one door to the ConvNet runner (Tables 1-3), imported only when a ConvNet run starts."""
-    try:
-        from mt_repro.engine import convnet_trainer
-    except ImportError as exc:
-        raise RunFailed(f"Tables 1-3 need the ConvNet runner (mt_repro.engine.convnet_trainer), which "
-                        f"cannot be imported: {exc}") from None
-    if resume:
-        convnet_trainer.resume(directory, data_dir_for(run, data_dirs), progress=progress, echo=echo)
-    else:
-        convnet_trainer.run_planned(run, directory, data_dirs=data_dirs, device=device, progress=progress, echo=echo)
+def config_of(run: PlannedRun, data_dir: str, label_dir, gpus: int | None, device: str):
+    """The settings of a planned run, composed as ``mt-repro cifar10/svhn/imagenet`` composes them."""
+    if run.convnet:
+        return _convnet_config(run.config, run.key, run.data_seed, {"data_dir": str(data_dir), "device": device})
+    label_file = resnet_label_file(run.config, run.data_seed, label_dir)
+    return resnet_run(run.config, label_file=label_file, gpus=gpus,
+                      run={"data_dir": str(data_dir), "seed": run.run_index, "device": device})

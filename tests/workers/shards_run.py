@@ -10,7 +10,9 @@ import sys
 import torch
 
 from mt_repro.config import TrainConfig
-from mt_repro.engine.trainer import Trainer, process_group, resume, seed_everything
+from mt_repro.core.rng import seed_everything
+from mt_repro.engine.runs import process_group, resume
+from mt_repro.engine.trainer import Trainer
 
 
 def main(argv=None) -> int:
@@ -25,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue OUT to --steps-epochs epochs")
     args = parser.parse_args(argv)
     if args.resume:
-        resume(args.out, epochs=args.steps_epochs, progress=False)
+        resume(args.out, overrides={"epochs": args.steps_epochs}, progress=False)
         return 0
     config = TrainConfig(
         dataset="digits", train_subdir="train", eval_subdir="test", arch="digits_convnet",

@@ -1,4 +1,4 @@
-"""Ramp-up and ramp-down multipliers in [0, 1] for learning rates and cost weights.
+"""Ramp-up and ramp-down multipliers in [0, 1] for learning rates, cost weights and Adam's betas.
 
 Each takes the current position and the ramp length in the same unit (epochs or steps).
 numpy does the scalar arithmetic, as in the original ``pytorch/mean_teacher/ramps.py``,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import platform
 import subprocess
@@ -32,13 +33,27 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from mt_repro.config import MODES
-from mt_repro.errors import BadInput
+import PIL
+import torchvision
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+import mt_repro
+from mt_repro.config.compose import resnet_run
+from mt_repro.config.train import MODES
+from mt_repro.core.errors import BadInput
+from mt_repro.data import cifar10, synthetic
+from mt_repro.data.batch_augment import epoch_generator
+from mt_repro.data.labels import write_label_file
+from mt_repro.data.registry import get_dataset
+from mt_repro.engine import runs
+from mt_repro.engine.trainer import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 REPEATS = 3  # passes over the images per pipeline
@@ -87,49 +102,36 @@ def _sync(device: torch.device) -> None:
 def _write_data(workdir: Path, settings: BenchSettings) -> tuple[Path, Path]:
     """A synthetic CIFAR-10 (python batches) with enough unlabeled images for the timed epoch,
     and a label file."""
-    from mt_repro.data import synthetic
-
     unlabeled_per_step = settings.batch_size - settings.labeled_batch_size
     n_train = unlabeled_per_step * (settings.steps + settings.warmup + 1) + 10 * settings.labeled_batch_size
     n_train += -n_train % 5
     data = synthetic.write_cifar_batches_dir(workdir / "cifar", n_train=n_train, n_test=20)
     labels = synthetic.balanced_labels(data, settings.labeled_batch_size)
     label_file = workdir / "labels.txt"
-    label_file.write_text("".join(f"{name} {label}\n" for name, label in labels.items()))
+    write_label_file(label_file, labels)
     return data, label_file
 
 
 def _config(settings: BenchSettings, mode: str, data: Path, label_file: Path):
-    from mt_repro.config import load_paper_config
-
-    paper = load_paper_config("cifar10_4000")
     values = dict(arch=settings.arch, mode=mode, compile=settings.compile and mode == "fast",
-                  data_dir=str(data), labels=str(label_file), device=settings.device, seed=0,
+                  data_dir=str(data), device=settings.device, seed=0,
                   batch_size=settings.batch_size, labeled_batch_size=settings.labeled_batch_size,
                   checkpoint_epochs=0, evaluation_epochs=0)
     if settings.workers is not None:
         values["workers"] = settings.workers
-    return paper.resolve(gpus=1, **values)
+    return resnet_run("cifar10_4000", label_file=label_file, gpus=1, run=values)
 
 
-def time_mode(settings: BenchSettings, mode: str, data: Path, label_file: Path, workdir: Path,
-              echo: Callable[[str], None]) -> ModeResult:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from mt_repro.engine.trainer import Trainer, seed_everything
-
-    config = _config(settings, mode, data, label_file)
-    seed_everything(0)
-    trainer = Trainer(config, workdir / f"run_{mode}", progress=False, echo=echo).build()
-    loader = trainer.training_loader(0)
-    steps = len(loader)
+def time_mode(settings: BenchSettings, mode: str, data: Path, label_file: Path, workdir: Path) -> ModeResult:
+    trainer = runs.start(_config(settings, mode, data, label_file), workdir / f"run_{mode}", progress=False)
+    steps = trainer.data.steps_per_epoch
     if steps < settings.steps + settings.warmup + 1:
         raise BadInput(f"the benchmark's epoch has {steps} steps, fewer than warm-up + steps + 1")
-    batches = iter(loader)
+    trainer.train_mode()
+    batches = iter(trainer.data.epoch(0))
 
     def step(i: int) -> None:
-        trainer.set_learning_rate(0, i, steps)
-        trainer.train_step(next(batches), 0)
+        trainer.step(next(batches), 0, i, steps)
 
     with FlopCounterMode(display=False) as counter:  # the first step, untimed
         step(0)
@@ -142,7 +144,7 @@ def time_mode(settings: BenchSettings, mode: str, data: Path, label_file: Path, 
         step(i)
     _sync(trainer.device)
     seconds = (time.perf_counter() - start) / settings.steps
-    del batches  # let loader workers go
+    batches.close()  # let the loader's workers go
     # The peak under the precision settings the trainer chose (bf16, or float32 with TF32 on
     # CUDA in fast mode and without it in faithful mode).
     dtype = torch.float32 if trainer.speedups.autocast_dtype is None else trainer.speedups.autocast_dtype
@@ -154,12 +156,7 @@ def time_mode(settings: BenchSettings, mode: str, data: Path, label_file: Path, 
 def pipeline_rates(settings: BenchSettings, device: torch.device, data: Path) -> dict[str, float]:
     """Augmented images/s of each pipeline on one core (and fast mode's on the GPU), the best of
     ``REPEATS`` passes (the least disturbed by other processes)."""
-    from PIL import Image
-
-    from mt_repro.data import cifar10
-    from mt_repro.data.batch_augment import batch_augment, epoch_generator
-    from mt_repro.data.transforms import train_transform
-
+    spec = get_dataset("cifar10")
     images = cifar10.read_cifar10(data)["train+val"].images[:settings.pipeline_images]
     n = len(images)
     rates: dict[str, float] = {}
@@ -175,10 +172,10 @@ def pipeline_rates(settings: BenchSettings, device: torch.device, data: Path) ->
                 best = max(best, n / (time.perf_counter() - start))
             return best
 
-        rates["faithful (per-image PIL)"] = per_image(train_transform("cifar10"))
+        rates["faithful (per-image PIL)"] = per_image(spec.train_transform())
         if settings.legacy is not None:
             rates["original code (per-image PIL)"] = per_image(legacy_cifar10_transform(settings.legacy))
-        augment = batch_augment("cifar10")
+        augment = spec.batch_augment()
 
         def batched(on: torch.device) -> float:
             stack = torch.from_numpy(images).to(on)
@@ -213,7 +210,7 @@ def legacy_cifar10_transform(checkout: Path):
                        "(with mean_teacher/datasets.py)")
     sys.path.insert(0, str(checkout))
     try:
-        from mean_teacher import datasets as legacy_datasets  # the original's own module
+        from mean_teacher import datasets as legacy_datasets  # the checkout's own module, found at run time
     except Exception as exc:  # whatever an old checkout raises on import
         raise BadInput(f"--legacy {checkout}: cannot import mean_teacher.datasets ({exc})") from None
     finally:
@@ -240,9 +237,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * size**3 * rounds / (time.perf_counter() - start)
 
 
-def run_benchmark(settings: BenchSettings, echo: Callable[[str], None] = print) -> BenchReport:
-    from mt_repro.engine.trainer import resolve_device
-
+def run_benchmark(settings: BenchSettings) -> BenchReport:
     device = resolve_device(settings.device)
     unknown = sorted(set(settings.modes) - set(MODES))
     if unknown or not settings.modes:
@@ -254,13 +249,35 @@ def run_benchmark(settings: BenchSettings, echo: Callable[[str], None] = print) 
         workdir = Path(tmp)
         data, label_file = _write_data(workdir, settings)
         # The pipelines first, while no loader workers or GPU work from the step timings linger.
-        echo("timing the data pipelines...")
+        log.info("timing the data pipelines...")
         report.pipeline = pipeline_rates(settings, device, data)
         for mode in settings.modes:
-            echo(f"timing {settings.steps} {mode} steps of {settings.arch} (batch {settings.batch_size}) "
-                 f"on {device}...")
-            report.modes.append(time_mode(settings, mode, data, label_file, workdir, report.notes.append))
+            log.info(f"timing {settings.steps} {mode} steps of {settings.arch} (batch {settings.batch_size}) "
+                     f"on {device}...")
+            with _notes_kept(report.notes):
+                report.modes.append(time_mode(settings, mode, data, label_file, workdir))
     return report
+
+
+class _Notes(logging.Handler):
+    def __init__(self, notes: list[str]):
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.notes.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _notes_kept(notes: list[str]):
+    """The engine's warnings while a mode is timed (e.g. no bf16 here), for the result file."""
+    handler = _Notes(notes)
+    engine = logging.getLogger("mt_repro.engine")
+    engine.addHandler(handler)
+    try:
+        yield
+    finally:
+        engine.removeHandler(handler)
 
 
 def describe_device(device: torch.device) -> str:
@@ -313,11 +330,6 @@ def command_line(settings: BenchSettings) -> str:
 
 
 def header(report: BenchReport) -> str:
-    import PIL
-    import torchvision
-
-    import mt_repro
-
     s = report.settings
     revision = "unknown"
     with contextlib.suppress(OSError, subprocess.SubprocessError):

@@ -1,46 +1,54 @@
-"""Settings of the ConvNet runs (the paper's TensorFlow half), loaded from
-``original_configs/convnet/<experiment>.toml``.
+"""The settings of a run with the original TensorFlow half's recipe (the paper's ConvNet runs,
+Tables 1-3), loaded from ``original_configs/convnet/<experiment>.toml``.
 
 Hyperparameter names are the original's (``tensorflow/mean_teacher/model.py``
 ``DEFAULT_HYPERPARAMS``), so an experiment file reads like the runner it comes from. An experiment
-file holds: the runner's grid (``models``, ``n_labeled``, ``extra_unlabeled``, ``data_seeds``),
+file holds: the runner's grid (``methods``, ``n_labeled``, ``extra_unlabeled``, ``data_seeds``),
 ``[hyper]`` changes for every run, ``[by_labels.some]``/``[by_labels.all]`` changes by label
 regime (the runner's ``model_hyperparameters``; ``*_per_label`` keys scale with the number of
 labels), ``[training_length_by_extra]`` and, for ablations, ``[ablation]`` with its values.
+
+The original chose between Mean Teacher and the Π model with ``ema_consistency`` and ran
+supervised-only as Mean Teacher without consistency on labeled minibatches; here the three are
+the methods ``mean_teacher``, ``pi_model`` and ``supervised`` (``method``).
 """
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from mt_repro.config import coerce_setting
-from mt_repro.errors import BadInput
+from mt_repro.config.coerce import typed_values
+from mt_repro.config.files import original_configs_dir, read_toml
+from mt_repro.config.recipes import TENSORFLOW, Recipe
+from mt_repro.config.train import MODES
+from mt_repro.core.errors import BadInput
 
-MODELS = ("mean_teacher", "pi", "supervised")
-DATASETS = ("svhn", "cifar10")
-TRAINING_SET_SIZE = {"svhn": 73257, "cifar10": 50000}
+CONVNET_DIR = "convnet"
 
 
 @dataclass(frozen=True)
-class ConvNetSettings:
+class ConvNetConfig:
+    recipe: ClassVar[Recipe] = TENSORFLOW
     # the run
     dataset: str = "svhn"
-    model: str = "mean_teacher"           # mean_teacher, pi (ema_consistency false), supervised
+    arch: str = "convnet13"
+    method: str = "mean_teacher"          # a registered method (mt_repro.methods.registry)
+    method_options: str | None = None     # "name=value,..." over the method's [options]
     n_labeled: int | str = "all"          # a number, or "all"
     n_extra_unlabeled: int = 0
     data_seed: int = 0
     test_phase: bool = True               # evaluate on the test set (else a validation split)
-    seed: int | None = None               # torch/numpy seed of the run (the original set none)
+    seed: int | None = None               # torch/numpy seed of the run (default: the data seed)
     device: str = "auto"
+    mode: str = "faithful"                # "fast": channels-last, bf16 autocast where supported (mt_repro.engine.fast_mode)
+    compile: bool = False                 # fast mode: torch.compile student and teacher
+    data_dir: str | None = None           # SVHN .mat directory, CIFAR-10 tarball/batches or the original's npz
+    out_dir: str | None = None            # None: results/<experiment>/<run>
     batch_size: int = 100
     n_labeled_per_batch: int | str = "vary"
     # mean_teacher/model.py DEFAULT_HYPERPARAMS
-    ema_consistency: bool = True
     apply_consistency_to_labeled: bool = True
     max_consistency_cost: float = 100.0
     ema_decay_during_rampup: float = 0.99
@@ -70,43 +78,23 @@ class ConvNetSettings:
     experiment: str = ""
     source: str = ""
 
-    def replace(self, **changes: Any) -> "ConvNetSettings":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> "ConvNetSettings":
-        unknown = sorted(set(values) - set(_HINTS), key=str)
-        if unknown:
-            raise BadInput(f"{source}: unknown setting(s) {', '.join(map(repr, unknown))}")
-        return cls(**{k: coerce_setting(_HINTS, k, v, source) for k, v in values.items()}).validate(source)
-
-    def validate(self, source: str = "settings") -> "ConvNetSettings":
+    def validate(self, source: str = "settings") -> "ConvNetConfig":
         def bad(message: str) -> BadInput:
             return BadInput(f"{source}: {message}")
 
-        if self.dataset not in DATASETS:
-            raise bad(f"dataset must be one of {', '.join(DATASETS)}, not {self.dataset!r}")
-        if self.model not in MODELS:
-            raise bad(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.mode not in MODES:
+            raise bad(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.compile and self.mode != "fast":
+            raise bad("compile is a fast-mode setting: set mode = \"fast\" too")
         if not 0.0 <= self.consistency_trust <= 1.0:
             raise bad(f"consistency_trust must be in [0, 1], got {self.consistency_trust}")
-        if self.ema_consistency != (self.model != "pi"):
-            # the original's switch between the EMA target and the second pass (model.py)
-            raise bad(f"ema_consistency {str(self.ema_consistency).lower()} contradicts model {self.model!r}: "
-                      "the Pi model is ema_consistency false, the other models true")
-        if self.model == "supervised" and self.n_labeled_per_batch != self.batch_size:
-            raise bad(f"supervised-only trains on labeled minibatches: n_labeled_per_batch must equal "
-                      f"batch_size ({self.batch_size}), got {self.n_labeled_per_batch!r}")
-        if self.model == "pi" and self.consistency_trust > 0:
-            raise bad("the Pi model needs consistency_trust 0 (its KL costs give the second pass no gradient)")
         if self.num_logits not in (1, 2):
             raise bad(f"num_logits must be 1 or 2, got {self.num_logits}")
         if self.n_labeled != "all" and (not isinstance(self.n_labeled, int) or self.n_labeled <= 0):
             raise bad(f"n_labeled must be a positive number or 'all', got {self.n_labeled!r}")
         per_batch = self.n_labeled_per_batch
+        if self.batch_size <= 0:
+            raise bad(f"batch_size must be positive, got {self.batch_size}")
         if per_batch != "vary" and (not isinstance(per_batch, int) or not 0 < per_batch <= self.batch_size):
             raise bad(f"n_labeled_per_batch must be 'vary' or 1..{self.batch_size}, got {per_batch!r}")
         if isinstance(per_batch, int) and isinstance(self.n_labeled, int) and per_batch > self.n_labeled:
@@ -116,16 +104,50 @@ class ConvNetSettings:
                 raise bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.training_length < 1 or self.rampdown_length < 0 or self.rampup_length < 0:
             raise bad("training_length must be positive, ramp lengths non-negative")
-        if self.n_extra_unlabeled and self.dataset != "svhn":
-            raise bad("only SVHN has extra unlabeled images")
+        if self.print_span < 1 or self.evaluation_span < 1:
+            raise bad("print_span and evaluation_span must be at least 1")
+        if self.n_extra_unlabeled < 0:
+            raise bad(f"n_extra_unlabeled must be at least 0, got {self.n_extra_unlabeled}")
+        if not self.width > 0:
+            raise bad(f"width must be positive, got {self.width}")
         return self
 
+    # --- what the engine asks every settings class ----------------------------------------
     @property
-    def labels_count(self) -> int:
-        return TRAINING_SET_SIZE[self.dataset] if self.n_labeled == "all" else int(self.n_labeled)
+    def run_seed(self) -> int:
+        """The seed of torch and the minibatch streams: ``seed``, else the data seed."""
+        return self.seed if self.seed is not None else self.data_seed
+
+    @property
+    def labeled_only(self) -> bool:
+        return self.n_labeled_per_batch == self.batch_size
+
+    @property
+    def declared_labels(self) -> int | str:
+        return self.n_labeled
+
+    def run_description(self) -> dict[str, Any]:
+        return {"labels": None, "data_seed": self.data_seed, "extra_unlabeled": self.n_extra_unlabeled,
+                "experiment": self.experiment or None}
+
+    def network_options(self) -> dict[str, Any]:
+        """``convnet13``'s builder arguments: where its noise lives and how much of it."""
+        return {"input_noise": self.input_noise, "dropout": self.student_dropout_probability,
+                "normalize_input": self.normalize_input, "flip_horizontally": self.flip_horizontally,
+                "translate": 2 if self.translate else 0, "num_logits": self.num_logits, "width": self.width}
+
+    def replace(self, **changes: Any) -> "ConvNetConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> "ConvNetConfig":
+        return cls(**typed_values(HINTS, values, source)).validate(source)
 
 
-_HINTS = typing.get_type_hints(ConvNetSettings)
+HINTS = {name: hint for name, hint in typing.get_type_hints(ConvNetConfig).items() if name != "recipe"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +157,7 @@ class Experiment:
     name: str
     source: str
     dataset: str
-    models: tuple[str, ...]
+    methods: tuple[str, ...]
     n_labeled: tuple[int | str, ...]
     extra_unlabeled: tuple[int, ...]
     test_phase: bool
@@ -146,20 +168,17 @@ class Experiment:
     ablation: dict[str, Any] = field(default_factory=dict)
     extra_only_with_labels: int | None = None
 
-    def settings(self, *, n_labeled: int | str, model: str | None = None, data_seed: int | None = None,
-                 n_extra_unlabeled: int = 0, overrides: dict[str, Any] | None = None) -> ConvNetSettings:
-        """The settings of one run of this experiment."""
-        model = model or self.models[0]
-        if model not in self.models:
-            raise BadInput(f"experiment {self.name} runs {', '.join(self.models)}, not {model!r}")
+    def settings(self, *, n_labeled: int | str, method: str | None = None, data_seed: int | None = None,
+                 n_extra_unlabeled: int = 0) -> dict[str, Any]:
+        """The settings of one run of this experiment, before the method's and the user's."""
+        method = method or self.methods[0]
         if n_extra_unlabeled not in self.extra_unlabeled:
             raise BadInput(f"experiment {self.name} adds {', '.join(map(str, self.extra_unlabeled))} "
                            f"extra images, not {n_extra_unlabeled}")
         regime = "all" if n_labeled == "all" else "some"
-        values: dict[str, Any] = {"dataset": self.dataset, "model": model, "n_labeled": n_labeled,
+        values: dict[str, Any] = {"dataset": self.dataset, "method": method, "n_labeled": n_labeled,
                                   "n_extra_unlabeled": n_extra_unlabeled, "test_phase": self.test_phase,
-                                  "experiment": self.name, "source": self.source,
-                                  "ema_consistency": model == "mean_teacher" or model == "supervised"}
+                                  "experiment": self.name, "source": self.source}
         values["data_seed"] = self.data_seeds.get(regime, [0])[0] if data_seed is None else data_seed
         if self.training_length_by_extra:
             values["training_length"] = self.training_length_by_extra[n_extra_unlabeled]
@@ -172,8 +191,7 @@ class Experiment:
         for key in ("training_length", "rampdown_length"):
             if key in values and isinstance(values[key], float):
                 values[key] = int(round(values[key]))
-        values.update(overrides or {})
-        return ConvNetSettings.from_dict(values, source=f"experiment {self.name}")
+        return values
 
     def ablation_runs(self) -> list[tuple[int, dict[str, Any]]]:
         """(data seed, changed settings) of every run of the ablation grid."""
@@ -182,15 +200,8 @@ class Experiment:
         return [(seed, dict(values)) for seed in self.ablation["data_seeds"] for values in self.ablation["values"]]
 
 
-def convnet_configs_dir() -> Path:
-    try:
-        return Path(str(resources.files("mt_repro.original_configs"))) / "convnet"
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[1] / "original_configs" / "convnet"
-
-
 def experiment_names() -> list[str]:
-    return sorted(p.stem for p in convnet_configs_dir().glob("*.toml"))
+    return sorted(p.stem for p in (original_configs_dir() / CONVNET_DIR).glob("*.toml"))
 
 
 def ablation_names() -> list[str]:
@@ -198,16 +209,13 @@ def ablation_names() -> list[str]:
 
 
 def load_experiment(name: str) -> Experiment:
-    path = convnet_configs_dir() / f"{name}.toml"
+    path = original_configs_dir() / CONVNET_DIR / f"{name}.toml"
     if not path.is_file():
         raise BadInput(f"no ConvNet experiment {name!r}; known: {', '.join(experiment_names())}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise BadInput(f"experiment {path.name} cannot be read: {exc}") from None
+    data = read_toml(path, "experiment")
     try:
         return Experiment(
-            name=data["name"], source=data["source"], dataset=data["dataset"], models=tuple(data["models"]),
+            name=data["name"], source=data["source"], dataset=data["dataset"], methods=tuple(data["methods"]),
             n_labeled=tuple(data["n_labeled"]), extra_unlabeled=tuple(data.get("extra_unlabeled", [0])),
             test_phase=bool(data["test_phase"]), data_seeds=data.get("data_seeds", {}),
             hyper=data.get("hyper", {}), by_labels=data.get("by_labels", {}),

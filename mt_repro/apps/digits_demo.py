@@ -1,0 +1,265 @@
+"""``mt-repro digits``: the methods against supervised-only on scikit-learn's 8 x 8 digits.
+
+Every method runs through the same engine as the paper's runs, with the settings of
+``mt_repro/configs/digits.toml`` changed by the ``[digits]`` table of its settings file
+(``mt_repro.config.compose.digits_run``). For each data seed: a class-balanced label file is
+written (``mt_repro.data.digits``), then
+
+* supervised-only trains on the labeled images alone (``exclude_unlabeled``, no consistency
+  cost), with as many labeled images per step and as many SGD steps as Mean Teacher: its epochs
+  and its lr schedule (in epochs) are rescaled by the ratio of steps per epoch. Its result is
+  the student's test error (the plain network). The EMA of its weights is reported too;
+* every other method trains on the labeled and the unlabeled training images with Mean
+  Teacher's budget of SGD steps; its result is the test error of the network its paper reports
+  (the EMA teacher for Mean Teacher, ICT and MixMatch).
+
+Test error is on the fixed 500 held-out images; mean and (sample, n - 1) standard deviation
+over the data seeds.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mt_repro.config.compose import DemoConfig, digits_run, load_demo_config
+from mt_repro.config.train import SAMPLINGS, TrainConfig
+from mt_repro.core.errors import BadInput
+from mt_repro.data import digits
+from mt_repro.data.labels import write_label_file
+from mt_repro.engine import runs
+from mt_repro.engine.recipes import check_config
+from mt_repro.methods.registry import method_class
+
+log = logging.getLogger(__name__)
+BASELINE = "supervised"
+
+
+@dataclass
+class DemoRun:
+    method: str            # "supervised" or "mean_teacher"
+    data_seed: int
+    test_error: float      # the reported model: student (supervised) / teacher (mean teacher)
+    other_error: float     # the other model: EMA of the supervised weights / MT student
+    steps: int
+    seconds: float
+
+
+@dataclass
+class DemoResult:
+    n_labels: int
+    seeds: list[int]
+    methods: list[str] = field(default_factory=lambda: ["mean_teacher"])
+    runs: list[DemoRun] = field(default_factory=list)
+    sampling: str = "two_stream"  # of the semi-supervised methods' minibatches
+
+    def errors(self, method: str) -> list[float]:
+        return [r.test_error for r in self.runs if r.method == method]
+
+    def other_errors(self, method: str) -> list[float]:
+        return [r.other_error for r in self.runs if r.method == method]
+
+    def table(self) -> str:
+        return render_table(self)
+
+
+def demo_configs(demo: DemoConfig, method: str, n_labels: int, label_file: Path, data_seed: int,
+                 epochs: int | None, out_dir: Path, sampling: str = "two_stream",
+                 mode: str = "faithful") -> TrainConfig:
+    """The settings of ``method``'s run for one data seed: the demo's, the method's ``[digits]``
+    table, the seed's labels; ``epochs`` (default: the demo's) rescales the learning-rate
+    ramp-down with it. Supervised-only, and every method with ``sampling="uniform"``
+    (minibatches drawn from all training images), gets its epochs and every schedule in epochs
+    rescaled so that it takes Mean Teacher's number of SGD steps."""
+    reference = _mean_teacher_budget(demo, label_file, data_seed, epochs, out_dir)
+    suffix = "" if sampling == "two_stream" or method == BASELINE else f"_{sampling}"
+    config = digits_run(demo, method, label_file=label_file, data_seed=data_seed,
+                        out_dir=out_dir / f"{method}{suffix}_{data_seed}",
+                        overrides={"epochs": reference.epochs, "lr_rampdown_epochs": reference.lr_rampdown_epochs,
+                                   # one evaluation, after the last epoch: in the run's logs and summary.json
+                                   "evaluation_epochs": reference.epochs, "mode": mode})
+    mt_steps = _steps_per_epoch(n_labels, reference)
+    if method == BASELINE:
+        sup_steps = n_labels // config.batch_size
+        if mt_steps <= 0 or sup_steps <= 0:
+            raise BadInput(f"{n_labels} labels cannot fill the demo's batches "
+                           f"(supervised batch {config.batch_size}, mean teacher "
+                           f"{reference.batch_size} with {reference.labeled_batch_size} labeled)")
+        epochs_matched = max(1, round(reference.epochs * mt_steps / sup_steps))
+        return _rescaled(config, epochs_matched, mt_steps / sup_steps, reference)
+    if sampling == "uniform":
+        per_epoch = len(digits.test_and_training_indices()[1]) // config.batch_size
+        epochs_matched = max(1, round(reference.epochs * mt_steps / per_epoch))
+        config = config.replace(sampling="uniform", labeled_batch_size=None)
+        return _rescaled(config, epochs_matched, epochs_matched / config.epochs, config, consistency=True)
+    return config
+
+
+def _mean_teacher_budget(demo: DemoConfig, label_file: Path, data_seed: int, epochs: int | None,
+                         out_dir: Path) -> TrainConfig:
+    """Mean Teacher's run: the budget of SGD steps every method of the demo gets."""
+    config = digits_run(demo, "mean_teacher", label_file=label_file, data_seed=data_seed, out_dir=out_dir)
+    if epochs is None:
+        return config
+    rampdown = config.lr_rampdown_epochs
+    if rampdown:
+        rampdown = max(epochs, round(rampdown * epochs / config.epochs))
+    return config.replace(epochs=epochs, lr_rampdown_epochs=rampdown).validate()
+
+
+def _steps_per_epoch(n_labels: int, config: TrainConfig) -> int:
+    """Two-stream minibatches: an epoch is one pass over the unlabeled images."""
+    n_train = len(digits.test_and_training_indices()[1])
+    return (n_train - n_labels) // (config.batch_size - config.labeled_batch_size)
+
+
+def _rescaled(config: TrainConfig, epochs: int, ratio: float, schedule: TrainConfig,
+              consistency: bool = False) -> TrainConfig:
+    """``config`` for ``epochs`` epochs, ``schedule``'s ramps (in epochs) scaled by ``ratio``."""
+    def scaled(value):
+        return None if value is None else max(0, round(value * ratio))
+
+    changes = dict(epochs=epochs, evaluation_epochs=epochs, lr_rampup=scaled(schedule.lr_rampup),
+                   lr_rampdown_epochs=None if schedule.lr_rampdown_epochs is None
+                   else max(epochs, scaled(schedule.lr_rampdown_epochs)))
+    if consistency:
+        changes["consistency_rampup"] = scaled(schedule.consistency_rampup)
+    return config.replace(**changes).validate()
+
+
+def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: int | None = None,
+             out_dir: str | Path = "results/digits", *, config: str | Path | None = None,
+             methods: list[str] | None = None, sampling: str = "two_stream", mode: str = "faithful",
+             progress: bool = True) -> DemoResult:
+    methods = [m for m in (methods or ["mean_teacher"]) if m != BASELINE]
+    for method in methods:
+        method_class(method)  # an unknown name fails here, before anything runs
+    if sampling not in SAMPLINGS:
+        raise BadInput(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    demo = load_demo_config(config)
+    n_labels = demo.labels if n_labels is None else n_labels
+    n_seeds = demo.seeds if n_seeds is None else n_seeds
+    if n_seeds < 1:
+        raise BadInput(f"--seeds must be at least 1, got {n_seeds}")
+    if epochs is not None and epochs < 1:
+        raise BadInput(f"--epochs must be at least 1, got {epochs}")
+    out_dir = Path(out_dir)
+    quiet = _OnceAndWarningsOnly()
+    result = DemoResult(n_labels, list(range(n_seeds)), list(methods), sampling=sampling)
+    for data_seed in result.seeds:
+        entries = digits.label_file_entries(n_labels, data_seed)  # checks n_labels first
+        label_file = out_dir / "labels" / f"{n_labels}_{data_seed}.txt"
+        try:
+            label_file.parent.mkdir(parents=True, exist_ok=True)
+            write_label_file(label_file, entries)
+        except OSError as exc:
+            raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+        configs = [(m, demo_configs(demo, m, n_labels, label_file, data_seed, epochs, out_dir, sampling, mode))
+                   for m in [BASELINE, *methods]]
+        for _, cfg in configs:  # every run's settings checked before the first one starts
+            check_config(cfg)
+        for method, cfg in configs:
+            start = time.time()
+            with _quiet(quiet):
+                trainer = runs.start(cfg, Path(cfg.out_dir), progress=progress)
+            if progress:
+                log.info(f"data seed {data_seed}: {method.replace('_', ' ')}, {trainer.run_epochs} epochs "
+                         f"of {trainer.data.steps_per_epoch} steps")
+            with _quiet(quiet):
+                summary = trainer.fit()
+            student, teacher = summary["student_error1"], summary["teacher_error1"]
+            # Each method is judged by the network its paper reports (Mean Teacher: the teacher).
+            reported, other = (teacher, student) if reported_model(method) == "teacher" else (student, teacher)
+            result.runs.append(DemoRun(method, data_seed, reported, other, summary["global_step"],
+                                       time.time() - start))
+    return result
+
+
+class _OnceAndWarningsOnly(logging.Filter):
+    """The demo's runs speak only to warn, and each warning once (e.g. no bf16 on this device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno < logging.WARNING or message in self.told:
+            return False
+        self.told.add(message)
+        return True
+
+
+@contextmanager
+def _quiet(runs_filter: logging.Filter):
+    loggers = [logging.getLogger(runs.__name__), logging.getLogger(runs.Trainer.__module__)]
+    for logger in loggers:
+        logger.addFilter(runs_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(runs_filter)
+
+
+def _mean_std(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def render_table(result: DemoResult) -> str:
+    rows = [(BASELINE, result.errors(BASELINE))]
+    rows += [(m.replace("_", " "), result.errors(m)) for m in result.methods]
+    header = ["test error %"] + [f"seed {s}" for s in result.seeds] + ["mean ± std"]
+    body = [[name] + [f"{v:.2f}" for v in values] + [_mean_std(values)] for name, values in rows]
+    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in [header] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    sup = result.errors("supervised")
+    seconds = sum(r.seconds for r in result.runs)
+    steps = sorted({r.steps for r in result.runs})
+    step_note = (f"{steps[0]} SGD steps per run for every method" if len(steps) == 1
+                 else f"{'/'.join(map(str, steps))} SGD steps per run")
+    others = ", ".join(f"{m.replace('_', ' ')} {_mean_std(result.other_errors(m))}" for m in result.methods)
+    by_teacher = [m.replace("_", " ") for m in result.methods if reported_model(m) == "teacher"]
+    reported = (f"{', '.join(by_teacher)} = the EMA teacher (as their papers report); " if by_teacher else "")
+    notes = [
+        f"{result.n_labels} labels, {len(digits.test_and_training_indices()[1]) - result.n_labels} "
+        f"unlabeled, {digits.N_TEST} test images (sklearn 8x8 digits); {step_note}; {seconds:.0f} s in all",
+        f"supervised = the network trained on the labeled images only; {reported}the others = their network. "
+        "The other network of each run (the teacher, or the student where the teacher is reported): "
+        f"supervised {_mean_std(result.other_errors('supervised'))}, {others}",
+    ]
+    if result.sampling != "two_stream":
+        notes.append(f"semi-supervised minibatches: {result.sampling} sampling of all training images "
+                     "(epochs rescaled to the same number of steps)")
+    notes += [f"{m.replace('_', ' ')} - supervised: {paired_difference(result.errors(m), sup)}" for m in result.methods]
+    return "\n".join(lines + [""] + notes)
+
+
+def paired_difference(errors: list[float], supervised: list[float]) -> str:
+    """The method's test error minus supervised-only's, seed by seed (both runs of a seed share
+    its labels): the mean difference, its standard error over the seeds, and on how many seeds
+    the method was better, equal and worse. Pairing takes out how hard each seed's labels
+    are, which varies far more between seeds than the methods differ."""
+    differences = [e - s for e, s in zip(errors, supervised, strict=True)]
+    mean = statistics.fmean(differences)
+    if len(differences) < 2:
+        return f"{mean:+.2f} points"
+    standard_error = statistics.stdev(differences) / math.sqrt(len(differences))
+    # One image of the 500 is 0.2 points: a difference below a tenth of that is none.
+    better, worse = sum(d < -0.01 for d in differences), sum(d > 0.01 for d in differences)
+    return (f"{mean:+.2f} ± {standard_error:.2f} points (paired by seed, ± standard error); "
+            f"better on {better} of {len(differences)} seeds, equal on {len(differences) - better - worse}, "
+            f"worse on {worse}")
+
+
+def reported_model(method: str) -> str:
+    """"teacher" or "student": the network the method's paper reports."""
+    return method_class(method).reported_model

@@ -1,0 +1,204 @@
+"""The training commands: the paper's ResNet runs (``mt-repro cifar10``, ``mt-repro imagenet``),
+its ConvNet runs (``mt-repro svhn``, ``mt-repro cifar10 --arch convnet13``), their ablations,
+``--resume`` of any run directory, and the original command line (``mt-repro legacy-main``).
+
+Each composes its runs' settings in the one place (``mt_repro.config.compose``) and runs them
+on the one engine (``mt_repro.engine.runs``); this module only maps a command's choices to
+those calls and names the run directories.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from mt_repro.config import compose
+from mt_repro.config.coerce import parse_overrides
+from mt_repro.config.convnet import HINTS as CONVNET_HINTS
+from mt_repro.config.convnet import load_experiment
+from mt_repro.config.paper import load_paper_config
+from mt_repro.config.train import HINTS as TRAIN_HINTS
+from mt_repro.core.errors import BadInput
+from mt_repro.core.rng import seed_everything
+from mt_repro.engine import checkpoint as ckpt
+from mt_repro.engine import runs
+from mt_repro.engine.recipes import check_config
+from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE, Trainer
+from mt_repro.legacy import main_flags
+
+log = logging.getLogger(__name__)
+
+HINTS = {"pytorch": TRAIN_HINTS, "tensorflow": CONVNET_HINTS}
+
+
+@dataclass(frozen=True)
+class RunChoices:
+    """What a training command line chose, before its settings are composed."""
+
+    method: str | None = None
+    data_dir: str | Path | None = None
+    seed: int | None = None
+    device: str = "auto"
+    mode: str | None = None
+    compile: bool = False
+    out: str | Path | None = None
+    overrides: tuple[str, ...] = ()   # --set KEY=VALUE
+    progress: bool = True
+
+    def run_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"device": self.device}
+        if self.data_dir is not None:
+            values["data_dir"] = str(self.data_dir)
+        if self.seed is not None:
+            values["seed"] = self.seed
+        if self.mode is not None:
+            values["mode"] = self.mode
+        if self.compile:
+            values["compile"] = True
+        return values
+
+
+def resnet_command(config_name: str, choices: RunChoices, *, label_file=None, data_seed: int | None = None,
+                   label_dir=None, gpus: int | None = None, epochs: int | None = None,
+                   workers: int | None = None) -> dict[str, Any]:
+    """A ResNet run of the paper (Table 4): its original runner's settings for ``gpus`` GPUs,
+    the label file of ``data_seed`` (or ``label_file``), the method's, then ``--set``."""
+    paper = load_paper_config(config_name)
+    overrides = parse_overrides(choices.overrides, TRAIN_HINTS)  # a typo fails before files are looked for
+    if label_file is not None and data_seed is not None:
+        raise BadInput("give --label-file or --data-seed, not both")
+    if label_file is None:
+        label_file = compose.resnet_label_file(config_name, data_seed, label_dir)
+        run_name = f"{config_name.split('_', 1)[1]}_{paper.data_seeds[0] if data_seed is None else data_seed}"
+    else:
+        run_name = f"{config_name.split('_', 1)[1]}_{Path(label_file).stem}"
+    run = choices.run_values()
+    for key, value in (("epochs", epochs), ("workers", workers)):
+        if value is not None:
+            run[key] = value
+    if choices.method is not None:
+        run_name = f"{run_name}_{choices.method}"
+    config = compose.resnet_run(config_name, label_file=label_file, method=choices.method, gpus=gpus, run=run,
+                                overrides=overrides)
+    check_config(config)
+    out = choices.out or runs.default_out_dir(config_name, run_name)
+    log.info(f"{paper.title} ({paper.source}), {gpus or paper.gpus} GPU(s)' worth of batch and lr")
+    log.info(describe_settings(config))
+    return runs.train(config, out, progress=choices.progress)
+
+
+def convnet_command(dataset: str, n_labels: str, choices: RunChoices, *, n_extra: int = 0,
+                    data_seed: int | None = None, steps: int | None = None) -> dict[str, Any]:
+    """A ConvNet run of the paper (Tables 1-3): the original TensorFlow runner of its method
+    (supervised-only's own, else Mean Teacher's and the Π model's), its settings for the number
+    of labels and extra images, the method's ``[convnet]`` table for a method the runner did
+    not run, then ``--set``."""
+    method = choices.method or "mean_teacher"
+    name = compose.convnet_experiment_for(dataset, method)
+    experiment = load_experiment(name)
+    if choices.data_dir is None:
+        raise BadInput("pass --data: the CIFAR-10 tarball or batches directory, or the directory of "
+                       "the SVHN .mat files")
+    overrides = parse_overrides(choices.overrides, CONVNET_HINTS)
+    if steps is not None:
+        overrides["training_length"] = steps
+    n_labeled = n_labels if n_labels == "all" else int(n_labels)
+    config = compose.convnet_run(name, n_labeled=n_labeled, method=method, data_seed=data_seed,
+                                 n_extra_unlabeled=n_extra, run=choices.run_values(), overrides=overrides)
+    check_config(config)
+    extra = f"_extra{n_extra}" if n_extra else ""
+    out = choices.out or Path("results") / name / f"{n_labels}{extra}_{method}_{config.data_seed}"
+    log.info(f"{name} ({experiment.source}): {method}, {n_labels} labels{extra and f', {n_extra} extra'}, "
+             f"data seed {config.data_seed}, {config.training_length} steps")
+    log.info(describe_settings(config))
+    return runs.train(config, out, progress=choices.progress)
+
+
+def resume_command(run_dir: str | Path, overrides: Iterable[str] = (), *, epochs: int | None = None,
+                   steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Continue a run directory of either recipe; ``--set`` in the run's own vocabulary, ``epochs``
+    (the ResNet runs) or ``steps`` (the ConvNet runs) to lengthen it."""
+    config = runs.read_run_config(run_dir)
+    changes = parse_overrides(overrides, HINTS[config.recipe.name])
+    for flag, key, value in (("--epochs", "epochs", epochs), ("--steps", "training_length", steps)):
+        if value is not None:
+            if key not in HINTS[config.recipe.name]:
+                raise BadInput(f"{flag} does not apply to this run (a {config.recipe.name}-recipe run); "
+                               f"use {'--steps' if flag == '--epochs' else '--epochs'}")
+            changes[key] = value
+    return runs.resume(run_dir, overrides=changes, progress=progress)
+
+
+def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False) -> tuple[int, int]:
+    """Every run of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
+    resuming interrupted ones; returns (runs, already finished)."""
+    experiment = load_experiment(name)
+    grid = experiment.ablation_runs()
+    overrides = parse_overrides(choices.overrides, CONVNET_HINTS)
+    out = Path(choices.out or "results/ablations")
+    done = 0
+    for number, (data_seed, changes) in enumerate(grid, 1):
+        label = "_".join(f"{k}={v}" for k, v in changes.items())
+        directory = out / name / f"seed{data_seed}" / label
+        if dry_run:
+            log.info(f"{directory}: {experiment.methods[0]}, {experiment.n_labeled[0]} labels, data seed "
+                     f"{data_seed}, {label}")
+            continue
+        if (directory / SUMMARY_FILE).is_file():
+            done += 1
+            continue
+        if choices.data_dir is None:
+            raise BadInput("pass --data: the directory of the SVHN .mat files")
+        log.info(f"[{number}/{len(grid)}] {directory}")
+        if (directory / CONFIG_FILE).is_file():
+            runs.resume(directory, progress=choices.progress)
+            continue
+        config = compose.convnet_run(name, n_labeled=experiment.n_labeled[0], method=experiment.methods[0],
+                                     data_seed=data_seed, run=choices.run_values(),
+                                     overrides={**changes, **overrides})
+        runs.train(config, directory, progress=choices.progress)
+    return len(grid), done
+
+
+def legacy_main(argv: Iterable[str]) -> list[str] | dict[str, Any]:
+    """The original ``pytorch/main.py`` with its flags: a training run's summary, or (``--evaluate``)
+    the student's and teacher's precision lines."""
+    config, args = main_flags.parse(list(argv))
+    if config.seed is not None:
+        seed_everything(config.seed)
+    out_dir = Path(config.out_dir) if config.out_dir else runs.default_out_dir("main", "0")
+    trainer = Trainer(config, out_dir, progress=not args.no_progress).build()
+    if args.resume:
+        trainer.load_state(ckpt.load_checkpoint(args.resume))
+    if args.evaluate:
+        lines = []
+        for name, model in (("student", trainer.method.student), ("teacher", trainer.method.teacher)):
+            result = trainer.evaluate(model)
+            lines.append(f"{name}: prec@1 {result['top1/avg']:.3f}  prec@5 {result['top5/avg']:.3f}")
+        return lines
+    return trainer.fit()
+
+
+def describe_settings(config) -> str:
+    """The settings a run starts with, a few per line, for its first lines of output."""
+    items = [f"{k}={v}" for k, v in config.to_dict().items()]
+    lines, line = [], "config:"
+    for item in items:
+        if len(line) + len(item) > 100:
+            lines.append(line)
+            line = "  "
+        line += f" {item}" if line.strip() else item
+    return "\n".join(lines + [line])
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    def pct(value):
+        return "n/a" if value is None else f"{value:.2f}%"
+
+    return [f"done: {summary['epochs']} epochs, {summary['global_step']} steps, "
+            f"{summary['n_labeled_in_split']} labeled / {summary['n_unlabeled']} unlabeled images",
+            f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}",
+            f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}",
+            f"  checkpoint {summary['checkpoint']}",
+            f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl"]

@@ -1,0 +1,36 @@
+"""What differs between the original's two halves, as data: the named pieces of a training
+procedure. The engine looks every piece up by its name (``mt_repro.engine.recipes``); a settings
+class names the recipe whose hyperparameters it holds.
+
+* ``pytorch`` (``pytorch/main.py``, Table 4): SGD; learning rate per step from the fractional
+  epoch, consistency weight per integer epoch; a teacher initialised like the student and
+  updated after each SGD step with the warm-up average; augmentation in the data pipeline (two
+  views); runs measured in epochs; Mean Teacher's costs summed and divided by the minibatch.
+* ``tensorflow`` (``tensorflow/mean_teacher/model.py``, Tables 1-3): TensorFlow 1.x's Adam with
+  per-step betas; every ramp per step; a teacher copied from the data-initialised student and
+  updated by a plain EMA before each step; the noise inside the model (one input, a fresh draw
+  per pass); runs measured in steps; Mean Teacher's costs per sample, summed and averaged over
+  the three kinds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    optimizer: str        # sgd | tf_adam
+    schedule: str         # per_epoch | per_step: learning rate, consistency weight, EMA decay, betas
+    timeline: str         # epochs | steps: length, evaluations, checkpoints, log rows
+    teacher_init: str     # separate | copy
+    teacher_update: str   # after_step | before_step
+    noise: str            # pipeline | model
+    costs: str            # pytorch | tensorflow: how Mean Teacher's, the Pi model's and supervised costs are formed
+
+
+PYTORCH = Recipe("pytorch", optimizer="sgd", schedule="per_epoch", timeline="epochs", teacher_init="separate",
+                 teacher_update="after_step", noise="pipeline", costs="pytorch")
+TENSORFLOW = Recipe("tensorflow", optimizer="tf_adam", schedule="per_step", timeline="steps", teacher_init="copy",
+                    teacher_update="before_step", noise="model", costs="tensorflow")
+RECIPES = {recipe.name: recipe for recipe in (PYTORCH, TENSORFLOW)}

@@ -1,0 +1,41 @@
+"""A run's settings as its run directory keeps them (``config.json``) and as a checkpoint
+carries them: the settings class's fields plus ``recipe``, the name of the recipe they are
+written in, so that ``--resume`` reads them back with the right class.
+
+Run directories written before the recipes were named hold no ``recipe`` key: a ConvNet run is
+recognised by ``training_length``, and its ``model`` (``mean_teacher``, ``pi``, ``supervised``)
+and ``ema_consistency`` settings become ``method``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from mt_repro.config.convnet import ConvNetConfig
+from mt_repro.config.recipes import PYTORCH, TENSORFLOW
+from mt_repro.config.train import TrainConfig
+from mt_repro.core.errors import BadInput
+
+CLASSES = {PYTORCH.name: TrainConfig, TENSORFLOW.name: ConvNetConfig}
+OLD_CONVNET_MODELS = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": "supervised"}
+
+
+def to_saved(config) -> dict[str, Any]:
+    return {"recipe": config.recipe.name, **config.to_dict()}
+
+
+def from_saved(values: Any, source: str):
+    """The settings object of a saved ``config.json`` (or a checkpoint's copy of it)."""
+    if not isinstance(values, dict):
+        raise BadInput(f"{source} is not a configuration (a JSON object)")
+    values = dict(values)
+    recipe = values.pop("recipe", TENSORFLOW.name if "training_length" in values else PYTORCH.name)
+    if recipe not in CLASSES:
+        raise BadInput(f"{source}: unknown recipe {recipe!r}; known: {', '.join(CLASSES)}")
+    if recipe == TENSORFLOW.name and "model" in values:
+        model = values.pop("model")
+        values.pop("ema_consistency", None)
+        if model not in OLD_CONVNET_MODELS:
+            raise BadInput(f"{source}: model {model!r} is not one of {', '.join(OLD_CONVNET_MODELS)}")
+        values.setdefault("method", OLD_CONVNET_MODELS[model])
+    config = CLASSES[recipe].from_dict(values, source=source)
+    return config.validate()

@@ -1,0 +1,52 @@
+"""ILSVRC 2012 (ImageNet) as the original read it: folders ``<root>/train/<wnid>/*.JPEG`` and
+``<root>/val/<wnid>/*.JPEG`` (torchvision ``ImageFolder``), with its augmentation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
+
+from mt_repro.core.errors import BadInput
+from mt_repro.data.registry import DatasetSpec, register
+from mt_repro.data.transforms import TransformTwice
+
+IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def open_part(root: Path, part: str, transform) -> Dataset:
+    if not root.exists():
+        raise BadInput(f"data directory {root} does not exist")
+    folder = root / part
+    if not folder.is_dir():
+        raise BadInput(f"{folder} does not exist: expected {root} to hold {part}/<wnid>/<image> folders")
+    try:
+        return ImageFolder(str(folder), transform)
+    except (FileNotFoundError, OSError) as exc:
+        raise BadInput(f"{folder}: {exc}") from None
+
+
+def train_transform():
+    """The original's ImageNet augmentation, twice per image (student and teacher views)."""
+    return TransformTwice(transforms.Compose([
+        transforms.RandomRotation(10),
+        transforms.RandomResizedCrop(224),
+        transforms.RandomHorizontalFlip(),
+        transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+        transforms.ToTensor(),
+        transforms.Normalize(**IMAGENET_STATS),
+    ]))
+
+
+def eval_transform():
+    return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
+                               transforms.ToTensor(), transforms.Normalize(**IMAGENET_STATS)])
+
+
+SPEC = register(DatasetSpec(
+    name="imagenet", description="ILSVRC 2012: 1281167 training images, 50000 validation images, 1000 classes",
+    num_classes=1000, train_size=1281167, default_root="data-local/images/ilsvrc2012/",
+    reads="the directory with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG",
+    train_part="train", eval_part="val",
+    open_part=open_part, train_transform=train_transform, eval_transform=eval_transform))

@@ -1,0 +1,142 @@
+"""The PyTorch recipe's training data: image datasets augmented per image in the data pipeline
+(two views), minibatches composed by a batch sampler, as the original ``create_data_loaders``.
+
+``training_data(config, device, extras)`` builds the datasets from the dataset's description
+(``mt_repro.data.registry``), applies the label file, chooses the batch sampler of the run's
+minibatch composition (two streams, labeled only, or uniform) and wraps them as
+``LoaderData``, which the engine iterates epoch by epoch. With ``workers`` 0 every random draw
+happens in the original's order. Fast mode (``config.mode``) trains datasets that have a batch
+augmentation from ``DeviceBatches`` on ``device``, over the same batch sampler; the others keep
+per-image loading with workers that stay alive between epochs and prefetch further ahead.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SubsetRandomSampler
+
+from mt_repro.core.errors import BadInput
+from mt_repro.core.types import Batch
+from mt_repro.data.device_loader import DeviceBatches, images_in_memory
+from mt_repro.data.labels import apply_labels, read_label_file
+from mt_repro.data.registry import DatasetSpec, get_dataset
+from mt_repro.data.sample_extras import SampleExtras
+from mt_repro.data.sampling import TwoStreamBatchSampler
+
+
+class LoaderData:
+    """Training minibatches epoch by epoch, and the evaluation loader."""
+
+    def __init__(self, train_loader, eval_loader, num_classes: int, n_labeled: int, n_unlabeled: int):
+        self.train_loader = train_loader
+        self.eval_loader = eval_loader
+        self.num_classes = num_classes
+        self.n_labeled = n_labeled
+        self.n_unlabeled = n_unlabeled
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def epoch(self, epoch: int, start: int = 0, steps: int | None = None) -> Iterator[Batch]:
+        """The minibatches of ``epoch``. A loader draws its permutations when an epoch begins, so
+        an epoch is only ever trained from its start (checkpoints are taken between epochs), and
+        whole: ``steps`` can only be its length."""
+        if start or steps not in (None, len(self.train_loader)):
+            raise ValueError("a loader's epoch is trained whole, from its start")
+        if hasattr(self.train_loader, "set_epoch"):  # fast mode's augmentation parameters are per epoch
+            self.train_loader.set_epoch(epoch)
+        for (student_input, teacher_input), targets, *extras in self.train_loader:
+            yield Batch(student_input, teacher_input, targets, extras[0] if extras else {})
+
+    def evaluation(self):
+        return self.eval_loader
+
+    def init_batch(self) -> torch.Tensor:
+        raise BadInput("this network is initialised from a minibatch of raw images, which the "
+                       "PyTorch recipe's augmented data pipeline does not give: use the ConvNet recipe")
+
+    def state_dict(self) -> dict:
+        return {}  # the samplers draw from the global generators, saved with the run's RNG state
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def training_data(config, device: torch.device | None = None, extras: Sequence[str] = ()) -> LoaderData:
+    """Datasets, label split, sampler and loaders of a ``TrainConfig``; ``extras``: the sample
+    extras the run's method asks for (``mt_repro.core.types.SAMPLE_EXTRAS``)."""
+    device = device or torch.device("cpu")
+    spec = get_dataset(config.dataset)
+    if spec.open_part is None:
+        raise BadInput(f"{spec.name} has no per-image pipeline: train it with the ConvNet recipe "
+                       f"(mt-repro {spec.name})")
+    root = spec.root(config.data_dir)
+    on_device = config.mode == "fast" and spec.batch_augment is not None
+    train_set = spec.open_part(root, config.train_subdir, None if on_device else spec.train_transform())
+    eval_set = spec.open_part(root, config.eval_subdir, spec.eval_transform())
+    if len(train_set) == 0 or len(eval_set) == 0:
+        raise BadInput(f"no images found under {root}")
+    if config.labels:
+        labeled, unlabeled = apply_labels(train_set, read_label_file(config.labels),
+                                          source=f"label file {Path(config.labels).name}")
+    else:
+        labeled, unlabeled = list(range(len(train_set))), []
+    batch_sampler = _batch_sampler(config, len(train_set), labeled, unlabeled)
+
+    pin = torch.cuda.is_available()
+    if on_device:
+        train_loader = DeviceBatches(images_in_memory(train_set), train_set.targets, batch_sampler,
+                                     spec.batch_augment(), device, seed=config.seed, extras=extras)
+    else:
+        train_loader = DataLoader(_with_sample_extras(spec, root, config, train_set, extras),
+                                  batch_sampler=batch_sampler, num_workers=config.workers, pin_memory=pin,
+                                  **_kept_busy(config))
+    eval_loader = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False,
+                             num_workers=2 * config.workers,  # evaluation needs images twice as fast
+                             pin_memory=pin, drop_last=False, **_kept_busy(config))
+    return LoaderData(train_loader, eval_loader, spec.num_classes, len(labeled), len(unlabeled))
+
+
+def evaluation_loader(spec: DatasetSpec, data_dir, part: str, batch_size: int, workers: int,
+                      pin_memory: bool = False) -> DataLoader:
+    """A dataset part through its evaluation transform, in order (``mt-repro evaluate``)."""
+    dataset = spec.open_part(spec.root(data_dir), part, spec.eval_transform())
+    if len(dataset) == 0:
+        raise BadInput(f"no images found under {spec.root(data_dir)}/{part}")
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)
+
+
+def _batch_sampler(config, n_train: int, labeled: list[int], unlabeled: list[int]):
+    if config.sampling == "uniform":  # labeled and unlabeled alike, one pass an epoch
+        if n_train < config.batch_size:
+            raise BadInput(f"only {n_train} training images: fewer than one batch of {config.batch_size}")
+        return BatchSampler(SubsetRandomSampler(range(n_train)), config.batch_size, drop_last=True)
+    if config.exclude_unlabeled:
+        if len(labeled) < config.batch_size:
+            raise BadInput(f"only {len(labeled)} labeled images: fewer than one batch of {config.batch_size}")
+        return BatchSampler(SubsetRandomSampler(labeled), config.batch_size, drop_last=True)
+    try:
+        return TwoStreamBatchSampler(unlabeled, labeled, config.batch_size, config.labeled_batch_size)
+    except ValueError as exc:
+        raise BadInput(f"impossible split: {exc}") from None
+
+
+def _kept_busy(config) -> dict:
+    """Fast mode's loader settings: workers that live across epochs and prefetch further."""
+    if config.mode != "fast" or config.workers == 0:
+        return {}
+    return {"persistent_workers": True, "prefetch_factor": 4}
+
+
+def _with_sample_extras(spec: DatasetSpec, root, config, train_set: Dataset, wanted: Sequence[str]) -> Dataset:
+    """The training set as the run's method needs it: unchanged, or wrapped to add per-sample
+    indices or clean images (``mt_repro.data.sample_extras``)."""
+    if not wanted:
+        return train_set
+    clean = None
+    if "clean_input" in wanted:
+        clean = spec.open_part(root, config.train_subdir, spec.eval_transform())
+    return SampleExtras(train_set, wanted, clean)

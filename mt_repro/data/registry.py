@@ -1,0 +1,93 @@
+"""Datasets by name, each described once: classes, sizes, where the original kept it, how to read
+it, its augmentations, its splits.
+
+A dataset is one module of this package that calls ``register(DatasetSpec(...))``; the
+registry imports every module of the package, so ``mt-repro`` commands, the two recipes'
+data pipelines (``mt_repro.data.loaders`` for the PyTorch recipe, ``mt_repro.data.arrays`` for
+the TensorFlow one) and the tests find it with nothing else changed. What a dataset offers
+decides where it can run:
+
+* ``open_part`` (+ ``train_transform``, ``eval_transform``): the PyTorch recipe, augmentation
+  per image in the data pipeline, two views; ``batch_augment`` adds fast mode's on-device
+  augmentation of whole minibatches (``None``: fast mode loads images one by one);
+* ``tf_arrays``: the TensorFlow recipe, the raw training and evaluation arrays of an original
+  TensorFlow split (the noise then lives inside the model);
+* ``tf_split``: ``mt-repro splits``, the label file of such a split.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from mt_repro.core.errors import BadInput
+
+
+@dataclass(frozen=True)
+class TFArrays:
+    """The training and evaluation arrays of a TensorFlow-half split, as its graph was fed:
+    images ``N x H x W x C`` (uint8 pixels or float32 whitened values), targets ``NO_LABEL``
+    for unlabeled images."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    eval_x: np.ndarray
+    eval_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    num_classes: int
+    train_size: int                        # images of the published training set ("all labels")
+    default_root: str | None = None        # where the original code looked for it; None: bundled
+    reads: str = ""                        # what --data takes, for help and errors
+    train_part: str = "train"              # the parts open_part reads (the original's --train-subdir,
+    eval_part: str = "test"                # --eval-subdir)
+    # the PyTorch recipe
+    open_part: Callable[[Path | None, str, Any], Dataset] | None = None   # (root, part, transform)
+    train_transform: Callable[[], Any] | None = None
+    eval_transform: Callable[[], Any] | None = None
+    batch_augment: Callable[[], Any] | None = None
+    # the TensorFlow recipe and `mt-repro splits`
+    tf_arrays: Callable[..., TFArrays] | None = None   # (root, n_labeled|None, data_seed, test_phase, n_extra)
+    tf_split: Callable[..., Any] | None = None         # (root, n_labeled|None, data_seed, test_phase, n_extra) -> NamedSplit
+    has_extra: bool = False                # extra unlabeled images beside the training set (SVHN)
+
+    def root(self, data_dir: str | os.PathLike | None) -> Path | None:
+        """The data directory of a run: the given one, else where the original code kept it."""
+        if data_dir is not None:
+            return Path(data_dir)
+        return None if self.default_root is None else Path(self.default_root)
+
+
+_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    _DATASETS[spec.name] = spec
+    return spec
+
+
+def _load_all() -> None:
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"mt_repro.data.{module.name}")
+
+
+def dataset_names() -> list[str]:
+    _load_all()
+    return sorted(_DATASETS)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    _load_all()
+    if name not in _DATASETS:
+        raise BadInput(f"unknown dataset {name!r}; known: {', '.join(sorted(_DATASETS))}")
+    return _DATASETS[name]

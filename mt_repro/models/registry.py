@@ -1,0 +1,70 @@
+"""Architectures by the names the original code used for them, each with what the engine must
+know about it (as timm keeps a model's defaults beside its builder).
+
+A model is one module of this package with a builder decorated by ``@register_model(...)``;
+the registry imports every module of the package, so ``list_models()`` holds every
+architecture and the tests that are driven by it take a new one up with nothing else changed.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mt_repro.core.errors import BadInput
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    builder: Callable[..., nn.Module]
+    recipe: str                    # the half of the original that trains it: "pytorch" or "tensorflow"
+    description: str
+    input_size: tuple[int, int, int]   # channels, height, width of the images it takes
+    # Data-dependent initialisation from a first minibatch (weight normalisation), or None.
+    init_from_data: Callable[[nn.Module, torch.Tensor], None] | None = None
+    in_paper: bool = True          # False: ours, for quick trials and tests
+
+
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(*, recipe: str, input_size: tuple[int, int, int], init_from_data=None, in_paper: bool = True):
+    """Register the decorated builder ``name(num_classes, **options) -> nn.Module`` by its name."""
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        description = (builder.__doc__ or "").strip().split("\n")[0]
+        _MODELS[builder.__name__] = ModelInfo(builder.__name__, builder, recipe, description, tuple(input_size),
+                                              init_from_data, in_paper)
+        return builder
+    return add
+
+
+def _load_all() -> None:
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"mt_repro.models.{module.name}")
+
+
+def list_models() -> list[str]:
+    _load_all()
+    return sorted(_MODELS)
+
+
+def get_model(name: str) -> ModelInfo:
+    _load_all()
+    if name not in _MODELS:
+        raise BadInput(f"unknown architecture {name!r}; choose one of {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def create_model(name: str, num_classes: int, **options) -> nn.Module:
+    """Build ``name``: random draws happen in the same order as the original's constructor."""
+    return get_model(name).builder(num_classes=num_classes, **options)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
