@@ -83,7 +83,7 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
 def test_unknown_architecture_is_bad_input():
     with pytest.raises(BadInput, match="unknown architecture 'resnet18'") as error:
         models.create_model("resnet18", 10)
-    assert f"choose one of {', '.join(models.list_models())}" in str(error.value)
+    assert f"known: {', '.join(models.list_models())}" in str(error.value)
 
 
 def test_the_registry_lists_every_architecture_with_its_recipe():

@@ -16,9 +16,7 @@ decides where it can run:
 """
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from mt_repro.core.errors import BadInput
+from mt_repro.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -68,26 +66,16 @@ class DatasetSpec:
         return None if self.default_root is None else Path(self.default_root)
 
 
-_DATASETS: dict[str, DatasetSpec] = {}
+_DATASETS: Registry[DatasetSpec] = Registry("mt_repro.data", "dataset")
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
-    _DATASETS[spec.name] = spec
-    return spec
-
-
-def _load_all() -> None:
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        importlib.import_module(f"mt_repro.data.{module.name}")
+    return _DATASETS.add(spec.name, spec)
 
 
 def dataset_names() -> list[str]:
-    _load_all()
-    return sorted(_DATASETS)
+    return _DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    _load_all()
-    if name not in _DATASETS:
-        raise BadInput(f"unknown dataset {name!r}; known: {', '.join(sorted(_DATASETS))}")
-    return _DATASETS[name]
+    return _DATASETS.get(name)

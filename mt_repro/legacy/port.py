@@ -14,7 +14,7 @@ from mt_repro.core.errors import BadInput, RunFailed
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.legacy.normalize import EXTRAS_KEY, STATE_DICTS, normalize
 from mt_repro.legacy.reading import FORMAT_DESCRIPTIONS, Warn, read_checkpoint, stderr_warning
-from mt_repro.models import create_model, list_models
+from mt_repro.models import create_model, get_model, list_models
 
 
 @dataclass
@@ -98,8 +98,7 @@ def resolve_arch(state: dict[str, Any], arch: str | None, source: str) -> tuple[
         arch, arch_from = stored, "from the checkpoint"
     else:
         arch_from = "given" if stored in (None, arch) else f"given; the checkpoint says {stored}"
-    if arch not in list_models():
-        raise BadInput(f"unknown architecture {arch!r}; choose one of {', '.join(list_models())}")
+    get_model(arch)  # an unknown name fails here, naming the known ones
     return arch, arch_from
 
 

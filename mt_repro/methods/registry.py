@@ -10,44 +10,32 @@ found by scanning this package, so adding a method changes nothing else.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
-from pathlib import Path
 import typing
 from typing import Any, Callable
 
 from mt_repro.config.coerce import coerce_setting, parse_pairs
 from mt_repro.config.methods import method_settings
 from mt_repro.core.errors import BadInput
+from mt_repro.core.registry import Registry
 from mt_repro.methods.interface import check_method_class
 
-_METHODS: dict[str, type] = {}
+_METHODS: Registry[type] = Registry("mt_repro.methods", "method")
 
 
 def register(name: str) -> Callable[[type], type]:
     def add(cls: type) -> type:
         check_method_class(cls)
         cls.method_name = name
-        _METHODS[name] = cls
-        return cls
+        return _METHODS.add(name, cls)
     return add
 
 
-def _load_all() -> None:
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        importlib.import_module(f"mt_repro.methods.{module.name}")
-
-
 def method_names() -> list[str]:
-    _load_all()
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def method_class(name: str) -> type:
-    _load_all()
-    if name not in _METHODS:
-        raise BadInput(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return _METHODS.get(name)
 
 
 def method_options(name: str, overrides: str | None = None) -> Any:

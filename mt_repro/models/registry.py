@@ -7,16 +7,13 @@ architecture and the tests that are driven by it take a new one up with nothing 
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from mt_repro.core.errors import BadInput
+from mt_repro.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -31,34 +28,25 @@ class ModelInfo:
     in_paper: bool = True          # False: ours, for quick trials and tests
 
 
-_MODELS: dict[str, ModelInfo] = {}
+_MODELS: Registry[ModelInfo] = Registry("mt_repro.models", "architecture")
 
 
 def register_model(*, recipe: str, input_size: tuple[int, int, int], init_from_data=None, in_paper: bool = True):
     """Register the decorated builder ``name(num_classes, **options) -> nn.Module`` by its name."""
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         description = (builder.__doc__ or "").strip().split("\n")[0]
-        _MODELS[builder.__name__] = ModelInfo(builder.__name__, builder, recipe, description, tuple(input_size),
-                                              init_from_data, in_paper)
+        _MODELS.add(builder.__name__, ModelInfo(builder.__name__, builder, recipe, description,
+                                                tuple(input_size), init_from_data, in_paper))
         return builder
     return add
 
 
-def _load_all() -> None:
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        importlib.import_module(f"mt_repro.models.{module.name}")
-
-
 def list_models() -> list[str]:
-    _load_all()
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def get_model(name: str) -> ModelInfo:
-    _load_all()
-    if name not in _MODELS:
-        raise BadInput(f"unknown architecture {name!r}; choose one of {', '.join(sorted(_MODELS))}")
-    return _MODELS[name]
+    return _MODELS.get(name)
 
 
 def create_model(name: str, num_classes: int, **options) -> nn.Module:
