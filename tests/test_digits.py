@@ -5,7 +5,10 @@ import json
 import statistics
 from collections import Counter
 
+import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from conftest import assert_one_line_error
 from mt_repro.data import digits, splits
@@ -13,6 +16,7 @@ from mt_repro.data.labels import read_label_file
 from mt_repro.apps import digits_demo
 from mt_repro.config.compose import load_demo_config
 from mt_repro.core.errors import BadInput
+from mt_repro.data.sample_extras import SampleExtras
 
 
 def test_fixed_test_set_and_training_set_partition_the_digits():
@@ -23,6 +27,49 @@ def test_fixed_test_set_and_training_set_partition_the_digits():
     assert not set(test.tolist()) & set(train.tolist())
     # the standardisation constants are those of the data
     assert abs(images.mean() - digits.MEAN) < 1e-3 and abs(images.std() - digits.STD) < 1e-3
+
+
+@pytest.mark.parametrize("max_translation, noise_std", [(1, 0.15), (0, 0.15), (2, 0.0), (0, 0.0)])
+def test_a_minibatch_at_once_is_the_images_one_by_one(max_translation, noise_std):
+    """``DataLoader`` takes a digits minibatch through ``__getitems__``: the same views and the
+    same random draws, in the same order, as the original's image-by-image pipeline."""
+    train = digits.DigitsArrays("train", digits.TransformTwice(digits.DigitsAugment(max_translation, noise_std)))
+    indices = [5, 3, 900, 17, 5, *range(40, 100)]
+
+    def drawn(items):
+        after = np.random.randint(1 << 30), torch.randint(1 << 30, ())
+        return [(s.numpy(), t.numpy(), label) for (s, t), label in items], after
+
+    np.random.seed(3), torch.manual_seed(3)
+    one_by_one = drawn([train[i] for i in indices])
+    np.random.seed(3), torch.manual_seed(3)
+    at_once = drawn(train.__getitems__(indices))
+    assert len(at_once[0]) == len(indices)
+    for (student, teacher, label), (student2, teacher2, label2) in zip(one_by_one[0], at_once[0]):
+        assert np.array_equal(student, student2) and np.array_equal(teacher, teacher2) and label == label2
+    assert one_by_one[1] == at_once[1]  # the generators were left where one by one leaves them
+    assert max_translation == 0 and noise_std == 0 or not np.array_equal(at_once[0][0][0], at_once[0][0][1])
+
+
+def test_minibatches_at_once_through_the_loader_and_sample_extras():
+    test = digits.DigitsArrays("test", digits.eval_transform())
+    images, labels = next(iter(DataLoader(test, batch_size=7)))
+    assert torch.equal(images, torch.stack([test[i][0] for i in range(7)]))
+    assert labels.tolist() == [test[i][1] for i in range(7)]
+    train = digits.DigitsArrays("train", digits.train_transform())
+    wrapped = SampleExtras(train, ["indices", "clean_input"], clean=digits.DigitsArrays("train", digits.eval_transform()))
+    np.random.seed(0), torch.manual_seed(0)
+    one_by_one = [wrapped[i] for i in (4, 2)]
+    np.random.seed(0), torch.manual_seed(0)
+    at_once = wrapped.__getitems__([4, 2])
+    for (views, label, extras), (views2, label2, extras2) in zip(one_by_one, at_once):
+        assert all(torch.equal(a, b) for a, b in zip(views, views2)) and label == label2
+        assert extras["indices"] == extras2["indices"] and torch.equal(extras["clean_input"], extras2["clean_input"])
+
+
+def test_too_large_a_translation_is_refused():
+    with pytest.raises(ValueError, match="translation by 8 too large for 8x8 images"):
+        digits.DigitsAugment(8).batch(digits.load_all()[0][:2, ..., None])
 
 
 def test_label_split_is_balanced_and_depends_on_the_seed():

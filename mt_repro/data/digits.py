@@ -30,7 +30,7 @@ from mt_repro.data.registry import DatasetSpec, register
 from mt_repro.data import splits
 from mt_repro.data.batch_augment import BatchAugment
 from mt_repro.data.splits import NamedSplit, TFSplit, mask_partition
-from mt_repro.data.transforms import TransformTwice, translate_with_reflect
+from mt_repro.data.transforms import TransformTwice, reflected_indices, translate_with_reflect
 
 N_TEST = 500
 TEST_SEED = 0
@@ -117,10 +117,30 @@ class DigitsArrays(Dataset):
             image = self.transform(image)
         return image, self.samples[index][1]
 
+    def __getitems__(self, indices: list[int]) -> list:
+        """The items of a minibatch, transformed together where the transform is one of this
+        module's: the same values and random draws as item by item (``DigitsAugment.batch``),
+        in a fraction of the time. ``DataLoader`` calls this in place of ``__getitem__``."""
+        images = self._images[indices]
+        transform = self.transform
+        if isinstance(transform, TransformTwice) and isinstance(transform.transform, DigitsAugment):
+            views = transform.transform.batch(images, views=2)
+            transformed = list(zip(views[:, 0], views[:, 1]))
+        elif transform is to_tensor:
+            transformed = list(to_tensor_batch(images))
+        else:
+            return [self[i] for i in indices]
+        return [(image, self.samples[i][1]) for image, i in zip(transformed, indices)]
+
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """8 x 8 x 1 float pixels in [0, 1] to a standardised 1 x 8 x 8 tensor."""
     return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))) - MEAN) / STD
+
+
+def to_tensor_batch(images: np.ndarray) -> torch.Tensor:
+    """``to_tensor`` of each of ``... x 8 x 8 x 1`` images at once (elementwise: the same values)."""
+    return (torch.from_numpy(np.ascontiguousarray(np.moveaxis(images, -1, -3))) - MEAN) / STD
 
 
 class DigitsAugment:
@@ -136,6 +156,28 @@ class DigitsAugment:
             dx, dy = np.random.randint(-self.max_translation, self.max_translation + 1, size=2)
             image = translate_with_reflect(image, int(dx), int(dy))
         tensor = to_tensor(image)
+        if self.noise_std:
+            tensor = tensor + self.noise_std * torch.randn(tensor.shape)
+        return tensor
+
+    def batch(self, images: np.ndarray, views: int = 1) -> torch.Tensor:
+        """``views`` independent augmentations of each of ``N x 8 x 8 x 1`` images, ``N x views x
+        1 x 8 x 8``: equal to calling the transform image by image, view by view. numpy's and
+        torch's generators are separate streams, each drawn here in that same order: one
+        ``randint`` of N x views x 2 offsets gives the sequence of N * views ``randint(size=2)``
+        calls, and one ``randn`` of N x views x 64 values the sequence of N * views calls of
+        64 (torch fills normal values 16 at a time, so whole calls of 64 split evenly)."""
+        n, height, width = images.shape[:3]
+        if self.max_translation:
+            if self.max_translation >= min(height, width):
+                raise ValueError(f"translation by {self.max_translation} too large for {width}x{height} images")
+            offsets = np.random.randint(-self.max_translation, self.max_translation + 1, size=(n, views, 2))
+            rows = reflected_indices(height, offsets[..., 1])  # N x views x H
+            cols = reflected_indices(width, offsets[..., 0])  # N x views x W
+            images = images[np.arange(n)[:, None, None, None], rows[..., :, None], cols[..., None, :]]
+        else:
+            images = np.repeat(images[:, None], views, axis=1)
+        tensor = to_tensor_batch(images)
         if self.noise_std:
             tensor = tensor + self.noise_std * torch.randn(tensor.shape)
         return tensor

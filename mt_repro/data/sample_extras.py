@@ -31,10 +31,28 @@ class SampleExtras(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        views, target = self.dataset[index]
+        return self._with_extras(index, self.dataset[index], self.clean[index] if self._needs_clean else None)
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """A minibatch at once where the wrapped datasets can (``DataLoader`` prefers this)."""
+        items = _items(self.dataset, indices)
+        clean = _items(self.clean, indices) if self._needs_clean else [None] * len(indices)
+        return [self._with_extras(i, item, clean_item) for i, item, clean_item in zip(indices, items, clean)]
+
+    @property
+    def _needs_clean(self) -> bool:
+        return "clean_input" in self.wanted
+
+    def _with_extras(self, index: int, item, clean_item):
+        views, target = item
         extras = {}
         if "indices" in self.wanted:
             extras["indices"] = index
-        if "clean_input" in self.wanted:
-            extras["clean_input"] = self.clean[index][0]
+        if clean_item is not None:
+            extras["clean_input"] = clean_item[0]
         return views, target, extras
+
+
+def _items(dataset: Dataset, indices: list[int]) -> list:
+    getitems = getattr(dataset, "__getitems__", None)
+    return getitems(indices) if getitems is not None else [dataset[i] for i in indices]

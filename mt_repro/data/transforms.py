@@ -35,13 +35,14 @@ def translate_with_reflect(pixels: np.ndarray, dx: int, dy: int) -> np.ndarray:
     if abs(dx) >= width or abs(dy) >= height:
         raise ValueError(f"translation ({dx}, {dy}) too large for a {width}x{height} image")
     # Two gathers of whole rows, then columns: ~4x faster than np.pad + crop on 32x32 images.
-    return pixels.take(_reflected(height, dy), axis=0).take(_reflected(width, dx), axis=1)
+    return pixels.take(reflected_indices(height, dy), axis=0).take(reflected_indices(width, dx), axis=1)
 
 
-def _reflected(size: int, shift: int) -> np.ndarray:
+def reflected_indices(size: int, shift) -> np.ndarray:
     """Source index of each output index ``i``: ``reflect(i - shift)`` about the edges, for
-    ``|shift| < size``, so that one reflection is enough."""
-    index = np.abs(np.arange(-shift, size - shift))
+    ``|shift| < size``, so that one reflection is enough. ``shift`` an int or an array of
+    them: the result has the shape ``shape(shift) + (size,)``."""
+    index = np.abs(np.arange(size) - np.asarray(shift)[..., None])
     return np.where(index >= size, 2 * (size - 1) - index, index)
 
 
