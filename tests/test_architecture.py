@@ -25,6 +25,8 @@ import pytest
 import mt_repro
 
 PACKAGE = Path(mt_repro.__file__).parent
+# The README lies beside the tests, not beside an installed package.
+README = Path(__file__).resolve().parents[1] / "README.md"
 LAYERS = [
     ("mt_repro.cli",),
     ("mt_repro.apps", "mt_repro.paper"),
@@ -142,6 +144,6 @@ def test_the_import_graph_has_no_cycles():
 
 
 def test_the_layers_are_the_readmes():
-    readme = (PACKAGE.parent / "README.md").read_text()
+    readme = README.read_text()
     for layer in LAYERS:
         assert " | ".join(layer) in readme, layer
