@@ -1,8 +1,31 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+
+def _arithmetic_of_the_recordings() -> None:
+    """The recorded trajectories (tests/golden/) were computed on CPUs with AVX2 and no AVX-512.
+    On a CPU with AVX-512, torch, oneDNN, numpy and OpenBLAS pick wider kernels whose rounding
+    differs after the first steps; these variables (read when each library loads, hence before
+    any import of them) make them take the AVX2 kernels, so that the recordings are checked
+    exactly there too. ``MT_REPRO_TEST_NATIVE_ISA=1`` keeps the machine's own kernels."""
+    if os.environ.get("MT_REPRO_TEST_NATIVE_ISA") == "1":
+        return
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return
+    if "avx512f" not in flags or "avx2" not in flags:
+        return
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+    os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V4 AVX512_ICL AVX512_SPR")
+
+
+_arithmetic_of_the_recordings()
+
+import pytest  # noqa: E402 - after the arithmetic is chosen
+import torch  # noqa: E402
 
 from mt_repro.data.synthetic import write_image_tree, write_label_file
 
@@ -82,3 +105,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name == "test_faithfulness.py":
             item.add_marker(pytest.mark.slow)
+    # Longest first: the workers take modules in this order, so a long module that came last would
+    # run alone at the end. The last run's module times (pytest's cache) order them where known;
+    # otherwise modules with slow tests go first.
+    cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
+    durations = cache.get(MODULE_DURATIONS_KEY, {}) if cache else {}
+    has_slow = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def expected_cost(item):
+        return (-durations.get(item.path.name, 0.0), item.path not in has_slow)
+
+    items.sort(key=expected_cost)
+
+
+MODULE_DURATIONS_KEY = "mt-repro/module-durations"
+
+
+def pytest_runtest_logreport(report):
+    # Sums each module's test times (setup, call and teardown) for the ordering above.
+    _module_seconds[Path(report.fspath).name] = _module_seconds.get(Path(report.fspath).name, 0.0) + report.duration
+
+
+_module_seconds: dict[str, float] = {}
+
+
+def pytest_sessionfinish(session):
+    # Only the controller (or a run without workers) sees every module's reports.
+    cache = getattr(session.config, "cache", None)
+    if cache and not hasattr(session.config, "workerinput") and _module_seconds:
+        cache.set(MODULE_DURATIONS_KEY, {**cache.get(MODULE_DURATIONS_KEY, {}), **_module_seconds})
