@@ -7,10 +7,8 @@ is exactly ``render_table()``. To change the table, change the cases.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,27 +17,12 @@ import scipy.io
 
 from mt_repro.data import synthetic
 
-MARKER = "EXECUTED"  # a hostile payload would create this file in the case's directory
-
-
-class Exploit:
-    """Unpickling this runs a shell command: what a malicious file would carry."""
-
-    def __init__(self, command: str):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
-@dataclass(frozen=True)
-class Case:
-    file: str                 # which kind of file
-    damage: str               # what is wrong with it
-    command: str              # the command that reads it (for the table)
-    expected: str             # words the one-line error must contain
-    build: Callable[[Path, Path], list]  # (case directory, tiny tree) -> CLI argv
-
+import hostile_checkpoints
+import hostile_data
+import hostile_logs_configs
+import hostile_runs
+import hostile_legacy_source
+from hostile_case import MARKER, Case, Exploit  # noqa: F401 - MARKER is the tests' to check
 
 def _cifar_members() -> dict[str, bytes]:
     return synthetic.cifar_pickles(synthetic.cifar_batches(10, 5, seed=0))
@@ -233,12 +216,17 @@ CASES = [
          legacy_source_binary),
     Case("legacy source tree", "does not exist", "patch-legacy", "no such file or directory", legacy_source_missing),
 ]
+# The second round of hostile files, one module per kind of reader.
+CASES += (hostile_checkpoints.CASES + hostile_data.CASES + hostile_logs_configs.CASES + hostile_runs.CASES
+          + hostile_legacy_source.CASES)
 
 TABLE_START = "<!-- hostile-inputs table: generated from tests/hostile_inputs.py -->"
 TABLE_END = "<!-- end of hostile-inputs table -->"
 
 
 def render_table() -> str:
-    lines = ["| file | what is wrong | read by | the one-line error says (exit 2) |", "|---|---|---|---|"]
-    lines += [f"| {c.file} | {c.damage} | `mt-repro {c.command}` | `{c.expected}` |" for c in CASES]
+    lines = ["| file | what is wrong | read by | the one-line error says | exit | peak memory |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {c.file} | {c.damage} | `mt-repro {c.command}` | `{c.expected}` | {c.exit_code} | "
+              f"{f'< +{c.extra_mib} MiB' if c.extra_mib else ''} |" for c in CASES]
     return "\n".join(lines)
