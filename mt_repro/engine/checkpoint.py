@@ -9,14 +9,12 @@ it), the data's state (the ConvNet runs' minibatch streams), the epoch's meters,
 state and the last evaluation.
 
 Files are written atomically (``mt_repro.core.fileio``): a crash leaves the previous checkpoint
-intact and never a truncated one. Loading uses ``weights_only=True``: a checkpoint cannot
-execute code.
+intact and never a truncated one. Loading uses our own reader, never ``torch.load``: a
+checkpoint cannot execute code, and its containers and storages are checked before use.
 """
 from __future__ import annotations
 
 import os
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from mt_repro import __version__
 from mt_repro.core.errors import BadInput, RunFailed
 from mt_repro.core.fileio import atomic_write, link_atomic
 from mt_repro.core.rng import capture_rng_state
+from mt_repro.core.torch_files import UnsafeCheckpoint, load_file
 
 PREFIX = "module."
 REQUIRED = ("epoch", "global_step", "state_dict", "ema_state_dict", "optimizer")
@@ -76,19 +75,14 @@ def link(source: Path, destination: Path) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint of ours (or an original one in today's format) without executing
-    code; one clear error for any broken file."""
+    code, by our own reader (:mod:`mt_repro.core.torch_files`): nothing outside its allow-list
+    is imported; one clear error for any broken file."""
     path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        needs = next(iter(re.findall(r"GLOBAL (\S+)", str(exc))), "objects")
-        raise BadInput(f"checkpoint {path} needs {needs} outside the safe allow-list; an old "
+        state = load_file(path)
+    except UnsafeCheckpoint as exc:
+        raise BadInput(f"checkpoint {path} needs {exc.names[0]} outside the safe allow-list; an old "
                        "checkpoint can be converted once with: mt-repro port-checkpoint OLD NEW") from None
-    except Exception as exc:  # torch.load on damaged bytes raises many kinds; all mean the same here
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise BadInput(f"checkpoint {path} is corrupt or truncated ({first_line[:200]})") from None
     if isinstance(state, dict) and "student" in state and "step" in state:
         state = _from_convnet_layout(state)
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
