@@ -69,6 +69,7 @@ class TrainConfig:
     # DataParallel over that many GPUs did (mt_repro.engine.distributed); None: one per process.
     batch_shards: int | None = None
     dist_timeout_s: float = 600.0  # how long a process of a torchrun run waits for its peers
+    damaged_images: str = "refuse"  # images of a by-image tree that do not decode: "refuse" or "skip" them
 
     def validate(self) -> "TrainConfig":
         """Raise ``BadInput`` naming the first inconsistent setting."""
@@ -90,6 +91,8 @@ class TrainConfig:
             raise bad(f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
         if self.sampling not in SAMPLINGS:
             raise bad(f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
+        if self.damaged_images not in ("refuse", "skip"):
+            raise bad(f"damaged_images {self.damaged_images!r} is not one of refuse, skip")
         if self.sampling == "uniform":
             if self.exclude_unlabeled or self.labeled_batch_size is not None:
                 raise bad("sampling 'uniform' draws minibatches from all training images: leave "

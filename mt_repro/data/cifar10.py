@@ -10,10 +10,16 @@ whichever form the data is in.
 """
 from __future__ import annotations
 
+import bz2
+import codecs
+import gzip
 import io
+import lzma
 import os
 import pickle
 import tarfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,11 +28,11 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
-from torchvision.datasets import ImageFolder
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.fileio import TEMPORARY_SUFFIX, atomic_write
-from mt_repro.data import splits, zca
+from mt_repro.core.limits import ARCHIVE_BYTES, MEMBER_BYTES, MiB, regular_file
+from mt_repro.data import images, splits, zca
 from mt_repro.data.batch_augment import BatchAugment
 from mt_repro.data.registry import DatasetSpec, TFArrays, register
 from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
@@ -52,18 +58,29 @@ def read_cifar10(source: str | os.PathLike) -> dict[str, CifarSplit]:
     source = Path(source)
     if not source.exists():
         raise BadInput(f"CIFAR-10 source {source} does not exist")
-    if source.is_file():
-        pickles = _pickles_from_tarball(source)
-    else:
+    if source.is_dir():
         batch_dir = source / BATCH_DIR if (source / BATCH_DIR).is_dir() else source
-        pickles = {name: _read_bytes(batch_dir / name) for name in (*TRAIN_BATCHES, TEST_BATCH, META)}
-    meta = _unpickle(pickles[META], META)
+        pickles = {name: _read_batch_file(batch_dir / name, name) for name in (*TRAIN_BATCHES, TEST_BATCH, META)}
+    else:
+        pickles = _pickles_from_tarball(source)
+    try:
+        return _splits(pickles)
+    except MemoryError:
+        raise BadInput(f"CIFAR-10 batches of {source.name} do not fit in memory: not the published "
+                       "files (they take 180 MiB)?") from None
+
+
+def _splits(pickles: dict[str, bytes]) -> dict[str, CifarSplit]:
+    meta = _unpickle(pickles.pop(META), META)
     class_names = [_text(name) for name in _field(meta, "label_names", META)]
     parts = {}
     for split, names in (("train+val", TRAIN_BATCHES), ("test", (TEST_BATCH,))):
-        batches = [_unpickle(pickles[name], name) for name in names]
-        images = np.concatenate([_images(b, name) for b, name in zip(batches, names)])
-        labels = [int(label) for b, name in zip(batches, names) for label in _field(b, "labels", name)]
+        images, labels = [], []
+        for name in names:
+            batch = _unpickle(pickles.pop(name), name)  # each pickle is dropped once read
+            images.append(_images(batch, name))
+            labels += [int(label) for label in _field(batch, "labels", name)]
+        images = np.concatenate(images)
         if len(labels) != len(images):
             raise BadInput(f"CIFAR-10 {split}: {len(images)} images but {len(labels)} labels")
         if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
@@ -72,24 +89,141 @@ def read_cifar10(source: str | os.PathLike) -> dict[str, CifarSplit]:
     return parts
 
 
+# What each member of the published tarball needs: a batch is 10000 rows of 3072 bytes with their
+# labels and names (29.6 MiB), the meta 158 bytes. Members far larger are not CIFAR-10's.
+BATCH_BYTES = 64 * MiB
+META_BYTES = 1 * MiB
+MAX_MEMBERS = 1000     # the published tarball has 8 entries
+CHUNK = 1 * MiB        # members are read this much at a time; tarfile's own reads are smaller
+_COMPRESSED = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
+
+
+def _kind_bytes(name: str) -> int:
+    return META_BYTES if name == META else BATCH_BYTES
+
+
+def _check_declared(size: int, name: str, subject: str) -> None:
+    """Refuse a batch that declares more bytes than any limit allows, before reading it."""
+    MEMBER_BYTES.check(size, subject)
+    if size > _kind_bytes(name):
+        raise BadInput(f"{subject} declares {size:,} bytes, far more than a CIFAR-10 "
+                       f"{'meta file' if name == META else 'batch'} needs "
+                       f"({'158 bytes' if name == META else '29.6 MiB'}): not the published file, refused")
+
+
 def _pickles_from_tarball(path: Path) -> dict[str, bytes]:
+    regular_file(path, "CIFAR-10 tarball")
     wanted = {f"{BATCH_DIR}/{name}": name for name in (*TRAIN_BATCHES, TEST_BATCH, META)}
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(path) as tar:
-            for member in tar:
+        with _decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+            declared = 0
+            for count, member in enumerate(tar, 1):
+                if count > MAX_MEMBERS:
+                    raise BadInput(f"{path.name} holds more than {MAX_MEMBERS} members (the CIFAR-10 "
+                                   "python tarball has 8): refused")
                 _refuse_unsafe(path, member)
+                subject = f"{path.name}: member {member.name!r}"
+                MEMBER_BYTES.check(member.size, subject)
+                declared += tarfile.BLOCKSIZE + member.size
+                ARCHIVE_BYTES.check(declared, f"{path.name} (its members up to {member.name!r})")
                 # Archives re-packed from an extracted copy name members "./cifar-10-batches-py/...".
                 name = member.name[2:] if member.name.startswith("./") else member.name
                 if name in wanted and member.isfile():
-                    found[wanted[name]] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                    _check_declared(member.size, wanted[name], subject)
+                    found[wanted[name]] = _read_member(tar, member, subject)
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise BadInput(f"{path.name} is not a readable CIFAR-10 tarball ({_one_line(exc)}); "
                        "re-download cifar-10-python.tar.gz") from None
+    except MemoryError:
+        raise BadInput(f"{path.name}: a header of it declares more than this machine's memory: "
+                       "not the CIFAR-10 python tarball, refused") from None
     missing = sorted(set(wanted.values()) - set(found))
     if missing:
         raise BadInput(f"{path.name} lacks {BATCH_DIR}/{', '.join(missing)}: not the CIFAR-10 python tarball?")
     return found
+
+
+def _decompressed(path: Path) -> "_Bounded":
+    """The tar stream of ``path`` (gzip, bzip2, xz or none), behind ``_Bounded``."""
+    raw = open(path, "rb")
+    try:
+        magic = raw.read(6)
+        raw.seek(0)
+        for prefix, opener in _COMPRESSED:
+            if magic.startswith(prefix):
+                return _Bounded(opener(fileobj=raw) if opener is gzip.GzipFile else opener(raw), raw, path)
+        return _Bounded(raw, raw, path)
+    except BaseException:
+        raw.close()
+        raise
+
+
+class _Bounded(io.RawIOBase):
+    """A decompressed tar stream that ``tarfile`` reads and seeks in: it refuses any single read
+    larger than ``CHUNK`` (tarfile reads headers, names and PAX records whole, as large as they
+    declare) and any position past ``ARCHIVE_BYTES`` of decompressed data."""
+
+    def __init__(self, stream, raw, path: Path):
+        self._stream, self._raw, self._path = stream, raw, path
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > CHUNK:
+            amount = "unbounded size" if size is None or size < 0 else f"{size:,} bytes"
+            raise BadInput(f"{self._path.name}: a tar header declares a record of {amount} (names and "
+                           "PAX records take a few hundred): not the CIFAR-10 python tarball, refused")
+        self._within(self._stream.tell() + size)
+        return self._stream.read(size)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._stream.tell()
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("a tar stream is only read forward")
+        self._within(offset)
+        return self._stream.seek(offset)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def _within(self, position: int) -> None:
+        ARCHIVE_BYTES.check(position, f"{self._path.name} (decompressed)")
+
+    def close(self) -> None:
+        try:
+            if self._stream is not self._raw:
+                self._stream.close()
+        finally:
+            self._raw.close()
+            super().close()
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, subject: str) -> bytes:
+    """A member's bytes, read ``CHUNK`` at a time: exactly as many as it declares."""
+    source = tar.extractfile(member)
+    chunks, got = [], 0
+    while True:
+        chunk = source.read(min(CHUNK, member.size - got + 1))  # a byte more: is there more than declared?
+        if not chunk:
+            break
+        got += len(chunk)
+        if got > member.size:
+            raise BadInput(f"{subject} holds more than the {member.size:,} bytes it declares: refused")
+        chunks.append(chunk)
+    if got < member.size:
+        raise BadInput(f"{subject} holds {got:,} of the {member.size:,} bytes it declares: truncated")
+    return b"".join(chunks)
 
 
 def _refuse_unsafe(path: Path, member: tarfile.TarInfo) -> None:
@@ -105,30 +239,82 @@ def _refuse_unsafe(path: Path, member: tarfile.TarInfo) -> None:
         raise BadInput(f"{path.name}: member {member.name!r} is not a regular file: refused")
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_batch_file(path: Path, name: str) -> bytes:
+    """One file of an extracted ``cifar-10-batches-py/``: a regular file of a batch's size."""
+    if not os.path.lexists(path):
+        raise BadInput(f"CIFAR-10 batch file {path} is missing")
+    info = regular_file(path, "CIFAR-10 batch file")
+    _check_declared(info.st_size, name, f"CIFAR-10 batch file {path}")
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"CIFAR-10 batch file {path} is missing") from None
+        with open(path, "rb") as f:
+            data = f.read(_kind_bytes(name) + 1)  # no more than a batch, even if the file grows
     except OSError as exc:
-        raise BadInput(f"CIFAR-10 batch file {path} cannot be read: {exc}") from None
+        raise BadInput(f"CIFAR-10 batch file {path} cannot be read: {exc.strerror or exc}") from None
+    _check_declared(len(data), name, f"CIFAR-10 batch file {path}")
+    return data
+
+
+class _CheckedArray(np.ndarray):
+    """What the batch pickles' arrays are rebuilt as: numpy's pickle protocol creates an empty
+    array and then fills it from a state of (shape, dtype, raw bytes); this checks that state
+    (its size against ``MEMBER_BYTES``, the bytes against the shape) before numpy allocates."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("an array's state is not (shape, dtype, order, data)")
+        shape, dtype, _, raw = state[-4:]
+        nbytes = _declared_bytes(shape, dtype)
+        if isinstance(raw, str):  # a Python 2 str, read as latin-1: one character per byte
+            present = len(raw)
+        elif isinstance(raw, (bytes, bytearray)):
+            present = len(raw)
+        else:
+            raise pickle.UnpicklingError(f"an array's data is a {type(raw).__name__}, not bytes")
+        if present != nbytes:
+            raise pickle.UnpicklingError(f"an array declares {nbytes:,} bytes of data but holds {present:,}")
+        super().__setstate__(state)
+
+
+def _declared_bytes(shape, dtype) -> int:
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError(f"an array's type {dtype!r} is not a plain numeric type")
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise pickle.UnpicklingError(f"an array's shape {shape!r} is not a tuple of sizes")
+    nbytes = dtype.itemsize
+    for n in shape:
+        nbytes *= n
+    MEMBER_BYTES.check(nbytes, f"an array of shape {shape} {dtype}")
+    return nbytes
+
+
+def _reconstruct(cls, shape, dtype):
+    """numpy's ``_reconstruct`` for ``_CheckedArray`` alone, its (usually empty) shape checked."""
+    if cls is not _CheckedArray:
+        raise pickle.UnpicklingError("only numpy arrays may be rebuilt")
+    dtype = np.dtype(dtype) if isinstance(dtype, (str, bytes)) else dtype
+    _declared_bytes(tuple(shape) if isinstance(shape, (tuple, list)) else shape, dtype)
+    return np.ndarray.__new__(cls, shape, dtype)
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    """The batches hold only dicts, lists, strings, numbers and numpy arrays: allow just those."""
+    """The batches hold only dicts, lists, strings, numbers and numpy arrays: allow just those,
+    arrays rebuilt through ``_CheckedArray``."""
 
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
+    ALLOWED = {("numpy", "ndarray"): _CheckedArray, ("numpy", "dtype"): np.dtype,
+               ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct, ("_codecs", "encode"): codecs.encode}
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-        return super().find_class(module, name)
+        return self.ALLOWED[module, name]
 
 
 def _unpickle(payload: bytes, name: str) -> dict:
     try:
         obj = _BatchUnpickler(io.BytesIO(payload), encoding="latin1").load()
+    except BadInput as exc:
+        raise BadInput(f"CIFAR-10 batch {name}: {exc}") from None
     except Exception as exc:  # any failure to decode is the same problem for the user
         raise BadInput(f"CIFAR-10 batch {name} is corrupt or truncated ({_one_line(exc)})") from None
     if not isinstance(obj, dict):
@@ -224,18 +410,16 @@ TRAIN_PART, TEST_PART = "train+val", "test"
 _READ: dict[Path, dict[str, CifarSplit]] = {}   # the last source read, for its two parts
 
 
-def open_part(root: Path, part: str, transform) -> Dataset:
+def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") -> Dataset:
     """One part of CIFAR-10 as an ``ImageFolder``-like dataset: the by-image tree's folder
-    ``root/part``, or (the tarball, its extracted batches) the arrays under the same names."""
+    ``root/part`` (every PNG checked first: ``mt_repro.data.images.checked_folder``), or (the
+    tarball, its extracted batches) the arrays under the same names."""
     if not root.exists():
         raise BadInput(f"data directory {root} does not exist (prepare it with: mt-repro prepare "
                        "cifar10 --from <tarball> --to DIR, or pass the tarball itself)")
     folder = root / part
     if folder.is_dir():
-        try:
-            return ImageFolder(str(folder), transform)
-        except (FileNotFoundError, OSError) as exc:
-            raise BadInput(f"{folder}: {exc}") from None
+        return images.checked_folder(folder, transform, damaged_images)
     if root.is_file() or (root / BATCH_DIR).is_dir() or (root / META).is_file():
         key = root.resolve()
         if key not in _READ:
@@ -285,11 +469,17 @@ def gcn_zca_arrays(source: str | os.PathLike, cache_dir: str | os.PathLike | Non
 def read_original_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The original TensorFlow half's ``cifar10_gcn_zca_v2.npz``, checked, as float32/int32."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise BadInput(f"{path} does not exist")
+    regular_file(path, "npz file")
     try:
+        _check_npz(path)
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in ("train_x", "train_y", "test_x", "test_y") if k in data}
+    except BadInput:
+        raise
+    except MemoryError:
+        raise BadInput(f"{path.name} does not fit in memory: not cifar10_gcn_zca_v2.npz?") from None
     except Exception as exc:
         raise BadInput(f"{path.name} is not a readable .npz file ({' '.join(str(exc).split())}): "
                        "truncated or corrupt?") from None
@@ -305,6 +495,35 @@ def read_original_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "train_y": arrays["train_y"].reshape(-1).astype(np.int32),
             "test_x": arrays["test_x"].astype(np.float32, copy=False),
             "test_y": arrays["test_y"].reshape(-1).astype(np.int32)}
+
+
+def _check_npz(path: Path) -> None:
+    """Each array of an ``.npz`` (a zip of ``.npy`` files) as large as its header declares and its
+    zip entry holds, within ``MEMBER_BYTES``, all within ``ARCHIVE_BYTES``: numpy allocates an
+    array from its header's shape before reading it."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.infolist():
+            subject = f"{path.name}: {entry.filename}"
+            MEMBER_BYTES.check(entry.file_size, subject)
+            total += entry.file_size
+            ARCHIVE_BYTES.check(total, f"{path.name} (decompressed)")
+            if not entry.filename.endswith(".npy"):
+                continue
+            with archive.open(entry) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                header = f.tell()
+            if dtype.hasobject:
+                raise BadInput(f"{subject} holds Python objects, not numbers: refused")
+            declared = dtype.itemsize * int(np.prod(shape, dtype=object))
+            MEMBER_BYTES.check(declared, f"{subject} ({' x '.join(map(str, shape))} {dtype})")
+            if declared != entry.file_size - header:
+                raise BadInput(f"{subject} declares {declared:,} bytes of data but holds "
+                               f"{entry.file_size - header:,}: truncated or corrupt")
 
 
 def tf_arrays(root: Path, n_labeled: int | None, data_seed: int, test_phase: bool, n_extra: int) -> TFArrays:

@@ -194,7 +194,8 @@ def eval_transform() -> Callable[[np.ndarray], torch.Tensor]:
     return to_tensor
 
 
-def open_part(root, part: str, transform) -> DigitsArrays:
+def open_part(root, part: str, transform, damaged_images: str = "refuse") -> DigitsArrays:
+    """The bundled arrays (no image files: ``damaged_images`` has nothing to act on)."""
     return DigitsArrays(part, transform)
 
 

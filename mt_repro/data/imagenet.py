@@ -6,25 +6,24 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 from torchvision import transforms
-from torchvision.datasets import ImageFolder
 
 from mt_repro.core.errors import BadInput
+from mt_repro.data.images import checked_folder
 from mt_repro.data.registry import DatasetSpec, register
 from mt_repro.data.transforms import TransformTwice
 
 IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-def open_part(root: Path, part: str, transform) -> Dataset:
+def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") -> Dataset:
+    """``root/part`` as an ``ImageFolder`` whose every image was checked to decode
+    (``mt_repro.data.images.checked_folder``; the verdict is cached until a file changes)."""
     if not root.exists():
         raise BadInput(f"data directory {root} does not exist")
     folder = root / part
     if not folder.is_dir():
         raise BadInput(f"{folder} does not exist: expected {root} to hold {part}/<wnid>/<image> folders")
-    try:
-        return ImageFolder(str(folder), transform)
-    except (FileNotFoundError, OSError) as exc:
-        raise BadInput(f"{folder}: {exc}") from None
+    return checked_folder(folder, transform, damaged_images)
 
 
 def train_transform():

@@ -9,19 +9,18 @@ from pathlib import Path
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.fileio import write_text_atomic
+from mt_repro.core.limits import LINE_BYTES, TEXT_FILE_BYTES, read_text
 from mt_repro.core.types import NO_LABEL
 
 
 def read_label_file(path: str | os.PathLike) -> dict[str, str]:
+    """``{image file name: class name}``; the file must be a regular UTF-8 text file within
+    ``TEXT_FILE_BYTES``, each line within ``LINE_BYTES``."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BadInput(f"label file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"label file {path} cannot be read: {exc}") from None
+    text = read_text(path, "label file", TEXT_FILE_BYTES)
     labels: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
+        LINE_BYTES.check(len(line.encode("utf-8", "surrogatepass")), f"label file {path.name} line {number}")
         parts = line.split()
         if not parts:
             continue

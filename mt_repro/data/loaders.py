@@ -11,6 +11,8 @@ per-image loading with workers that stay alive between epochs and prefetch furth
 """
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -24,6 +26,8 @@ from mt_repro.data.labels import apply_labels, read_label_file
 from mt_repro.data.registry import DatasetSpec, get_dataset
 from mt_repro.data.sample_extras import SampleExtras
 from mt_repro.data.sampling import TwoStreamBatchSampler
+
+_log = logging.getLogger("mt_repro.data")
 
 
 class LoaderData:
@@ -75,12 +79,13 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
                        f"(mt-repro {spec.name})")
     root = spec.root(config.data_dir)
     on_device = config.mode == "fast" and spec.batch_augment is not None
-    train_set = spec.open_part(root, config.train_subdir, None if on_device else spec.train_transform())
-    eval_set = spec.open_part(root, config.eval_subdir, spec.eval_transform())
+    damaged = getattr(config, "damaged_images", "refuse")
+    train_set = spec.open_part(root, config.train_subdir, None if on_device else spec.train_transform(), damaged)
+    eval_set = spec.open_part(root, config.eval_subdir, spec.eval_transform(), damaged)
     if len(train_set) == 0 or len(eval_set) == 0:
         raise BadInput(f"no images found under {root}")
     if config.labels:
-        labeled, unlabeled = apply_labels(train_set, read_label_file(config.labels),
+        labeled, unlabeled = apply_labels(train_set, _without_skipped(read_label_file(config.labels), train_set),
                                           source=f"label file {Path(config.labels).name}")
     else:
         labeled, unlabeled = list(range(len(train_set))), []
@@ -98,6 +103,16 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
                              num_workers=2 * config.workers,  # evaluation needs images twice as fast
                              pin_memory=pin, drop_last=False, **_kept_busy(config))
     return LoaderData(train_loader, eval_loader, spec.num_classes, len(labeled), len(unlabeled))
+
+
+def _without_skipped(labels: dict[str, str], train_set: Dataset) -> dict[str, str]:
+    """The label file's entries less the damaged images the dataset skipped (``damaged_images``
+    "skip"): those are left out of training, labeled or not."""
+    skipped = {os.path.basename(path) for path in getattr(train_set, "skipped", ())} & labels.keys()
+    if skipped:
+        _log.warning(f"{len(skipped)} labeled image(s) among the damaged ones skipped: "
+                     f"{', '.join(sorted(skipped)[:3])}{', …' if len(skipped) > 3 else ''}")
+    return {name: label for name, label in labels.items() if name not in skipped}
 
 
 def evaluation_loader(spec: DatasetSpec, data_dir, part: str, batch_size: int, workers: int,
@@ -138,5 +153,6 @@ def _with_sample_extras(spec: DatasetSpec, root, config, train_set: Dataset, wan
         return train_set
     clean = None
     if "clean_input" in wanted:
-        clean = spec.open_part(root, config.train_subdir, spec.eval_transform())
+        clean = spec.open_part(root, config.train_subdir, spec.eval_transform(),
+                               getattr(config, "damaged_images", "refuse"))
     return SampleExtras(train_set, wanted, clean)

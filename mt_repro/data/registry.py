@@ -50,7 +50,9 @@ class DatasetSpec:
     train_part: str = "train"              # the parts open_part reads (the original's --train-subdir,
     eval_part: str = "test"                # --eval-subdir)
     # the PyTorch recipe
-    open_part: Callable[[Path | None, str, Any], Dataset] | None = None   # (root, part, transform)
+    # (root, part, transform, damaged_images): damaged_images is what to do with image files that
+    # do not decode, "refuse" or "skip" (mt_repro.data.images)
+    open_part: Callable[..., Dataset] | None = None
     train_transform: Callable[[], Any] | None = None
     eval_transform: Callable[[], Any] | None = None
     batch_augment: Callable[[], Any] | None = None

@@ -14,6 +14,8 @@ and ``extra_<i>_<digit>.png`` in the extra file. Class names are the digits ``"0
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import numpy as np
 import scipy.io
 
 from mt_repro.core.errors import BadInput
+from mt_repro.core.limits import MEMBER_BYTES, regular_file
 from mt_repro.data.registry import DatasetSpec, TFArrays, register
 from mt_repro.data.splits import NamedSplit, TFSplit, svhn_split
 
@@ -50,19 +53,23 @@ def svhn_path(directory: str | os.PathLike, part: str) -> Path:
 def read_svhn(directory: str | os.PathLike, part: str, *, labels_only: bool = False) -> SvhnPart:
     """One published file of SVHN; ``labels_only`` skips the pixels (checks their shape)."""
     path = svhn_path(directory, part)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise BadInput(f"SVHN file {path} does not exist (expected {FILES[part]} from "
                        "http://ufldl.stanford.edu/housenumbers/ in that directory)")
     try:
+        shapes = check_mat(path)
         if labels_only:
-            shapes = {name: (shape, cls) for name, shape, cls in scipy.io.whosmat(str(path))}
             contents = scipy.io.loadmat(str(path), variable_names=["y"])
         else:
             contents = scipy.io.loadmat(str(path))
             shapes = {k: (v.shape, v.dtype.name) for k, v in contents.items() if isinstance(v, np.ndarray)}
+    except MemoryError:
+        raise BadInput(f"{path.name} does not fit in memory: not a published SVHN file?") from None
     except NotImplementedError:
         raise BadInput(f"{path.name} is a MATLAB v7.3 (HDF5) file; the published SVHN files are v5: "
                        "re-download it") from None
+    except BadInput:
+        raise
     except Exception as exc:  # scipy raises many kinds for damaged files; all mean the same here
         raise BadInput(f"{path.name} is not a readable .mat file ({_one_line(exc)}): "
                        "truncated or corrupt? re-download it") from None
@@ -107,7 +114,11 @@ def split_from_files(directory: str | os.PathLike, n_labeled: int | None, data_s
 
 def _image_count(path: Path) -> int:
     try:
-        shapes = {name: shape for name, shape, _ in scipy.io.whosmat(str(path))}
+        shapes = {name: shape for name, (shape, _) in check_mat(path).items()}
+    except NotImplementedError:
+        raise BadInput(f"{path.name} is a MATLAB v7.3 (HDF5) file; the published SVHN files are v5") from None
+    except BadInput:
+        raise
     except Exception as exc:
         raise BadInput(f"{path.name} is not a readable .mat file ({_one_line(exc)})") from None
     if "X" not in shapes or len(shapes["X"]) != 4:
@@ -151,6 +162,68 @@ def tf_split(root: Path, n_labeled: int | None, data_seed: int, test_phase: bool
     split = split_from_files(root, n_labeled, data_seed, test_phase=test_phase, n_extra_unlabeled=n_extra)
     train = read_svhn(root, "train", labels_only=True)
     return NamedSplit(split, train.file_names(), list(CLASS_NAMES))
+
+
+# Bytes per element of each MATLAB class once read (cells and structs: a pointer per element).
+_ITEM_BYTES = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4,
+               "uint32": 4, "int64": 8, "uint64": 8, "logical": 1, "char": 4}
+_MAT_HEADER = 128
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_ELEMENT_SLACK = 64 * 1024  # an array's flags, dimensions and name, beside its data
+
+
+def check_mat(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{variable: (shape, MATLAB class)}`` of a MATLAB v5 file, read from its headers only,
+    once each variable's declared size (its shape, and the bytes its element declares) is within
+    ``MEMBER_BYTES`` and each element lies within the file. A regular file only."""
+    info = regular_file(path, "SVHN file")
+    elements = _element_sizes(path, info.st_size)
+    variables = scipy.io.whosmat(str(path))
+    for index, (name, shape, cls) in enumerate(variables):
+        declared = _ITEM_BYTES.get(cls, 8)
+        for n in shape:
+            declared *= int(n)
+        subject = f"{path.name}: variable {name!r} ({' x '.join(map(str, shape))} {cls})"
+        MEMBER_BYTES.check(declared, subject)
+        if index < len(elements) and cls in _ITEM_BYTES:
+            kind, size = elements[index]
+            # The data can be stored narrower than it is read (MATLAB stores whole doubles as
+            # bytes), never wider than a complex value: more is not this array's data.
+            if size > 2 * declared + _ELEMENT_SLACK:
+                raise BadInput(f"{subject} has an element of {size:,} bytes, more than its shape "
+                               f"holds: damaged, refused")
+    return {name: (tuple(int(n) for n in shape), cls) for name, shape, cls in variables}
+
+
+def _element_sizes(path: Path, file_size: int) -> list[tuple[int, int]]:
+    """(type, bytes) of each top-level element of a MATLAB v5 file, the bytes of a compressed
+    one being what its first header says it decompresses to. Each must lie within the file."""
+    sizes = []
+    with open(path, "rb") as f:
+        header = f.read(_MAT_HEADER)
+        if len(header) < _MAT_HEADER:
+            raise BadInput(f"{path.name} is not a readable .mat file (shorter than its header): "
+                           "truncated or corrupt? re-download it")
+        if header[124:126] == b"\x00\x02":  # version 0x0200: MATLAB 7.3, an HDF5 file
+            raise NotImplementedError
+        order = "<" if header[126:128] == b"IM" else ">"
+        position = _MAT_HEADER
+        while position + 8 <= file_size:
+            f.seek(position)
+            kind, size = struct.unpack(order + "II", f.read(8))
+            end = position + 8 + size
+            if end > file_size:
+                raise BadInput(f"{path.name}: an element declares {size:,} bytes, more than the file holds: "
+                               "truncated or corrupt? re-download it")
+            MEMBER_BYTES.check(size, f"{path.name}: an element")
+            if kind == _MI_COMPRESSED:
+                inflated = zlib.decompressobj().decompress(f.read(min(size, 256)), 8)
+                if len(inflated) == 8:
+                    size = struct.unpack(order + "II", inflated)[1]
+                    MEMBER_BYTES.check(size, f"{path.name}: a compressed element")
+            sizes.append((kind, size))
+            position = end if kind == _MI_COMPRESSED else end + (-end % 8)
+    return sizes
 
 
 def _one_line(exc: Exception) -> str:

@@ -1,0 +1,154 @@
+"""Hostile dataset files: tarballs, batch pickles, .mat files, label files, images: cases for ``hostile_inputs.CASES``.
+
+Every builder makes its file from nothing; ``test_data_budgets.py`` uses the same builders.
+"""
+from __future__ import annotations
+
+import bz2
+import os
+import pickle
+import struct
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from hostile_case import Case
+from mt_repro.data import synthetic
+
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's own array rebuilder, wherever this numpy keeps it
+TIB = 1 << 40
+MIB = 1 << 20
+BATCH = "cifar-10-batches-py/data_batch_1"
+
+
+def _prepare(source: Path, d: Path) -> list:
+    return ["prepare", "cifar10", "--from", source, "--to", d / "out"]
+
+
+def pax_tarball(d: Path) -> Path:
+    """A gzipped tar of under 200 bytes whose PAX header says its one member holds 1 TiB."""
+    info = tarfile.TarInfo(BATCH)
+    info.pax_headers = {"size": str(TIB)}
+    path = d / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info)
+    return path
+
+
+def zeros_tarball(d: Path, name: str = BATCH, size: int = 80 * MIB, kind: bytes = tarfile.REGTYPE) -> Path:
+    """A .tar.bz2 of a few hundred bytes: one member of ``size`` zero bytes (a decompression bomb)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.type = size, kind
+    compressor = bz2.BZ2Compressor(9)
+    parts = [compressor.compress(info.tobuf(format=tarfile.GNU_FORMAT))]
+    zeros = bytes(MIB)
+    for _ in range(size // MIB):
+        parts.append(compressor.compress(zeros))
+    parts.append(compressor.compress(bytes(size % MIB + 1024)))  # the padding and the end of the archive
+    parts.append(compressor.flush())
+    path = d / "cifar-10-python.tar.bz2"
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def longname_tarball(d: Path) -> Path:
+    """A GNU long-name record of 80 MiB of zeros, which tarfile would read whole into memory."""
+    return zeros_tarball(d, "././@LongLink", 80 * MIB, tarfile.GNUTYPE_LONGNAME)
+
+
+class HugeArray:
+    """Pickles as numpy pickles an array (``_reconstruct`` then ``__setstate__``) but declares
+    ``shape`` with only ``data`` behind it."""
+
+    def __init__(self, shape: tuple, data: bytes = b"", empty_shape: tuple = (0,)):
+        self.shape, self.data, self.empty_shape = shape, data, empty_shape
+
+    def __reduce__(self):
+        return (_RECONSTRUCT, (np.ndarray, self.empty_shape, b"b"),
+                (1, self.shape, np.dtype(np.uint8), False, self.data))
+
+
+def batch_pickle(array) -> bytes:
+    return pickle.dumps({"data": array, "labels": [0]}, protocol=4)
+
+
+def huge_array_tarball(d: Path, array=None) -> Path:
+    members = synthetic.cifar_pickles(synthetic.cifar_batches(10, 5, seed=0))
+    members["data_batch_1"] = batch_pickle(array or HugeArray((TIB, 3072)))
+    return synthetic.write_tarball(d / "cifar-10-python.tar.gz", members)
+
+
+def huge_mat(d: Path) -> Path:
+    """An SVHN directory whose train_32x32.mat (a few kilobytes) declares X of 6 TiB."""
+    synthetic.write_svhn_mat(d / "svhn", n_train=2, n_test=2)
+    path = d / "svhn" / "train_32x32.mat"
+    data = path.read_bytes()
+    dims = struct.pack("<4i", 32, 32, 3, 2)
+    assert data.count(dims) == 1
+    path.write_bytes(data.replace(dims, struct.pack("<4i", 32, 32, 3, 2**31 - 1)))
+    return d / "svhn"
+
+
+def _svhn_splits(directory: Path, d: Path) -> list:
+    return ["splits", "svhn", "--labels", 10, "--data", directory, "--out", d / "l.txt"]
+
+
+def tree_with(d: Path, damage) -> Path:
+    """A small by-image CIFAR-10 tree, and its label file, with ``damage(first PNG)`` done."""
+    root = synthetic.write_image_tree(d / "by-image", train_per_class=6, test_per_class=2, seed=0)
+    synthetic.write_label_file(d / "labels.txt", root, per_class=2)
+    damage(root / "train+val" / "cat" / sorted(os.listdir(root / "train+val" / "cat"))[0])
+    return root
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def png_bomb_header(path: Path, width: int = 200_000, height: int = 200_000) -> None:
+    """The PNG at ``path`` rewritten to declare ``width`` x ``height`` pixels (header only)."""
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr: ihdr + 17])))
+    path.write_bytes(bytes(data))
+
+
+def _train(d: Path, root: Path, *extra) -> list:
+    return ["cifar10", "--data", root, "--label-file", d / "labels.txt", "--gpus", 1, "--epochs", 1,
+            "--out", d / "run", "--no-progress", "--set", "arch=cifar_shakeshake_mini", *extra]
+
+
+def _labels_link(d: Path, tree: Path) -> list:
+    (d / "labels.txt").symlink_to("/dev/zero")
+    return _train(d, tree)
+
+
+def _labels_fifo(d: Path, tree: Path) -> list:
+    os.mkfifo(d / "labels.txt")
+    return _train(d, tree)
+
+
+CASES = [
+    Case("CIFAR-10 tarball", "PAX header declaring a 1 TiB member (170 bytes)", "prepare cifar10",
+         "declares 1024.0 GiB, more than the limit", lambda d, tree: _prepare(pax_tarball(d), d), extra_mib=256),
+    Case("CIFAR-10 tarball", "bzip2 member of 80 MiB of zeros", "prepare cifar10",
+         "far more than a CIFAR-10 batch needs", lambda d, tree: _prepare(zeros_tarball(d), d), extra_mib=256),
+    Case("CIFAR-10 tarball", "GNU long-name record of 80 MiB of zeros", "prepare cifar10",
+         "a tar header declares a record of 83,886,080 bytes", lambda d, tree: _prepare(longname_tarball(d), d),
+         extra_mib=256),
+    Case("CIFAR-10 batch", "declares a 3 PiB array in a few bytes", "prepare cifar10",
+         "CIFAR-10 batch data_batch_1: an array of shape", lambda d, tree: _prepare(huge_array_tarball(d), d),
+         extra_mib=256),
+    Case("SVHN `.mat`", "declares a 6 TiB array", "splits svhn", "variable 'X' (32 x 32 x 3 x 2147483647 uint8) declares",
+         lambda d, tree: _svhn_splits(huge_mat(d), d), extra_mib=256),
+    Case("label file", "link to /dev/zero", "cifar10", "is a character device, not a regular file", _labels_link),
+    Case("label file", "FIFO", "cifar10", "is a FIFO (named pipe), not a regular file", _labels_fifo),
+    Case("by-image tree", "truncated PNG", "cifar10", "1 damaged image(s) of 60: cat/",
+         lambda d, tree: _train(d, tree_with(d, truncate))),
+    Case("by-image tree", "PNG declaring 4e10 pixels", "cifar10", "declares more than 67,108,864 pixels",
+         lambda d, tree: _train(d, tree_with(d, png_bomb_header)), extra_mib=256),
+]
