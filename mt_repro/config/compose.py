@@ -41,7 +41,10 @@ def layered(config_class, hints: dict[str, Any], layers: Iterable[tuple[str, dic
     names and types are checked under its own source name, the result validated once."""
     values: dict[str, Any] = {}
     for source, layer in layers:
-        values.update(typed_values(hints, layer, source))
+        typed = typed_values(hints, layer, source)
+        if config_class is TrainConfig:
+            check_counts(typed, source)
+        values.update(typed)
     return config_class(**values).validate()
 
 
@@ -122,17 +125,52 @@ class DemoConfig:
 def load_demo_config(path: str | os.PathLike | None = None) -> DemoConfig:
     path = Path(path) if path else our_configs_dir() / DEMO_CONFIG
     data = read_toml(path, "demo config")
+    unknown = sorted(set(data) - {"demo", "run"})
+    if unknown:
+        raise BadInput(f"demo config {path.name}: unknown table(s) {', '.join(f'[{k}]' for k in unknown)}; "
+                       "it has [demo] and [run] (a method's changes are in configs/methods/<method>.toml)")
     for table in ("demo", "run"):
         if not isinstance(data.get(table), dict):
             raise BadInput(f"demo config {path.name} lacks the table [{table}]")
+    unknown = sorted(set(data["demo"]) - {"labels", "seeds"}, key=str)
+    if unknown:
+        raise BadInput(f"demo config {path.name}: unknown key(s) {', '.join(map(str, unknown))} in [demo]; "
+                       "it has labels and seeds")
     counts = {}
     for key in ("labels", "seeds"):
         value = data["demo"].get(key)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise BadInput(f"demo config: [demo] {key} must be an integer, got {value!r}")
+            raise BadInput(f"demo config {path.name}: [demo] {key} must be an integer, got {value!r}")
+        if value < 1:
+            raise BadInput(f"demo config {path.name}: [demo] {key} must be at least 1, got {value}")
         counts[key] = value
-    typed_values(TRAIN_HINTS, data["run"], f"demo config {path.name} [run]")
+    run = typed_values(TRAIN_HINTS, data["run"], f"demo config {path.name} [run]")
+    check_counts(run, f"demo config {path.name} [run]")
     return DemoConfig(path, counts["labels"], counts["seeds"], dict(data["run"]))
+
+
+# What a layer of TrainConfig settings may not hold whatever the other layers say: sizes and
+# counts the runs divide by or loop over (TrainConfig.validate checks the assembled settings
+# again, without naming the layer).
+POSITIVE = ("batch_size", "labeled_batch_size", "epochs", "print_freq", "batch_shards", "lr_rampdown_epochs")
+NOT_NEGATIVE = ("workers", "start_epoch", "checkpoint_epochs", "evaluation_epochs", "lr_rampup", "consistency_rampup")
+
+
+def check_counts(values: dict[str, Any], source: str) -> None:
+    """Refuse a zero or negative size or count in one layer of settings, naming its source and key."""
+    for key in POSITIVE:
+        if values.get(key) is not None and values[key] < 1:
+            raise BadInput(f"{source}: {key} must be at least 1, got {values[key]}")
+    for key in NOT_NEGATIVE:
+        if values.get(key) is not None and values[key] < 0:
+            raise BadInput(f"{source}: {key} must be 0 or more, got {values[key]}")
+    batch, labeled = values.get("batch_size"), values.get("labeled_batch_size")
+    if batch is not None and labeled is not None and labeled >= batch:
+        raise BadInput(f"{source}: labeled_batch_size ({labeled}) must be less than batch_size ({batch}): "
+                       "each minibatch needs unlabeled images too")
+    epochs, rampdown = values.get("epochs"), values.get("lr_rampdown_epochs")
+    if epochs is not None and rampdown is not None and rampdown < epochs:
+        raise BadInput(f"{source}: lr_rampdown_epochs ({rampdown}) must be at least epochs ({epochs})")
 
 
 def digits_run(demo: DemoConfig, method: str, *, label_file: str | os.PathLike, data_seed: int,

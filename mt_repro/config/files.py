@@ -2,12 +2,14 @@
 installed as the package data ``mt_repro.original_configs``) and ours (``mt_repro/configs/``)."""
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from mt_repro.core.errors import BadInput
+from mt_repro.core.limits import NESTING, check_nesting, read_text
 
 
 def original_configs_dir() -> Path:
@@ -24,10 +26,61 @@ def our_configs_dir() -> Path:
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A settings file as a dict; one clear error for a missing or broken one."""
+    """A settings file as a dict; one clear error for a missing, broken, oversized or too deeply
+    nested one (a regular file within TEXT_FILE_BYTES, nested no deeper than NESTING: checked on
+    the text first, since tomllib's parser recurses)."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"{what} {path.name} does not exist")
+    text = read_text(path, what)
+    depth = toml_depth(text)
+    if depth > NESTING.value:
+        raise BadInput(f"{what} {path} is nested more than {NESTING.value} levels deep: refused (raise the "
+                       f"limit with {NESTING.variable}=N if the file is genuine)")
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"{what} {path.name} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{what} {path.name} cannot be read: {exc}") from None
+    except RecursionError:  # not reached after the depth check; kept as a last line
+        raise BadInput(f"{what} {path} is nested too deeply: refused") from None
+    check_nesting(data, f"{what} {path}")  # dotted keys nest tables without brackets
+    return data
+
+
+# Strings and comments, where brackets do not nest: multi-line strings first.
+_TOML_SKIPPED = re.compile(r'"""[\s\S]*?(?:"""|$)|\'\'\'[\s\S]*?(?:\'\'\'|$)|"(?:[^"\\\n]|\\.)*"?'
+                           r"|'[^'\n]*'?|#[^\n]*")
+_TOML_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def toml_depth(text: str) -> int:
+    """How deeply the arrays and inline tables of TOML ``text`` nest (a ``[table]`` header
+    counts one, ``[[array]]`` two), brackets in strings and comments aside; a bound to check
+    before parsing."""
+    depth = deepest = 0
+    for match in _TOML_BRACKET.finditer(_TOML_SKIPPED.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth = max(0, depth - 1)
+    return deepest
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects of JSON ``text`` nest (brackets inside strings do not
+    count), without parsing it: a bound to check before :func:`json.loads`, which recurses."""
+    if text.count("[") + text.count("{") <= 1:
+        return text.count("[") + text.count("{")
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth = max(0, depth - 1)
+    return deepest

@@ -8,12 +8,16 @@ and ``ema_consistency`` settings become ``method``.
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from mt_repro.config.convnet import ConvNetConfig
+from mt_repro.config.files import json_depth
 from mt_repro.config.recipes import PYTORCH, TENSORFLOW
 from mt_repro.config.train import TrainConfig
 from mt_repro.core.errors import BadInput
+from mt_repro.core.limits import NESTING, read_text
 
 CLASSES = {PYTORCH.name: TrainConfig, TENSORFLOW.name: ConvNetConfig}
 OLD_CONVNET_MODELS = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": "supervised"}
@@ -21,6 +25,21 @@ OLD_CONVNET_MODELS = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervi
 
 def to_saved(config) -> dict[str, Any]:
     return {"recipe": config.recipe.name, **config.to_dict()}
+
+
+def read_saved(path: str | os.PathLike) -> Any:
+    """The values of a run's ``config.json``: a regular file within TEXT_FILE_BYTES, nested no
+    deeper than NESTING (checked on the text before json, which recurses, parses it)."""
+    text = read_text(path, "run settings")
+    if json_depth(text) > NESTING.value:
+        raise BadInput(f"{path} is nested more than {NESTING.value} levels deep: refused (raise the limit "
+                       f"with {NESTING.variable}=N if the file is genuine)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path} cannot be read: {exc}") from None
+    except RecursionError:  # not reached after the depth check; kept as a last line
+        raise BadInput(f"{path} is nested too deeply: refused") from None
 
 
 def from_saved(values: Any, source: str):

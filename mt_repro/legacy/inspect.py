@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mt_repro.core.errors import BadInput
+from mt_repro.core.limits import regular_file
 from mt_repro.engine.checkpoint import PREFIX
 from mt_repro.legacy.normalize import EXTRAS_KEY, ORIGINAL_KEYS, STATE_DICTS, best_prec1_value
 from mt_repro.legacy.reading import (FORMAT_DESCRIPTIONS, RawCheckpoint, Warn, read_checkpoint, short,
@@ -37,8 +38,7 @@ def inspect_file(path: str | Path, *, trust: bool = False, warn: Warn = stderr_w
 
 
 def describe_log(path: Path) -> list[str]:
-    if not path.is_file():
-        raise BadInput(f"log {path} does not exist")
+    regular_file(path, "log")  # not a FIFO, a device, a directory
     if path.suffix == ".msgpack":
         frame, kind = read_legacy_log(path), "legacy pandas msgpack log (the original's)"
     else:

@@ -2,7 +2,7 @@
 
 The original code saved its logs with ``frame.to_msgpack(path, compress='zlib')``; pandas 1.0
 removed that method and ``pandas.read_msgpack``, so those files no longer open. This module reads
-them, and writes files that pandas 0.13 to 0.25 read, with nothing but the ``msgpack`` package,
+them, and writes files that pandas 0.18 to 0.25 read, with nothing but the ``msgpack`` package,
 numpy and (for ``compress='blosc'`` only) the ``blosc`` package.
 
 The format, as ``pandas/io/packers.py`` and the msgpack fork vendored with it wrote it in the
@@ -12,7 +12,8 @@ pandas versions the original code ran on (checked against the sources of pandas 
 * A file is one or more msgpack objects back to back: ``to_msgpack(path, a, b)`` and
   ``to_msgpack(path, c, append=True)`` add objects, ``read_msgpack`` returned a list when there
   were several.
-* Text is msgpack ``str`` (UTF-8) and bytes are ``bin`` (``use_bin_type=True``); tuples and lists
+* Text is msgpack ``str`` (UTF-8) and bytes are ``bin`` (``use_bin_type=True``) since pandas 0.18;
+  see below for the older layout. Tuples and lists
   are arrays; Python floats (numpy ``float64`` included) are doubles; other numpy scalars are maps
   ``{typ: 'np_scalar', dtype, data: repr(value)}``.
 * A pandas object is a map with a ``typ`` key:
@@ -33,22 +34,43 @@ pandas versions the original code ran on (checked against the sources of pandas 
   says. Object data is a plain msgpack array, never compressed, whatever ``compress`` says. Map
   keys come in any order.
 
+The layout before pandas 0.18 (0.13 to 0.17.1, read here too; from the ``pandas/io/packers.py``
+of those versions and pandas issues 9618 and 12170): msgpack had no bin or ext types then, so
+text and bytes alike are raw strings, text encoded as Latin-1 (the packer's default; Python 2's
+``str`` went as it was); ``dtype`` is numpy's type number (``dtype.num``: 0 bool, 1-10 the
+integers, 11 float32, 12 float64, 17 object, as on 64-bit Linux); numeric ``data``/``values``
+are the array's bytes, raw or zlib/blosc-compressed as ``compress`` says; blocks name their
+columns by ``items`` (an index) and, from 0.16.2, by ``locs`` too. The first pandas msgpack
+(0.13) wrote some numeric data as a plain array of numbers, which is read too. A file is read
+as the newer layout first; a string that is not UTF-8 means the older one, and the file is
+read again taking every raw string as bytes (keys and fields other than ``data``/``values`` as
+text: UTF-8, else Latin-1). A numeric payload that arrives as text (old bytes that happen to be
+valid UTF-8) is encoded back to exactly those bytes.
+
 Reading is pure decoding: msgpack yields only plain values, and the decoder below turns the maps
 it recognises into numpy arrays and pandas objects, checking every field; no pandas internals,
 no pickles, no class looked up by name. Every malformed input raises :class:`BadInput`, and sizes
 are checked before anything is allocated: decoded data is limited to :data:`MAX_DECODED_BYTES`.
+The file must be a regular file within ``LOG_BYTES`` (``mt_repro.core.limits``); every length
+msgpack reads is bounded by the file's size and ``ITEMS``/``MEMBER_BYTES`` before msgpack
+allocates; the maps, arrays and text it builds for one object are counted as they are built
+(``LOG_STRUCTURE_BYTES``), and each object is decoded before the next is read; a frame has at
+most ``COLUMNS`` columns, and an array's declared size (shape x item size) is checked against
+``MEMBER_BYTES`` and against the bytes present before numpy sees it.
 
 Supported: DataFrames and Series of bool, (u)int 8 to 64, float 16 to 64 and object (str,
 bytes, int, float, bool, None, numpy scalars) columns, indexed by Index, Int64Index,
 UInt64Index, Float64Index or RangeIndex. Datetimes, categoricals, MultiIndex, Panel and sparse
-objects, which the original's logs never contain, are refused by name, as are files of the
-first, experimental pandas msgpack (Python 2 era: dtypes as numpy type numbers, data as text).
+objects, which the original's logs never contain, are refused by name (in the older layout, by
+their dtype number).
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Union
@@ -59,6 +81,7 @@ import pandas as pd
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.fileio import write_bytes_atomic
+from mt_repro.core.limits import COLUMNS, ITEMS, LOG_BYTES, LOG_STRUCTURE_BYTES, MEMBER_BYTES, regular_file
 
 __all__ = [
     "COMPRESSIONS", "MAX_DECODED_BYTES", "combine_log_objects", "decode_legacy", "encode_legacy",
@@ -80,6 +103,15 @@ _BLOSC_HEADER = 16
 _NUMERIC_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64")}
+# pandas < 0.18 named dtypes by numpy's type number (``dtype.num``), as on 64-bit Linux (where
+# the original code ran: C long and long long are both 64 bits there).
+_DTYPE_NUMBERS = {number: np.dtype(name).newbyteorder("<") for number, name in (
+    (0, "bool"), (1, "int8"), (2, "uint8"), (3, "int16"), (4, "uint16"), (5, "int32"), (6, "uint32"),
+    (7, "int64"), (8, "uint64"), (9, "int64"), (10, "uint64"), (11, "float32"), (12, "float64"),
+    (23, "float16"))}
+_DTYPE_NUMBERS[17] = np.dtype(object)
+_OTHER_DTYPE_NUMBERS = {13: "longdouble", 14: "complex64", 15: "complex128", 16: "clongdouble", 18: "bytes",
+                        19: "str", 20: "void", 21: "datetime64", 22: "timedelta64"}
 _BLOCK_CLASS = {"b": "BoolBlock", "i": "IntBlock", "u": "IntBlock", "f": "FloatBlock", "O": "ObjectBlock"}
 _INDEX_CLASS = {"i": "Int64Index", "u": "UInt64Index", "f": "Float64Index"}
 # What pandas <= 0.25 could write that this module refuses, and what it is, for the message.
@@ -111,7 +143,8 @@ def read_legacy_log(source: Source, *, max_decoded_bytes: int = MAX_DECODED_BYTE
 def read_legacy_objects(source: Source, *, max_decoded_bytes: int = MAX_DECODED_BYTES) -> list[PandasObject]:
     """Every object in a pandas <= 0.25 msgpack file, in order (``read_msgpack(path,
     iterator=True)``). ``source``: a path, the file's bytes, or a binary file object."""
-    return decode_legacy(_read_source(source), source=_describe(source), max_decoded_bytes=max_decoded_bytes)
+    with _open_source(source) as (handle, size):
+        return _decode_stream(handle, size, _describe(source), max_decoded_bytes)
 
 
 def write_legacy_log(frame: pd.DataFrame, path: str | os.PathLike, compress: str | None = "zlib",
@@ -157,10 +190,8 @@ def decode_legacy(data: bytes, *, source: str = "data", max_decoded_bytes: int =
                   ) -> list[PandasObject]:
     """The pandas objects in bytes of the pandas <= 0.25 msgpack format."""
     data = bytes(data)
-    if not data:
-        raise BadInput(f"{source} is empty (a pandas msgpack file holds at least one object)")
-    decoder = _Decoder(source, max_decoded_bytes)
-    return [decoder.top(raw, number) for number, raw in enumerate(_unpack_all(data, source), start=1)]
+    LOG_BYTES.check(len(data), source)
+    return _decode_stream(io.BytesIO(data), len(data), source, max_decoded_bytes)
 
 
 # --- reading: msgpack -> plain values ------------------------------------------------------
@@ -170,51 +201,163 @@ def _describe(source: Source) -> str:
     return str(getattr(source, "name", None) or "data")
 
 
-def _read_source(source: Source) -> bytes:
+@contextlib.contextmanager
+def _open_source(source: Source):
+    """``(binary file, its size)``: a regular file no larger than LOG_BYTES, read as it is
+    unpacked; bytes and file objects (read whole, within the same limit) as an in-memory file."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    if isinstance(source, (str, os.PathLike)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        size = regular_file(path, "log").st_size
+        LOG_BYTES.check(size, f"log {path}")
         try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise BadInput(f"log {path} does not exist") from None
-        except IsADirectoryError:
-            raise BadInput(f"{path} is a directory, not a pandas msgpack log") from None
+            handle = open(path, "rb")
         except OSError as exc:
             raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
-    if hasattr(source, "read"):
-        data = source.read()
+        with handle:
+            yield handle, size
+        return
+    elif hasattr(source, "read"):
+        data = source.read(LOG_BYTES.value + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise BadInput(f"{_describe(source)} must be opened in binary mode")
-        return bytes(data)
-    raise BadInput(f"cannot read a pandas msgpack log from a {type(source).__name__}")
+        data = bytes(data)
+    else:
+        raise BadInput(f"cannot read a pandas msgpack log from a {type(source).__name__}")
+    LOG_BYTES.check(len(data), _describe(source))
+    yield io.BytesIO(data), len(data)
 
 
-def _unpack_all(data: bytes, source: str) -> list[Any]:
-    """The msgpack objects back to back in ``data``; no object may be cut short."""
-    # Limits from the data's own size: no declared length can make msgpack allocate much more
-    # than the file is (an array of n items needs at least n bytes).
-    unpacker = msgpack.Unpacker(None, max_buffer_size=len(data), raw=False, strict_map_key=True,
-                                use_list=True)
-    unpacker.feed(data)
-    objects = []
-    end_of_last = 0
+class _NotUtf8(Exception):
+    """A msgpack str that is not UTF-8: the file is of the pre-0.18 layout, whose raw strings
+    hold bytes as well as text (internal: the file is then read again in that mode)."""
+
+
+def _decode_stream(handle: BinaryIO, size: int, source: str, max_decoded_bytes: int) -> list[PandasObject]:
+    """Each msgpack object of the file, decoded as soon as it is complete (so that nothing
+    but the current object's plain values is ever held). Read first as pandas >= 0.18 wrote
+    it (str is UTF-8 text, bytes are bin or ext); a str that is not UTF-8 means the pre-0.18
+    layout (raw strings for text and bytes alike), read again from the start as such."""
+    if size == 0:
+        raise BadInput(f"{source} is empty (a pandas msgpack file holds at least one object)")
+    start = handle.tell()
     try:
-        for obj in unpacker:
-            objects.append(obj)
-            end_of_last = unpacker.tell()
-    except msgpack.exceptions.StackError:
-        raise BadInput(f"{source} is not a pandas msgpack log: msgpack nested too deeply") from None
-    except (ValueError, TypeError, UnicodeDecodeError, msgpack.exceptions.UnpackException) as exc:
-        problem = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise BadInput(f"{source} is not a pandas msgpack log (corrupt msgpack after "
-                       f"{len(objects)} object(s): {problem})") from None
-    if end_of_last != len(data):
+        return _decode_objects(handle, size, source, max_decoded_bytes, raw=False)
+    except _NotUtf8:
+        handle.seek(start)
+        return _decode_objects(handle, size, source, max_decoded_bytes, raw=True)
+
+
+def _decode_objects(handle: BinaryIO, size: int, source: str, max_decoded_bytes: int, raw: bool
+                    ) -> list[PandasObject]:
+    decoder = _Decoder(source, max_decoded_bytes)
+    structure = _Structure(source, raw)
+    # No declared length may exceed what the file can hold (an array of n items needs at
+    # least n bytes), nor the limits; msgpack checks each before it allocates. An array is
+    # counted only once complete, so its length is bounded too: its items (at most ~100 bytes
+    # each, a list slot and a small object) fit the structure budget. pandas' maps have a few keys.
+    items = min(size, ITEMS.value, LOG_STRUCTURE_BYTES.value // _BYTES_PER_ITEM)
+    member = min(size, MEMBER_BYTES.value)
+    unpacker = msgpack.Unpacker(handle, read_size=min(size, 1 << 20), max_buffer_size=size, raw=raw,
+                                strict_map_key=True, use_list=True, object_hook=structure.map,
+                                list_hook=structure.array, max_str_len=member, max_bin_len=member,
+                                max_ext_len=member, max_array_len=items, max_map_len=min(_MAP_KEYS, items))
+    objects: list[PandasObject] = []
+    end_of_last = 0
+    while True:
+        structure.start_object()
+        try:
+            raw_object = next(unpacker)
+        except StopIteration:
+            break
+        except BadInput:
+            raise
+        except UnicodeDecodeError:
+            raise _NotUtf8() from None
+        except msgpack.exceptions.StackError:
+            raise BadInput(f"{source} is not a pandas msgpack log: msgpack nested too deeply") from None
+        except (ValueError, TypeError, MemoryError, msgpack.exceptions.UnpackException) as exc:
+            problem = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            if "exceeds max_array_len" in problem and items == size:
+                raise BadInput(f"{source} is truncated or not a pandas msgpack log: an array declares more "
+                               f"items than its {size:,} bytes can hold") from None
+            if "exceeds max_array_len" in problem:
+                raise BadInput(f"{source}: an array longer than {items:,} items, the most that "
+                               f"{LOG_STRUCTURE_BYTES.variable} allows (raise it if the file is genuine)") from None
+            if "exceeds max_map_len" in problem:
+                raise BadInput(f"{source} is not a pandas msgpack log: a map of more than {_MAP_KEYS} keys") from None
+            raise BadInput(f"{source} is not a pandas msgpack log (corrupt msgpack after "
+                           f"{len(objects)} object(s): {problem})") from None
+        end_of_last = unpacker.tell()
+        objects.append(decoder.top(raw_object, len(objects) + 1))
+        del raw_object
+    if end_of_last < size:
         raise BadInput(f"{source} is truncated or not a pandas msgpack log: its last "
-                       f"{len(data) - end_of_last} byte(s) are an incomplete msgpack object "
+                       f"{size - end_of_last} byte(s) are an incomplete msgpack object "
                        f"(after {len(objects)} complete one(s))")
     return objects
+
+
+class _Structure:
+    """Counts the memory of the maps, arrays and text msgpack builds for one object, as each
+    container is completed (msgpack's hooks), and refuses past LOG_STRUCTURE_BYTES: 30 MB of
+    empty maps would otherwise become gigabytes of dicts. Array data (bin, ext, and the raw
+    strings of the pre-0.18 layout) costs what the file holds, and is checked by the decoder.
+
+    In the pre-0.18 layout (``raw``) every string arrives as bytes: map keys and every value
+    but a ``data`` or ``values`` payload are text, decoded as UTF-8 or else Latin-1 (pandas
+    < 0.18 encoded text as Latin-1 by default; Python 2 wrote its ``str`` as it was)."""
+
+    def __init__(self, source: str, raw: bool):
+        self.source = source
+        self.raw = raw
+        self.spent = 0
+
+    def start_object(self) -> None:
+        self.spent = 0
+
+    def _spend(self, container: Any, leaves: Any) -> None:
+        cost = sys.getsizeof(container)
+        for leaf in leaves:
+            if isinstance(leaf, (str, float, int)) and not isinstance(leaf, bool):
+                cost += sys.getsizeof(leaf)
+            elif isinstance(leaf, (bytes, msgpack.ExtType)):  # an object each; large data is the file's
+                data = leaf if isinstance(leaf, bytes) else leaf.data
+                cost += _BYTES_OVERHEAD + (len(data) if len(data) < _LARGE_DATA else 0)
+        self.spent += cost
+        LOG_STRUCTURE_BYTES.check(self.spent, f"{self.source}: one object")
+
+    def map(self, values: dict) -> dict:
+        if self.raw:
+            values = {_old_text(key): (value if key in _PAYLOAD_KEYS else _old_text(value))
+                      for key, value in values.items()}
+        self._spend(values, values.values())
+        return values
+
+    def array(self, values: list) -> list:
+        if self.raw:
+            values = [_old_text(value) for value in values]
+        self._spend(values, values)
+        return values
+
+
+_PAYLOAD_KEYS = (b"data", b"values")
+_BYTES_PER_ITEM = 64
+_MAP_KEYS = 1024
+_BYTES_OVERHEAD = 128  # a bytes object, or an ExtType tuple holding one
+_LARGE_DATA = 4096
+
+
+def _old_text(value: Any) -> Any:
+    """A raw string of the pre-0.18 layout as text; anything else as it is."""
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
 
 
 # --- reading: plain values -> pandas -------------------------------------------------------
@@ -258,9 +401,12 @@ class _Decoder:
         if len(axes) != 2:
             raise BadInput(f"{where}: a DataFrame has 2 axes, this one declares {len(axes)}")
         columns = self.index(axes[0], f"{where} columns")
+        COLUMNS.check(len(columns), f"{where}: a frame that")  # before a Series per column
         index = self.index(axes[1], f"{where} index")
         data: list[np.ndarray | None] = [None] * len(columns)
-        for i, block in enumerate(_get(raw, "blocks", where, (list,))):
+        blocks = _get(raw, "blocks", where, (list,))
+        COLUMNS.check(len(blocks), f"{where}: a frame whose blocks")
+        for i, block in enumerate(blocks):
             self.block(block, f"{where} block {i + 1}", columns, len(index), data)
         missing = [str(columns[i]) for i, column in enumerate(data) if column is None]
         if missing:
@@ -363,18 +509,34 @@ class _Decoder:
                 raise BadInput(f"{where}: object data should be a msgpack array, found {_kind(raw)}")
             if count is not None and len(raw) != count:
                 raise BadInput(f"{where}: declares {count} values, holds {len(raw)}")
+            MEMBER_BYTES.check(8 * len(raw), f"{where}: an array that")
             self.spend(8 * len(raw), where)
             array = np.empty(len(raw), dtype=object)
             for i, item in enumerate(raw):  # item by item: a list of tuples must not become 2-D
                 array[i] = _object_value(item, f"{where} value {i + 1}")
             return array
+        if isinstance(raw, list):  # the first pandas msgpack (0.13) wrote some numbers as a list
+            return self.number_list(raw, dtype, where, count)
         expected = None if count is None else count * dtype.itemsize
+        if expected is not None:  # declared: checked before anything of that size is made
+            MEMBER_BYTES.check(expected, f"{where}: an array that")
         payload = self.payload(raw, compress, where, expected)
         if len(payload) % dtype.itemsize:
             raise BadInput(f"{where}: {len(payload)} bytes is not a whole number of {dtype.name} values")
         if dtype == np.bool_:  # any nonzero byte is True, as numpy reads it; never a raw bool view
             return np.frombuffer(payload, dtype=np.uint8) != 0
         return np.frombuffer(payload, dtype=dtype).astype(dtype.newbyteorder("="))  # a writable copy
+
+    def number_list(self, raw: list, dtype: np.dtype, where: str, count: int | None) -> np.ndarray:
+        if count is not None and len(raw) != count:
+            raise BadInput(f"{where}: declares {count} values, holds {len(raw)}")
+        MEMBER_BYTES.check(len(raw) * dtype.itemsize, f"{where}: an array that")
+        self.spend(len(raw) * dtype.itemsize, where)
+        kinds = (bool,) if dtype.kind == "b" else (int, float) if dtype.kind == "f" else (int,)
+        if not all(isinstance(value, kinds) for value in raw):
+            raise BadInput(f"{where}: a list of {dtype.name} values holds something else")
+        with _building(where):
+            return np.array(raw, dtype=dtype.newbyteorder("="))
 
     def payload(self, raw: Any, compress: str | None, where: str, expected: int | None) -> bytes:
         """The array bytes in ``raw``, decompressed; exactly ``expected`` of them if given."""
@@ -385,8 +547,9 @@ class _Decoder:
         elif isinstance(raw, bytes):
             data = raw
         elif isinstance(raw, str):
-            raise BadInput(f"{where}: array data stored as text, as only the first, experimental pandas "
-                           "msgpack did; that format is not supported")
+            # pandas < 0.18 wrote the bytes as a raw string; one that is valid UTF-8 arrives
+            # decoded, and encoding it gives the bytes back exactly.
+            data = raw.encode("utf-8", "surrogatepass")
         else:
             raise BadInput(f"{where}: numeric data should be binary, found {_kind(raw)}")
         if compress is None:
@@ -514,9 +677,11 @@ def _dtype(raw: dict, where: str) -> np.dtype:
         return _NUMERIC_DTYPES[name]
     if isinstance(name, str):
         raise BadInput(f"{where}: dtype {name[:40]!r} is not supported (bool, int, uint, float and object are)")
-    if isinstance(name, int):
-        raise BadInput(f"{where}: dtype given as a numpy type number, as only the first, experimental "
-                       "pandas msgpack did; that format is not supported")
+    if isinstance(name, int) and not isinstance(name, bool):  # pandas < 0.18: the type number
+        if name in _DTYPE_NUMBERS:
+            return _DTYPE_NUMBERS[name]
+        raise BadInput(f"{where}: dtype number {name} (numpy's {_OTHER_DTYPE_NUMBERS.get(name, 'unknown')}) "
+                       "is not supported (bool, int, uint, float and object are)")
     raise BadInput(f"{where}: field 'dtype' should be a dtype name, found {_kind(name)}")
 
 
@@ -557,7 +722,7 @@ def _numpy_scalar(raw: dict, where: str) -> np.generic:
     if raw.get("sub_typ") is not None:
         raise _unsupported("np_complex", where)
     dtype = _dtype(raw, where)
-    text = _get(raw, "data", where, (str,))
+    text = _old_text(_get(raw, "data", where, (str, bytes)))
     if dtype == object or len(text) > 64:
         raise BadInput(f"{where}: not a numpy scalar of a numeric dtype")
     try:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.fileio import atomic_write
+from mt_repro.core.limits import regular_file
 from mt_repro.logs import pandas_msgpack
 from mt_repro.logs.runlog import read_runlog
 
@@ -43,8 +44,7 @@ def read_log(path: str | os.PathLike) -> tuple[pd.DataFrame, str, int]:
     """A log as a DataFrame, what kind of log it was, and how many objects it held: ``*.jsonl``
     is one of our run logs, anything else is read as the original's pandas msgpack."""
     path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"log {path} does not exist" if not path.exists() else f"{path} is not a file")
+    regular_file(path, "log")  # not a FIFO, a device, a directory
     if path.suffix == ".jsonl":
         try:
             return read_runlog(path), "run log", 1

@@ -6,6 +6,7 @@ only every 300 s, so short runs lost rows; we keep every row.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -14,8 +15,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from mt_repro.config.files import json_depth
 from mt_repro.core.errors import BadInput, RunFailed
 from mt_repro.core.fileio import atomic_write
+from mt_repro.core.limits import LINE_BYTES, LOG_BYTES, NESTING, regular_file
 
 
 class RunLog:
@@ -51,25 +54,54 @@ class RunLog:
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The complete rows of a run log (none if there is no log). The file must be a regular
+    file within LOG_BYTES, each line within LINE_BYTES and nested no deeper than NESTING
+    (checked on the text, before json parses it: json's parser recurses)."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
+    size = regular_file(path, "log").st_size
+    LOG_BYTES.check(size, f"log {path}")
+    limit = LINE_BYTES.value
     rows = []
     try:
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.endswith("\n"):
+        with open(path, "rb") as f:
+            for number in itertools.count(1):
+                data = f.readline(limit + 1)
+                if not data:
+                    break
+                if len(data) > limit:
+                    raise BadInput(f"log {path}: line {number} is longer than {limit:,} bytes, the limit "
+                                   f"for {LINE_BYTES.what} (raise it with {LINE_BYTES.variable}=N if the "
+                                   "file is genuine)")
+                if not data.endswith(b"\n"):
                     break  # torn final write
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BadInput(f"log {path} is not a jsonl run log: line {number}: {exc.msg}") from None
-                if not isinstance(row, dict):
-                    raise BadInput(f"log {path} is not a jsonl run log: line {number} is not an object")
-                rows.append(row)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path} cannot be read: {exc}") from None
+                rows.append(_row(data, path, number))
+    except OSError as exc:
+        raise BadInput(f"{path} cannot be read: {exc.strerror or exc}") from None
     return rows
+
+
+def _row(data: bytes, path: Path, number: int) -> dict[str, Any]:
+    try:
+        line = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"log {path} is not a jsonl run log: line {number} is not UTF-8 text "
+                       f"(byte {exc.start})") from None
+    depth = json_depth(line)
+    if depth > NESTING.value:
+        raise BadInput(f"log {path} is not a jsonl run log: line {number} is nested more than "
+                       f"{NESTING.value} levels deep: refused (raise the limit with {NESTING.variable}=N "
+                       "if the file is genuine)")
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"log {path} is not a jsonl run log: line {number}: {exc.msg}") from None
+    except RecursionError:  # not reached after the depth check; kept as a last line
+        raise BadInput(f"log {path} is not a jsonl run log: line {number} is nested too deeply") from None
+    if not isinstance(row, dict):
+        raise BadInput(f"log {path} is not a jsonl run log: line {number} is not an object")
+    return row
 
 
 def read_runlog(path: str | os.PathLike, index: str = "epoch") -> pd.DataFrame:
