@@ -18,21 +18,22 @@ import click
 
 from mt_repro import __version__
 from mt_repro.config.train import MODES
-from mt_repro.core.errors import BadInput, MtReproError, RunFailed
+from mt_repro.core.errors import BadInput, MtReproError, RunFailed, one_line, printable
 
 LABEL_DIR_ENV = "MT_REPRO_LABEL_DIR"
 OLD_MODEL_NAMES = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": "supervised"}
 
 
 class _ConsoleHandler(logging.Handler):
-    """The library's log records on the console: plain lines on stdout, warnings on stderr."""
+    """The library's log records on the console: plain lines on stdout, warnings on stderr (one
+    line each); what a file put in them is shown escaped (``printable``)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if record.levelno >= logging.WARNING:
-            click.echo(f"mt-repro: warning: {message}", err=True)
+            _warn(message)
         else:
-            click.echo(message)
+            click.echo("\n".join(printable(line) for line in message.split("\n")))
 
 
 def _log_to_console() -> None:
@@ -45,7 +46,7 @@ def _log_to_console() -> None:
 
 
 def _warn(message: str) -> None:
-    click.echo(f"mt-repro: warning: {message}", err=True)
+    click.echo(f"mt-repro: warning: {_one_line(message)}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -189,9 +190,13 @@ def _count(text: str, flag: str) -> int:
               help="minibatches of the semi-supervised methods: a fixed labeled share, or drawn from all images")
 @click.option("--mode", type=click.Choice(MODES), default="faithful", show_default=True,
               help="fast: the same training, batched augmentation and faster kernels")
+@click.option("--overwrite", is_flag=True,
+              help="OUT holds the demo's runs: run them afresh, removing each run's files first "
+                   "(config.json, summary.json, the three .jsonl logs, checkpoints/{checkpoint.N,last,best}.ckpt; "
+                   "nothing else). Without it a run directory that holds a run is refused")
 @click.option("--no-progress", is_flag=True)
 def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
-           config: Path | None, methods: str, sampling: str, mode: str, no_progress: bool) -> None:
+           config: Path | None, methods: str, sampling: str, mode: str, overwrite: bool, no_progress: bool) -> None:
     """Supervised-only against Mean Teacher (or any methods) on scikit-learn's bundled 8x8
     digits (real data, no download): minutes on a laptop CPU, test error over several seeds."""
     from mt_repro.apps import digits_demo
@@ -202,7 +207,7 @@ def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: P
         chosen.remove("mean_teacher")
         chosen.insert(0, "mean_teacher")
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config, methods=chosen,
-                                  sampling=sampling, mode=mode, progress=not no_progress)
+                                  sampling=sampling, mode=mode, progress=not no_progress, overwrite=overwrite)
     table = result.table()
     click.echo(table)
     try:
@@ -215,6 +220,10 @@ def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: P
 # --- the paper's runs (mt_repro.apps.training) ---------------------------------------------------
 _METHOD_HELP = ("method of mt_repro/methods/ (default mean_teacher), with its paper's settings from "
                 "configs/methods/NAME.toml")
+_OVERWRITE_HELP = ("--out holds a run: start afresh, removing that run's files first (config.json, "
+                   "summary.json, the three .jsonl logs, checkpoints/{checkpoint.N,last,best}.ckpt; "
+                   "nothing else), once the new run's settings and data are found good. Without it such "
+                   "an --out is refused")
 _MODE_HELP = ("faithful (default): the original's computation step for step; fast: the same training "
               "with batched augmentation on the device, channels-last, bf16 where supported")
 
@@ -225,6 +234,7 @@ def _common_run_options(fn):
         click.option("--seed", type=int, help="seed random, numpy.random and torch, in that order"),
         click.option("--out", type=click.Path(path_type=Path), help="run directory"),
         click.option("--resume", type=click.Path(path_type=Path), help="continue this run directory"),
+        click.option("--overwrite", is_flag=True, help=_OVERWRITE_HELP),
         click.option("--mode", type=click.Choice(MODES), help=_MODE_HELP),
         click.option("--compile", "compile_model", is_flag=True, help="fast mode: torch.compile the networks"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override any setting"),
@@ -277,12 +287,17 @@ def _given(ctx: click.Context, names) -> list[str]:
 
 def _resume(ctx: click.Context, resume: Path, overrides, *, epochs=None, steps=None, no_progress=False) -> None:
     from mt_repro.apps import training
+    from mt_repro.engine.runs import KeptSummary
 
+    if ctx.params.get("overwrite"):
+        raise BadInput("give --resume (continue the run) or --overwrite (start a new one in --out), not both")
     given = _given(ctx, [name for name in ctx.params if name not in _RESUMABLE])
     if given:
         raise BadInput(f"{', '.join(given)}: a resumed run keeps the settings it was started with; "
                        "change one with --set KEY=VALUE")
-    _print_summary(training.resume_command(resume, overrides, epochs=epochs, steps=steps, progress=not no_progress))
+    summary = training.resume_command(resume, overrides, epochs=epochs, steps=steps, progress=not no_progress)
+    if not isinstance(summary, KeptSummary):  # (a finished run, left as it was, said so in one line)
+        _print_summary(summary)
 
 
 def _print_summary(summary: dict) -> None:
@@ -297,7 +312,8 @@ def _choices(options: dict, method: str | None):
 
     return RunChoices(method=method, data_dir=options["data_dir"], seed=options["seed"], device=options["device"],
                       mode=options["mode"], compile=options["compile_model"], out=options["out"],
-                      overrides=options["overrides"], progress=not options["no_progress"])
+                      overrides=options["overrides"], progress=not options["no_progress"],
+                      overwrite=options["overwrite"])
 
 
 @cli.command()
@@ -653,8 +669,9 @@ def plot_command(run_dirs: tuple[Path, ...], out: Path, title: str | None) -> No
 
 
 def _one_line(message: str) -> str:
-    """Errors are one line, whatever a file name or a value in the message contains."""
-    return " ".join(message.split("\n"))
+    """Errors and warnings are one printable line, whatever a file name or a value in the
+    message contains: line breaks become spaces, control characters escapes (``\\x1b``)."""
+    return one_line(message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,3 +140,49 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
             f.write(b"new, half")
             raise RuntimeError("disk gone")
     assert target.read_bytes() == b"old" and not list(tmp_path.glob(".*partial"))
+
+
+def launch_and_read(arguments) -> tuple[int, str, str]:
+    """``mt-repro ARGUMENTS`` in a new process, to its end: (exit code, stdout, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "mt_repro.cli", *arguments], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+def files_of(run: Path) -> dict[str, bytes]:
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def copied(run: Path, destination: Path) -> Path:
+    for name, data in files_of(run).items():
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        (destination / name).write_bytes(data)
+    return destination
+
+
+def test_a_finished_run_resumed_keeps_its_summary_and_logs(uninterrupted, tmp_path):
+    out = copied(uninterrupted, tmp_path / "run")
+    before = files_of(out)
+    code, stdout, stderr = launch_and_read(resume_command(out))
+    assert code == 0, stderr
+    assert stdout.strip() == f"run {out} finished at epoch 3 (step 18); nothing to resume (its summary is kept)"
+    assert files_of(out) == before   # summary.json byte for byte, the logs and checkpoints unchanged
+
+
+def test_a_second_run_into_the_same_out_is_refused_and_overwrite_starts_afresh(uninterrupted, tiny_tree, tmp_path):
+    out = copied(uninterrupted, tmp_path / "run")
+    before = files_of(out)
+    code, _, stderr = launch_and_read(run_command(tiny_tree, out) + ["--epochs", "1"])
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "holds a run already" in stderr and "--overwrite" in stderr
+    assert files_of(out) == before
+    code, _, stderr = launch_and_read(run_command(tiny_tree, out) + ["--epochs", "1", "--overwrite"])
+    assert code == 0, stderr
+    for name in ("validation.jsonl", "ema_validation.jsonl"):
+        assert [row["epoch"] for row in read_rows(out / name)] == [1], name   # each epoch once
+    assert [row["step"] for row in read_rows(out / "training.jsonl")] == list(range(1, 7))
+    names = {p.name for p in (out / "checkpoints").iterdir()}
+    assert {"checkpoint.1.ckpt", "last.ckpt"} <= names <= {"checkpoint.1.ckpt", "last.ckpt", "best.ckpt"}  # none of 2, 3
+    assert ckpt.load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == 6

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import assert_one_line_error
 from mt_repro.engine import checkpoint as ckpt
+from mt_repro.engine.trainer import Trainer
 
 
 def run_args(tree, out, *extra):
@@ -50,10 +51,15 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(cli, tiny_t
     assert not list((out / "checkpoints").glob(".*partial"))
 
 
-def test_disk_full_while_logging(cli, tiny_tree, tmp_path):
+def test_disk_full_while_logging(cli, tiny_tree, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "training.jsonl").symlink_to("/dev/full")  # every write: ENOSPC, from the kernel
+    real_prepare = Trainer._prepare_out_dir
+
+    def prepare_on_a_full_disk(self, *args, **kwargs):
+        real_prepare(self, *args, **kwargs)
+        (out / "training.jsonl").symlink_to("/dev/full")  # every write: ENOSPC, from the kernel
+
+    monkeypatch.setattr(Trainer, "_prepare_out_dir", prepare_on_a_full_disk)
     assert_one_line_error(cli(*run_args(tiny_tree, out, "--epochs", 1)),
                           "cannot append to", "training.jsonl", "No space left on device", code=1)
 

@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mt_repro.config.compose import DemoConfig, digits_run, load_demo_config
+from mt_repro.config.saved import to_saved
 from mt_repro.config.train import SAMPLINGS, TrainConfig
 from mt_repro.core.errors import BadInput
 from mt_repro.data import digits
 from mt_repro.data.labels import write_label_file
 from mt_repro.engine import runs
 from mt_repro.engine.recipes import check_config
+from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
 from mt_repro.methods.registry import method_class
 
 log = logging.getLogger(__name__)
@@ -134,7 +136,7 @@ def _rescaled(config: TrainConfig, epochs: int, ratio: float, schedule: TrainCon
 def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: int | None = None,
              out_dir: str | Path = "results/digits", *, config: str | Path | None = None,
              methods: list[str] | None = None, sampling: str = "two_stream", mode: str = "faithful",
-             progress: bool = True) -> DemoResult:
+             progress: bool = True, overwrite: bool = False) -> DemoResult:
     methods = [m for m in (methods or ["mean_teacher"]) if m != BASELINE]
     for method in methods:
         method_class(method)  # an unknown name fails here, before anything runs
@@ -165,18 +167,36 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
         for method, cfg in configs:
             start = time.time()
             with _quiet(quiet):
-                trainer = runs.start(cfg, Path(cfg.out_dir), progress=progress)
-            if progress:
-                log.info(f"data seed {data_seed}: {method.replace('_', ' ')}, {trainer.run_epochs} epochs "
-                         f"of {trainer.data.steps_per_epoch} steps")
-            with _quiet(quiet):
-                summary = trainer.fit()
+                summary = _run(cfg, Path(cfg.out_dir), method, data_seed, overwrite=overwrite, progress=progress)
             student, teacher = summary["student_error1"], summary["teacher_error1"]
             # Each method is judged by the network its paper reports (Mean Teacher: the teacher).
             reported, other = (teacher, student) if reported_model(method) == "teacher" else (student, teacher)
             result.runs.append(DemoRun(method, data_seed, reported, other, summary["global_step"],
                                        time.time() - start))
     return result
+
+
+def _run(config, run_dir: Path, method: str, data_seed: int, *, overwrite: bool, progress: bool) -> dict:
+    """One run of the demo's grid, as ``table`` treats its runs: a run directory that holds this
+    very run finished gives its summary (nothing is trained again, nothing is added to its
+    logs), one that holds it interrupted is resumed, an empty one starts it; a directory that
+    holds a run with other settings is refused unless ``overwrite``."""
+    what = f"data seed {data_seed}: {method.replace('_', ' ')}"
+    if not overwrite and (run_dir / CONFIG_FILE).is_file():
+        if to_saved(runs.read_run_config(run_dir)) != to_saved(config):
+            raise BadInput(f"{run_dir} holds a run of {method} with other settings than this command's: "
+                           "start it afresh with --overwrite (its files are removed), or choose another --out")
+        finished = (run_dir / SUMMARY_FILE).is_file()
+        _say(progress, f"{what}: {'finished already, its result kept' if finished else 'resuming it'}")
+        return runs.resume(run_dir, progress=progress)
+    trainer = runs.start(config, run_dir, overwrite=overwrite, progress=progress)
+    _say(progress, f"{what}, {trainer.run_epochs} epochs of {trainer.data.steps_per_epoch} steps")
+    return trainer.fit()
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        log.info(message)
 
 
 class _OnceAndWarningsOnly(logging.Filter):

@@ -24,7 +24,7 @@ from mt_repro.core.rng import seed_everything
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import runs
 from mt_repro.engine.recipes import check_config
-from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE, Trainer
+from mt_repro.engine.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, SUMMARY_FILE, Trainer
 from mt_repro.legacy import main_flags
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class RunChoices:
     out: str | Path | None = None
     overrides: tuple[str, ...] = ()   # --set KEY=VALUE
     progress: bool = True
+    overwrite: bool = False           # --out holds a run: replace it (else the run is refused)
 
     def run_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {"device": self.device}
@@ -85,7 +86,7 @@ def resnet_command(config_name: str, choices: RunChoices, *, label_file=None, da
     out = choices.out or runs.default_out_dir(config_name, run_name)
     log.info(f"{paper.title} ({paper.source}), {gpus or paper.gpus} GPU(s)' worth of batch and lr")
     log.info(describe_settings(config))
-    return runs.train(config, out, progress=choices.progress)
+    return runs.train(config, out, overwrite=choices.overwrite, progress=choices.progress)
 
 
 def convnet_command(dataset: str, n_labels: str, choices: RunChoices, *, n_extra: int = 0,
@@ -112,13 +113,15 @@ def convnet_command(dataset: str, n_labels: str, choices: RunChoices, *, n_extra
     log.info(f"{name} ({experiment.source}): {method}, {n_labels} labels{extra and f', {n_extra} extra'}, "
              f"data seed {config.data_seed}, {config.training_length} steps")
     log.info(describe_settings(config))
-    return runs.train(config, out, progress=choices.progress)
+    return runs.train(config, out, overwrite=choices.overwrite, progress=choices.progress)
 
 
 def resume_command(run_dir: str | Path, overrides: Iterable[str] = (), *, epochs: int | None = None,
                    steps: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Continue a run directory of either recipe; ``--set`` in the run's own vocabulary, ``epochs``
-    (the ResNet runs) or ``steps`` (the ConvNet runs) to lengthen it."""
+    (the ResNet runs) or ``steps`` (the ConvNet runs) to lengthen it. A run that had finished,
+    and still would with these changes, is left as it is: its summary comes back as a
+    ``runs.KeptSummary``."""
     config = runs.read_run_config(run_dir)
     changes = parse_overrides(overrides, HINTS[config.recipe.name])
     for flag, key, value in (("--epochs", "epochs", epochs), ("--steps", "training_length", steps)):
@@ -168,7 +171,10 @@ def legacy_main(argv: Iterable[str]) -> list[str] | dict[str, Any]:
     if config.seed is not None:
         seed_everything(config.seed)
     out_dir = Path(config.out_dir) if config.out_dir else runs.default_out_dir("main", "0")
-    trainer = Trainer(config, out_dir, progress=not args.no_progress).build()
+    if not args.resume and not args.evaluate:  # a new run into a run directory would add to its logs
+        runs.refuse_existing_run(out_dir, remedy=f"continue it with --resume {out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT}")
+    # an evaluation writes nothing into the run directory it may share with a run
+    trainer = Trainer(config, out_dir, progress=not args.no_progress).build(record_config=not args.evaluate)
     if args.resume:
         trainer.load_state(ckpt.load_checkpoint(args.resume))
     if args.evaluate:

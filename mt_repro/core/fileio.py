@@ -4,7 +4,9 @@ Everything the toolkit writes for a later run or reader (checkpoints, configs, s
 rewrites, converted logs, caches, patched sources) goes through ``atomic_write``: the bytes go
 to a hidden temporary file in the same directory, are synced, and the file is renamed over the
 target in one step. A crash at any moment leaves either the old file or the new one, never a
-truncated one, and no temporary file survives an exception.
+truncated one, and no temporary file survives an exception. The file gets the permissions
+``open`` would have given it: a new file ``0o666`` less the process's umask, a replaced one its
+former permissions.
 """
 from __future__ import annotations
 
@@ -23,13 +25,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, mode_from: str | 
                  newline: str | None = None, sync: bool = True) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on leaving the block, sync it (unless
     ``sync`` is false: then a killed process still leaves no half file, only a power loss could)
-    and rename it to ``path`` (with the permission bits of ``mode_from``, if given). On an
+    and rename it to ``path`` with the permission bits of ``mode_from`` if given, else those of
+    the file it replaces, else ``0o666`` less the umask (as ``open`` creates files). On an
     exception the temporary file is removed and ``path`` is untouched. ``OSError`` (disk full,
     read-only directory) propagates for the caller to word."""
     path = Path(path)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": newline})) as f:
+            with _ignored(OSError):  # file systems without permissions (FAT) refuse
+                os.fchmod(f.fileno(), _permissions_for(path))
             yield f
             f.flush()
             if sync:
@@ -41,6 +46,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, mode_from: str | 
         with _ignored(OSError):
             os.unlink(temporary)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux:
+    ``/proc/self/status``); elsewhere set and restored at once, which another thread creating a
+    file at that instant could notice."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8) & 0o777
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _permissions_for(path: Path) -> int:
+    """What ``open(path, "w")`` would leave: the replaced file's permissions, or a new file's."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from tqdm import tqdm
 
 from mt_repro.config.saved import to_saved
 from mt_repro.core.errors import BadInput, NonFiniteLoss, RunFailed
-from mt_repro.core.fileio import write_text_atomic
+from mt_repro.core.fileio import TEMPORARY_SUFFIX, write_text_atomic
 from mt_repro.core.rng import restore_rng_state
 from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.data.registry import get_dataset
@@ -47,6 +49,54 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 LOGS = ("training.jsonl", "validation.jsonl", "ema_validation.jsonl")
+
+
+def run_files(out_dir: str | Path) -> list[Path]:
+    """The files of a run in ``out_dir`` (none: it holds no run): its config, summary and logs,
+    its checkpoints, and temporary files of theirs that a killed write left behind."""
+    out_dir = Path(out_dir)
+    names = (CONFIG_FILE, SUMMARY_FILE, *LOGS)
+    found = [out_dir / name for name in names if os.path.lexists(out_dir / name)]
+    found += sorted(p for p in _entries(out_dir) if _is_temporary_of(p.name, names))
+    checkpoints = out_dir / CHECKPOINT_DIR
+    if checkpoints.is_dir():
+        found += sorted(p for p in _entries(checkpoints) if _is_checkpoint_file(p.name))
+    return [p for p in found if p.is_symlink() or not p.is_dir()]
+
+
+def remove_run_files(out_dir: str | Path) -> list[Path]:
+    """Remove the files of the run in ``out_dir`` (``run_files``), and ``checkpoints/`` if that
+    leaves it empty; nothing else in the directory is touched. Returns what was removed."""
+    removed = []
+    for path in run_files(out_dir):
+        path.unlink()
+        removed.append(path)
+    checkpoints = Path(out_dir) / CHECKPOINT_DIR
+    if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
+    return removed
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except OSError:
+        return []
+
+
+_CHECKPOINT_NAME = re.compile(r"(checkpoint\.[0-9]+|last|best)\.ckpt")
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    """``checkpoint.N.ckpt``, ``last.ckpt``, ``best.ckpt``, or a temporary file of one of them."""
+    if name.startswith(".") and name.endswith(TEMPORARY_SUFFIX):
+        name = name[1:].rsplit(".", 2)[0]   # .<target>.<random>.partial
+    return _CHECKPOINT_NAME.fullmatch(name) is not None
+
+
+def _is_temporary_of(name: str, targets) -> bool:
+    """Whether ``name`` is a temporary file of ``atomic_write`` for one of ``targets``."""
+    return name.endswith(TEMPORARY_SUFFIX) and any(name.startswith(f".{target}.") for target in targets)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,7 +130,9 @@ class Evaluation:
 class Trainer:
     """Owns the networks, optimizer, data, logs and checkpoints of one run directory."""
 
-    def __init__(self, config, out_dir: str | Path, *, progress: bool = True):
+    def __init__(self, config, out_dir: str | Path, *, progress: bool = True, overwrite: bool = False):
+        """``overwrite``: the files of a run already in ``out_dir`` are removed when the run is
+        built (once its settings and data have been found good), before anything is written."""
         self.config = config.validate()
         recipes.check_config(self.config)
         self.recipe = self.config.recipe
@@ -94,14 +146,17 @@ class Trainer:
         self.meters = MeterSet()
         self.last_eval = Evaluation()
         self.resumed = False
+        self.overwrite = overwrite
 
     def say(self, line: str) -> None:
         if self.is_main:
             log.info(line)
 
     # --- building -----------------------------------------------------------------------
-    def build(self) -> "Trainer":
-        """Data, then student, then teacher, then optimizer, then method: the original's order."""
+    def build(self, *, record_config: bool = True) -> "Trainer":
+        """Data, then student, then teacher, then optimizer, then method: the original's order.
+        Then the run directory, with its ``config.json`` unless not ``record_config`` (a resumed
+        run records its settings once it is known to go on: ``record_config()``)."""
         cfg, recipe = self.config, self.recipe
         self.speedups = fast_mode.speedups_for(cfg.mode, cfg.compile, self.device,
                                                note=log.warning if self.is_main else None)
@@ -120,7 +175,7 @@ class Trainer:
         self.schedule = SCHEDULES[recipe.schedule](cfg, self.method)
         self.timeline = TIMELINES[recipe.timeline](cfg, self.method, self.data.steps_per_epoch)
         self.teacher_update = TEACHER_UPDATES[recipe.teacher_update] if self.method.updates_teacher else None
-        self._prepare_out_dir()
+        self._prepare_out_dir(record_config)
         return self
 
     def _network_builder(self):
@@ -159,21 +214,36 @@ class Trainer:
         return (distributed.ShardedModel(student, shards, group, self.device),
                 distributed.ShardedModel(teacher, shards, group, self.device, trainable=False))
 
-    def _prepare_out_dir(self) -> None:
+    def _prepare_out_dir(self, record_config: bool = True) -> None:
         if not self.is_main:  # rank 0 writes; the others keep logs that are never written
             self.training_log = self.validation_log = self.ema_validation_log = _Unwritten()
             return
         try:
+            if self.overwrite:
+                removed = remove_run_files(self.out_dir)
+                if removed:
+                    log.info(f"removed the {len(removed)} file(s) of the earlier run in {self.out_dir}")
             (self.out_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"cannot write to output directory {self.out_dir}: {exc.strerror or exc}") from None
+        if record_config:
+            self.record_config()
+        self.training_log, self.validation_log, self.ema_validation_log = (RunLog(self.out_dir / name) for name in LOGS)
+
+    def record_config(self) -> None:
+        """The run's settings in its ``config.json``."""
+        if not self.is_main:
+            return
+        try:
             write_text_atomic(self.out_dir / CONFIG_FILE, json.dumps(to_saved(self.config), indent=2) + "\n")
         except OSError as exc:
             raise BadInput(f"cannot write to output directory {self.out_dir}: {exc.strerror or exc}") from None
-        self.training_log, self.validation_log, self.ema_validation_log = (RunLog(self.out_dir / name) for name in LOGS)
 
     # --- resuming -----------------------------------------------------------------------
-    def load_state(self, state: dict[str, Any], *, restore_rng: bool = True) -> None:
+    def load_state(self, state: dict[str, Any], *, restore_rng: bool = True, keep_logs: bool = False) -> None:
         """Continue from a checkpoint: weights, optimizer, counters and (ours) RNG states, the
-        data's and the method's state, and the epoch's meters."""
+        data's and the method's state, and the epoch's meters. The logs' rows written after the
+        checkpoint are dropped (``drop_rows_after_checkpoint``) unless ``keep_logs``."""
         method = self.method
         extras = state.get("mt_repro") or {}
         try:
@@ -195,10 +265,19 @@ class Trainer:
         last = extras.get("last_eval") or {}
         self.last_eval = Evaluation(last.get("student", {}), last.get("teacher", {}))
         self.resumed = True
-        # Rows written after this checkpoint by the interrupted run will be written again.
-        self.training_log.truncate(lambda row: row["step"] <= global_step)
-        for log_file in (self.validation_log, self.ema_validation_log):
+        if not keep_logs:
+            self.drop_rows_after_checkpoint()
+
+    def drop_rows_after_checkpoint(self) -> None:
+        """Rows written after the loaded checkpoint by the interrupted run will be written again."""
+        global_step = self.state.global_step
+        for log_file in (self.training_log, self.validation_log, self.ema_validation_log):
             log_file.truncate(lambda row: row["step"] <= global_step)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has taken all its steps (``fit`` has nothing left to train)."""
+        return self.state.epoch >= self.timeline.epochs
 
     # --- the loop -----------------------------------------------------------------------
     @property
