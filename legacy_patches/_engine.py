@@ -74,8 +74,48 @@ def protect_async_keywords(source: str) -> tuple[str, int]:
     return "".join(lines), len(hits)
 
 
-def parse(source: str) -> cst.Module:
+def nesting_problem(text: str, max_depth: int) -> str | None:
+    """Why ``text`` is nested too deeply for libcst (whose parser crashes on deep brackets,
+    slows down steeply on long operator chains and recurses through every level), or None.
+    Python's own parser measures: it refuses deep brackets itself, and its tree is walked
+    without recursion."""
+    import ast
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # invalid escapes and the like: not ours to report
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text)
+    except SyntaxError as err:
+        if "nested" in err.msg or "too complex" in err.msg:
+            return f"nested too deeply to parse (line {err.lineno}: {err.msg})"
+        # not Python 3: libcst still gets it (and reports it), unless its brackets are deep
+        depth = deepest = 0
+        for char in text:
+            if char in "([{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif char in ")]}":
+                depth -= 1
+        return None if deepest <= max_depth else \
+            f"nested more than {max_depth} levels deep ({deepest} levels of brackets)"
+    except (RecursionError, MemoryError):
+        return "nested too deeply to parse (Python's parser ran out of stack)"
+    stack = [(tree, 1, 1)]
+    while stack:
+        node, depth, line = stack.pop()
+        line = getattr(node, "lineno", line)
+        if depth > max_depth:
+            return f"nested more than {max_depth} levels deep (line {line})"
+        stack.extend((child, depth + 1, line) for child in ast.iter_child_nodes(node))
+    return None
+
+
+def parse(source: str, max_depth: int = 200) -> cst.Module:
     text, _ = protect_async_keywords(source)
+    problem = nesting_problem(text, max_depth)
+    if problem:
+        raise LegacySyntaxError(problem)
     try:
         return cst.parse_module(text)
     except Exception as exc:  # ParserSyntaxError, and a few others from the native parser
@@ -214,14 +254,77 @@ def _line_map(original: str, current: str):
     name the lines of the file as it is on disk even after earlier rules added lines."""
     if original == current:
         return lambda line: line
-    import difflib
-
     a, b = original.splitlines(), current.splitlines()
     table: dict[int, int] = {}
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for i1, i2, j1, j2 in _aligned(a, b):
         for k in range(j1, j2):
             table[k + 1] = (i1 + min(k - j1, max(i2 - i1 - 1, 0))) + 1
     return lambda line: table.get(line, line)
+
+
+def _aligned(a: Sequence[str], b: Sequence[str]):
+    """Blocks ``(i1, i2, j1, j2)`` that pair ``a[i1:i2]`` with ``b[j1:j2]``, covering ``b``, in
+    time close to linear: common ends are matched first, then the lines that occur once on
+    each side (in order) anchor the rest, and only the small gaps between anchors go to
+    difflib (whose matcher is quadratic on the many repeated lines of a long file)."""
+    import difflib
+    from bisect import bisect_left
+
+    blocks = []
+    stack = [(0, len(a), 0, len(b))]
+    while stack:
+        alo, ahi, blo, bhi = stack.pop()
+        if (ahi - alo) * (bhi - blo) > 40_000:
+            while alo < ahi and blo < bhi and a[alo] == b[blo]:
+                blocks.append((alo, alo + 1, blo, blo + 1))
+                alo, blo = alo + 1, blo + 1
+            while alo < ahi and blo < bhi and a[ahi - 1] == b[bhi - 1]:
+                blocks.append((ahi - 1, ahi, bhi - 1, bhi))
+                ahi, bhi = ahi - 1, bhi - 1
+        if blo == bhi:
+            continue
+        if alo == ahi or (ahi - alo) * (bhi - blo) <= 40_000:
+            for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(
+                    None, a[alo:ahi], b[blo:bhi], autojunk=False).get_opcodes():
+                blocks.append((alo + i1, alo + i2, blo + j1, blo + j2))
+            continue
+        count_a: dict[str, int] = {}
+        for i in range(alo, ahi):
+            count_a[a[i]] = count_a.get(a[i], 0) + 1
+        count_b: dict[str, int] = {}
+        for j in range(blo, bhi):
+            count_b[b[j]] = count_b.get(b[j], 0) + 1
+        where_a = {a[i]: i for i in range(alo, ahi) if count_a[a[i]] == 1}
+        pairs = [(where_a[b[j]], j) for j in range(blo, bhi)
+                 if count_b[b[j]] == 1 and b[j] in where_a]
+        # the longest run of anchors in the same order on both sides (patience sorting)
+        tails: list[int] = []
+        tail_at: list[int] = []
+        back: list[int] = []
+        for n, (i, _) in enumerate(pairs):
+            at = bisect_left(tails, i)
+            if at == len(tails):
+                tails.append(i)
+                tail_at.append(n)
+            else:
+                tails[at], tail_at[at] = i, n
+            back.append(tail_at[at - 1] if at else -1)
+        chain = []
+        n = tail_at[-1] if tail_at else -1
+        while n >= 0:
+            chain.append(pairs[n])
+            n = back[n]
+        if not chain:  # nothing to anchor on: pair the two ranges as one block
+            blocks.append((alo, ahi, blo, bhi))
+            continue
+        chain.reverse()
+        prev_i, prev_j = alo, blo
+        for i, j in chain:
+            stack.append((prev_i, i, prev_j, j))
+            blocks.append((i, i + 1, j, j + 1))
+            prev_i, prev_j = i + 1, j + 1
+        stack.append((prev_i, ahi, prev_j, bhi))
+    return blocks
 
 
 def patch_module(source: str, module: cst.Module, rules: Sequence[Rule],
@@ -234,9 +337,11 @@ def patch_module(source: str, module: cst.Module, rules: Sequence[Rule],
         if not rule.applies(before, project):
             continue
         ctx = RuleContext(rule.id, project)
-        module = MetadataWrapper(module).visit(rule.transformer(ctx))
-        line_of = _line_map(parsed_text, before)
-        changes += [c if not c.line else replace(c, line=line_of(c.line)) for c in ctx.changes]
+        # the tree is ours (parsed here, or built by the previous rule): no defensive copy
+        module = MetadataWrapper(module, unsafe_skip_copy=True).visit(rule.transformer(ctx))
+        if ctx.changes:
+            line_of = _line_map(parsed_text, before)
+            changes += [c if not c.line else replace(c, line=line_of(c.line)) for c in ctx.changes]
         if ctx.changes:
             before = module.code
         imports += [i for i in ctx.imports if i not in imports]

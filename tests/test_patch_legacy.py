@@ -987,3 +987,160 @@ def test_real_original_end_to_end(tmp_path, capsys):
         assert (run_dir / f"{name}.msgpack").is_file() and (run_dir / f"{name}.csv").is_file()
     codec = pytest.importorskip("mt_repro.logs.pandas_msgpack")
     assert len(codec.read_legacy_log(run_dir / "training.msgpack")) >= 1
+
+
+# --- many call sites, hostile trees ---------------------------------------------------------------
+BLOCK_BEFORE = """\
+def step_{i}(model, x, y, meter):
+    target_var = Variable(y.cuda(async=True))
+    out = model(x)
+    meter.update(out.data[0], target_var.data.ne(-1).sum())
+    flat = out.view(-1)
+    return flat
+
+
+"""
+BLOCK_AFTER = """\
+def step_{i}(model, x, y, meter):
+    target_var = Variable(y.cuda(non_blocking=True))
+    out = model(x)
+    meter.update(out.item(), target_var.data.ne(-1).sum().item())
+    flat = out.reshape(-1)
+    return flat
+
+
+"""
+HEADER = "import torch\nfrom torch.autograd import Variable\n\n\n"
+
+
+def test_many_call_sites_are_all_rewritten_with_their_own_lines(tmp_path, capsys):
+    # every block's edits are found, written the same as in a file of one block, and reported
+    # at their own lines (the line map of a long, repetitive file)
+    n = 300
+    (tmp_path / "big.py").write_text(HEADER + "".join(BLOCK_BEFORE.format(i=i) for i in range(n)))
+    assert main(["patch-legacy", str(tmp_path / "big.py"), "--write"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "big.py").read_text() == HEADER + "".join(BLOCK_AFTER.format(i=i) for i in range(n))
+    assert f"patched 1 of 1 file(s) ({4 * n} edits)" in out
+    size = BLOCK_BEFORE.count("\n")
+    lines = {rule: text for rule, _, text in (line.strip().partition("  ") for line in out.splitlines())}
+    assert lines["data-index-item"].strip() == "line " + ", ".join(str(5 + 3 + size * i) for i in range(n))
+    assert lines["view-reshape"].strip() == "line " + ", ".join(str(5 + 4 + size * i) for i in range(n))
+
+
+def test_backup_path_that_is_a_directory_or_link_is_refused(tmp_path, capsys):
+    root = _tree(tmp_path)
+    (root / "train.py.orig").mkdir()
+    (root / "train.py.orig" / "inside").write_text("mine\n")
+    assert main(["patch-legacy", str(root), "--write"]) == 2
+    out, err = capsys.readouterr()
+    assert "train.py: NOT patched: train.py.orig exists and is a directory, not a backup file" in out
+    assert len(err.strip().splitlines()) == 1 and "train.py.orig exists and is a directory" in err
+    assert (root / "train.py").read_text() == OLD_TRAIN
+    assert [p.name for p in (root / "train.py.orig").iterdir()] == ["inside"]
+
+    (root / "train.py.orig" / "inside").unlink()
+    (root / "train.py.orig").rmdir()
+    elsewhere = tmp_path / "elsewhere.txt"
+    (root / "train.py.orig").symlink_to(elsewhere)          # dangling: would be written through
+    assert main(["patch-legacy", str(root), "--write"]) == 2
+    assert "train.py.orig exists and is a symbolic link" in capsys.readouterr().err
+    assert not elsewhere.exists() and (root / "train.py").read_text() == OLD_TRAIN
+
+
+@pytest.fixture
+def deadline():
+    """Fail (not hang) if a test outlives 30 s: a FIFO read would block forever."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError("patch-legacy did not finish in 30 s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _one_line(capsys, *words):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def test_fifo_in_tree_is_refused_without_reading_it(tmp_path, capsys, deadline):
+    root = _tree(tmp_path)
+    os.mkfifo(root / "pkg" / "pipe.py")
+    assert main(["patch-legacy", str(root), "--write"]) == 2
+    _one_line(capsys, "pipe.py", "is a FIFO (named pipe), not a regular file: refused")
+    assert (root / "train.py").read_text() == OLD_TRAIN                # nothing written
+    assert main(["patch-legacy", str(root / "pkg" / "pipe.py")]) == 2
+    _one_line(capsys, "pipe.py", "FIFO")
+
+
+def test_link_to_dev_zero_is_refused(tmp_path, capsys, deadline):
+    root = _tree(tmp_path)
+    (root / "zero.py").symlink_to("/dev/zero")
+    assert main(["patch-legacy", str(root), "--check"]) == 2
+    _one_line(capsys, "zero.py", "is a character device, not a regular file: refused")
+    assert main(["patch-legacy", str(root / "zero.py")]) == 2
+    _one_line(capsys, "zero.py", "character device")
+
+
+def test_links_to_files_are_reported_not_followed(tmp_path, capsys):
+    root = _tree(tmp_path)
+    outside = tmp_path / "outside.py"
+    outside.write_text(OLD_TRAIN)
+    (root / "out_link.py").symlink_to(outside)               # leaves the tree
+    (root / "in_link.py").symlink_to(root / "train.py")      # its target is patched in place
+    (root / "gone.py").symlink_to(tmp_path / "missing.py")
+    assert main(["patch-legacy", str(root), "--write"]) == 0
+    out = capsys.readouterr().out
+    for name in ("out_link.py", "in_link.py", "gone.py"):
+        assert f"skipped {name}: a symbolic link, not followed" in out
+        assert (root / name).is_symlink()
+    assert outside.read_text() == OLD_TRAIN and "loss.item()" in (root / "train.py").read_text()
+    assert (root / "in_link.py").read_text() == (root / "train.py").read_text()
+    assert main(["patch-legacy", str(root / "out_link.py"), "--write"]) == 2
+    _one_line(capsys, "out_link.py: a symbolic link, not followed", "nothing done")
+    assert outside.read_text() == OLD_TRAIN
+
+
+def test_oversized_source_is_refused_before_it_is_read(tmp_path, capsys, monkeypatch):
+    root = _tree(tmp_path)
+    monkeypatch.setenv("MT_REPRO_LIMIT_SOURCE_BYTES", "100")
+    assert main(["patch-legacy", str(root), "--check"]) == 2
+    _one_line(capsys, "train.py", "more than the limit of 100 bytes", "MT_REPRO_LIMIT_SOURCE_BYTES")
+
+
+@pytest.mark.parametrize("source", [
+    "x = " + "(" * 10_000 + "1" + ")" * 10_000 + "\n",          # crashed the native parser
+    "x = " + " + ".join(["1"] * 5_000) + "\n",                  # cubic time, then RecursionError
+    "y = x" + ".a" * 3_000 + "\n",
+    "x = " + "not " * 10_000 + "y\n",
+    'print "deep", ' + "[" * 1_000 + "]" * 1_000 + "\n",       # not Python 3 either
+], ids=["parentheses", "operator-chain", "attributes", "not-chain", "python2-brackets"])
+def test_deep_nesting_is_one_line(tmp_path, capsys, source, deadline):
+    path = tmp_path / "deep.py"
+    path.write_text(source)
+    assert main(["patch-legacy", str(path)]) == 2
+    _one_line(capsys, "deep.py", "nested")
+    root = _tree(tmp_path / "t")
+    (root / "deep.py").write_text(source)
+    assert main(["patch-legacy", str(root), "--write"]) == 0      # skipped, the others patched
+    assert "skipped deep.py: " in capsys.readouterr().out
+    assert (root / "deep.py").read_text() == source
+
+
+def test_nesting_limit_can_be_raised(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "chain.py"
+    path.write_text("x = " + " + ".join(["loss.data[0]"] * 60) + "\n")
+    monkeypatch.setenv("MT_REPRO_LIMIT_SOURCE_NESTING", "40")
+    assert main(["patch-legacy", str(path)]) == 2
+    _one_line(capsys, "nested more than 40 levels deep", "MT_REPRO_LIMIT_SOURCE_NESTING")
+    monkeypatch.delenv("MT_REPRO_LIMIT_SOURCE_NESTING")
+    assert main(["patch-legacy", str(path)]) == 1
+    assert "60 edit(s) would be made" in capsys.readouterr().out

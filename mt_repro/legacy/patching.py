@@ -15,6 +15,7 @@ import difflib
 import io
 import os
 import re
+import stat
 import sys
 import tokenize
 from collections import defaultdict
@@ -26,6 +27,7 @@ import legacy_patches
 from legacy_patches import LegacySyntaxError, PatchResult, Rule
 from mt_repro.core.errors import BadInput
 from mt_repro.core.fileio import write_bytes_atomic
+from mt_repro.core.limits import SOURCE_BYTES, SOURCE_NESTING, regular_file
 
 BACKUP_SUFFIX = ".orig"
 CONVNET_PORT = "mt-repro cifar10 --arch convnet13 (planned)"
@@ -70,22 +72,47 @@ class Plan:
 
 
 # --- finding files -------------------------------------------------------------------------------
-def _python_files(root: Path) -> list[Path]:
-    found = []
+WHAT = "legacy source file"
+LINK_NOTE = "a symbolic link, not followed (its target is patched only where it lies in the tree)"
+
+
+def _python_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """The ``*.py`` regular files under ``root`` and the ``*.py`` symbolic links to regular
+    files (reported, never followed: a link may lead out of the tree, and patching its target
+    through it would rewrite a file elsewhere). Directory links are not descended into. A FIFO,
+    device or socket named ``*.py``, or a link to one, is refused with one line: reading it
+    would block or never end."""
+    found, links = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS
                              and not (Path(dirpath, d) / "pyvenv.cfg").exists())
-        found += [Path(dirpath, f) for f in sorted(filenames)
-                  if f.endswith(".py") and not f.startswith(".")]
-    return found
+        for name in sorted(filenames):
+            if not name.endswith(".py") or name.startswith("."):
+                continue
+            path = Path(dirpath, name)
+            if path.is_symlink() and not path.exists():
+                links.append(path)  # dangling: nothing to read, nothing to patch
+                continue
+            regular_file(path, WHAT)
+            (links if path.is_symlink() else found).append(path)
+    return found, links
 
 
 def _read(path: Path) -> tuple[str, str]:
-    data = path.read_bytes()
+    """The text of a regular source file no larger than the source-file limit, and its encoding;
+    a FIFO, a device (or a link to one) or an oversized file is refused with one line."""
+    info = regular_file(path, WHAT)
+    SOURCE_BYTES.check(info.st_size, f"{WHAT} {path}")
+    with open(path, "rb") as f:
+        data = f.read(SOURCE_BYTES.value + 1)
+    SOURCE_BYTES.check(len(data), f"{WHAT} {path}")
     encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     if encoding == "utf-8-sig":
         encoding = "utf-8"
     return data.decode(encoding), encoding
+
+
+_TOO_DEEP = "nested too deeply to be rewritten (the rewriter ran out of stack or memory)"
 
 
 def _uses(pattern: re.Pattern, text: str) -> bool:
@@ -109,9 +136,14 @@ def plan_patches(path: str | os.PathLike, *, rules: Sequence[str] | None = None,
         known = ", ".join(r.id for r in legacy_patches.RULES)
         raise BadInput(f"unknown rule(s) {exc.args[0]}; known: default, {known}") from None
     plan = Plan(root, selected)
-    single = root.is_file()
-    paths = [root] if single else _python_files(root)
+    single = not root.is_dir()
+    if single:
+        regular_file(root, WHAT)  # a FIFO or a device given as PATH: refused before it is read
+    paths, links = ([], [root]) if single and root.is_symlink() else \
+        ([root], []) if single else _python_files(root)
     base = root.parent if single else root
+    for p in links:
+        plan.files.append(FileReport(p, p.relative_to(base).as_posix(), "unreadable", message=LINK_NOTE))
 
     texts: dict[Path, tuple[str, str]] = {}
     for p in paths:
@@ -143,13 +175,26 @@ def plan_patches(path: str | os.PathLike, *, rules: Sequence[str] | None = None,
         text, encoding = texts[p]
         rel = p.relative_to(base).as_posix()
         try:
-            modules[p] = legacy_patches.parse(text)
+            modules[p] = legacy_patches.parse(text, max_depth=SOURCE_NESTING.value)
         except LegacySyntaxError as exc:
-            plan.files.append(FileReport(p, rel, "unparseable", message=str(exc), encoding=encoding))
-    project = legacy_patches.collect(modules.values(), selected)
-    for p, module in modules.items():
+            message = str(exc)
+            if exc.line is None and "nested more than" in message:
+                message += f" (the limit is {SOURCE_NESTING.variable}={SOURCE_NESTING.value})"
+            plan.files.append(FileReport(p, rel, "unparseable", message=message, encoding=encoding))
+        except (RecursionError, MemoryError):
+            plan.files.append(FileReport(p, rel, "unparseable", message=_TOO_DEEP, encoding=encoding))
+    try:
+        project = legacy_patches.collect(modules.values(), selected)
+    except (RecursionError, MemoryError):
+        raise BadInput(f"{path}: {_TOO_DEEP}") from None
+    for p, module in list(modules.items()):
         text, encoding = texts[p]
-        result = legacy_patches.patch_module(text, module, selected, project)
+        try:
+            result = legacy_patches.patch_module(text, module, selected, project)
+        except (RecursionError, MemoryError):
+            plan.files.append(FileReport(p, p.relative_to(base).as_posix(), "unparseable",
+                                         message=_TOO_DEEP, encoding=encoding))
+            continue
         report = FileReport(p, p.relative_to(base).as_posix(),
                             "changed" if result.changed else "unchanged", result, encoding=encoding)
         try:
@@ -266,6 +311,24 @@ def backup_path(path: Path) -> Path:
     return path.with_name(path.name + BACKUP_SUFFIX)
 
 
+def _backup_kind(backup: Path) -> str:
+    """"" if nothing is at ``backup``, "file" for a regular file (kept as it is), else what is
+    there (a directory, a link, a FIFO...): never written into, over or through."""
+    try:
+        mode = os.lstat(backup).st_mode
+    except FileNotFoundError:
+        return ""
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a device"
+
+
 def write_patches(plan: Plan) -> list[FileReport]:
     """Write every changed file of ``plan``: first ``file.py.orig`` (kept if it already exists),
     then the new text, atomically. A file that cannot be written keeps its old content and gets
@@ -289,8 +352,13 @@ def write_patches(plan: Plan) -> list[FileReport]:
                 continue
             backup = backup_path(path)
             report.message = f"backup {backup.name}"
-            if backup.exists():
+            kind = _backup_kind(backup)
+            if kind == "file":
                 report.message = f"kept the existing backup {backup.name}"
+            elif kind:
+                report.status, report.message = "failed", \
+                    f"{backup.name} exists and is {kind}, not a backup file; move it away; not written"
+                continue
             else:
                 write_bytes_atomic(backup, original, mode_from=path)
             write_bytes_atomic(path, report.result.new_source.encode(report.encoding), mode_from=path)
