@@ -1,0 +1,134 @@
+"""Wide ResNets WRN-28-2 (CIFAR-10, SVHN) and WRN-28-8 (CIFAR-100) as the USB benchmark defines
+them (``semilearn/nets/wrn/wrn.py`` of microsoft/Semi-supervised-learning), for Mean Teacher
+under the protocol of USB/TorchSSL. Not in the Mean Teacher paper.
+
+Matched to USB's module deliberately, so that its numbers carry over:
+
+* pre-activation basic blocks (BN, leaky ReLU, 3x3 conv, BN, leaky ReLU, 3x3 conv), leaky
+  slope 0.1 everywhere; a 1x1 convolution on the shortcut where the width changes;
+* batch norm ``momentum=0.001`` in PyTorch's convention (``running = 0.999 * running + 0.001 *
+  batch``, i.e. a TensorFlow-style decay of 0.999); ``eps`` PyTorch's 1e-5 in the blocks and
+  1e-3 in the final batch norm;
+* the first block of the first group activates before the residual: its BN and leaky ReLU
+  apply to the input of both the branch and the shortcut convolution. The first blocks of the
+  other two groups do *not*: their branch and shortcut both start from the raw input, and their
+  ``bn1`` is computed in training mode only for its running statistics, its output unused (its
+  parameters get no gradient) -- USB's ``BasicBlock.forward`` does exactly this;
+* a 3x3 stem convolution with a bias, no dropout (USB's ``drop_rate`` 0.0), and after the last
+  group BN, leaky ReLU, global average pool and one linear layer;
+* initialisation in ``modules()`` order: convolutions Kaiming-normal on fan-out with
+  ``nonlinearity="leaky_relu"`` and torch's default ``a=0`` (so a gain of sqrt(2), not the
+  slope 0.1's), the stem's bias keeping PyTorch's default; batch norm weight 1, bias 0; the
+  linear layer Xavier-normal, bias 0. Modules are built in USB's order, so a torch seed gives
+  USB's initial weights, and named as USB names them, so its checkpoints' keys load as they are.
+
+The methods take a pair ``(class logits, consistency logits)`` from every network; USB's WRN has
+one classifier, so both are the same tensor (and a logit distance cost between them is zero).
+``tests/golden/usb_models.json`` holds the parameter counts and initial weights of USB's own
+modules, which ``tests/test_wide_resnet.py`` compares with these.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mt_repro.models.registry import register_model
+
+LEAKY_SLOPE = 0.1
+BN_MOMENTUM = 0.001      # PyTorch's convention: the weight of the new batch's statistics
+FINAL_BN_EPS = 0.001     # the blocks' batch norms keep PyTorch's 1e-5
+
+
+class WideBasicBlock(nn.Module):
+    """USB's ``BasicBlock``; attribute names (``convShortcut`` included) are its state-dict keys."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int, activate_before_residual: bool = False):
+        super().__init__()
+        # Construction order is USB's: each convolution draws its default init when built.
+        self.bn1 = nn.BatchNorm2d(in_planes, momentum=BN_MOMENTUM)
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_planes, momentum=BN_MOMENTUM)
+        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
+        self.equal_in_out = in_planes == out_planes
+        self.convShortcut = None if self.equal_in_out else nn.Conv2d(
+            in_planes, out_planes, 1, stride=stride, padding=0, bias=False)
+        self.activate_before_residual = activate_before_residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.equal_in_out:
+            out = F.leaky_relu(self.bn1(x), LEAKY_SLOPE, inplace=True)
+            shortcut = x
+        elif self.activate_before_residual:
+            x = F.leaky_relu(self.bn1(x), LEAKY_SLOPE, inplace=True)
+            out, shortcut = x, self.convShortcut(x)
+        else:
+            if self.training:
+                self.bn1(x)   # running statistics only, as USB (which discards the output)
+            out, shortcut = x, self.convShortcut(x)
+        out = F.leaky_relu(self.bn2(self.conv1(out)), LEAKY_SLOPE, inplace=True)
+        return shortcut + self.conv2(out)
+
+
+class BlockGroup(nn.Module):
+    """USB's ``NetworkBlock``: ``n`` blocks in ``.layer``, the first one changing width and stride."""
+
+    def __init__(self, n: int, in_planes: int, out_planes: int, stride: int,
+                 activate_before_residual: bool = False):
+        super().__init__()
+        self.layer = nn.Sequential(*[
+            WideBasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1,
+                           activate_before_residual)
+            for i in range(n)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+class WideResNet(nn.Module):
+    """WRN-``depth``-``widen_factor`` for 32x32 images, as USB's ``WideResNet``."""
+
+    def __init__(self, num_classes: int, depth: int = 28, widen_factor: int = 2, first_stride: int = 1):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"a wide ResNet's depth is 6n + 4, not {depth}")
+        n = (depth - 4) // 6
+        channels = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.conv1 = nn.Conv2d(3, channels[0], 3, stride=1, padding=1, bias=True)
+        self.block1 = BlockGroup(n, channels[0], channels[1], first_stride, activate_before_residual=True)
+        self.block2 = BlockGroup(n, channels[1], channels[2], 2)
+        self.block3 = BlockGroup(n, channels[2], channels[3], 2)
+        self.bn1 = nn.BatchNorm2d(channels[3], momentum=BN_MOMENTUM, eps=FINAL_BN_EPS)
+        self.classifier = nn.Linear(channels[3], num_classes)
+        self.num_features = channels[3]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier sees (USB's ``only_feat``)."""
+        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = F.leaky_relu(self.bn1(out), LEAKY_SLOPE)
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.classifier(self.features(x))
+        return logits, logits
+
+
+@register_model(recipe="pytorch", input_size=(3, 32, 32), in_paper=False)
+def wrn_28_2(num_classes: int = 10) -> nn.Module:
+    """Not in the paper: WRN-28-2 as USB/TorchSSL train it on CIFAR-10 and SVHN (1.47M parameters)."""
+    return WideResNet(num_classes, depth=28, widen_factor=2)
+
+
+@register_model(recipe="pytorch", input_size=(3, 32, 32), in_paper=False)
+def wrn_28_8(num_classes: int = 100) -> nn.Module:
+    """Not in the paper: WRN-28-8 as USB/TorchSSL train it on CIFAR-100 (23.4M parameters)."""
+    return WideResNet(num_classes, depth=28, widen_factor=8)
