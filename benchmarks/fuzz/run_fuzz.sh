@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.."
 scale="${1:-10}"
 MT_REPRO_FUZZ_SCALE="$scale" python -m pytest -q -p no:cacheprovider --hypothesis-show-statistics \
     tests/test_fuzz_readers.py \
+    tests/test_fuzz_structures.py \
     tests/test_legacy_checkpoints.py::test_damaged_bytes_fail_only_with_bad_input \
     tests/test_pandas_msgpack.py::test_random_bytes \
     tests/test_pandas_msgpack.py::test_mutated_files \
