@@ -50,25 +50,17 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
 # Strings and comments, where brackets do not nest: multi-line strings first.
 _TOML_SKIPPED = re.compile(r'"""[\s\S]*?(?:"""|$)|\'\'\'[\s\S]*?(?:\'\'\'|$)|"(?:[^"\\\n]|\\.)*"?'
                            r"|'[^'\n]*'?|#[^\n]*")
-_TOML_BRACKET = re.compile(r"[\[\]{}]")
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def toml_depth(text: str) -> int:
     """How deeply the arrays and inline tables of TOML ``text`` nest (a ``[table]`` header
     counts one, ``[[array]]`` two), brackets in strings and comments aside; a bound to check
     before parsing."""
-    depth = deepest = 0
-    for match in _TOML_BRACKET.finditer(_TOML_SKIPPED.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth = max(0, depth - 1)
-    return deepest
+    return _bracket_depth(_TOML_SKIPPED.sub("", text))
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
-_JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def json_depth(text: str) -> int:
@@ -76,8 +68,13 @@ def json_depth(text: str) -> int:
     count), without parsing it: a bound to check before :func:`json.loads`, which recurses."""
     if text.count("[") + text.count("{") <= 1:
         return text.count("[") + text.count("{")
+    return _bracket_depth(_JSON_STRING.sub("", text))
+
+
+def _bracket_depth(text: str) -> int:
+    """The deepest nesting of ``[]``/``{}`` in ``text`` (strings and comments already removed)."""
     depth = deepest = 0
-    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+    for match in _BRACKET.finditer(text):
         if match.group() in "[{":
             depth += 1
             deepest = max(deepest, depth)
