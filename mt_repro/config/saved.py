@@ -17,7 +17,7 @@ from mt_repro.config.files import json_depth
 from mt_repro.config.recipes import PYTORCH, TENSORFLOW
 from mt_repro.config.train import TrainConfig
 from mt_repro.core.errors import BadInput
-from mt_repro.core.limits import NESTING, read_text
+from mt_repro.core.limits import NESTING, check_nesting, read_text
 
 CLASSES = {PYTORCH.name: TrainConfig, TENSORFLOW.name: ConvNetConfig}
 OLD_CONVNET_MODELS = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": "supervised"}
@@ -46,6 +46,9 @@ def from_saved(values: Any, source: str):
     """The settings object of a saved ``config.json`` (or a checkpoint's copy of it)."""
     if not isinstance(values, dict):
         raise BadInput(f"{source} is not a configuration (a JSON object)")
+    # Also for values that did not come through read_saved (a checkpoint's copy, a caller's
+    # dict): a value nested deeper than repr can go would make even the error message fail.
+    check_nesting(values, source)
     values = dict(values)
     recipe = values.pop("recipe", TENSORFLOW.name if "training_length" in values else PYTORCH.name)
     if recipe not in CLASSES:
