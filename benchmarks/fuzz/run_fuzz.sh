@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The long fuzzing run: every property test of a file reader, with SCALE times the cases CI
-# runs (CI: about 15,500 cases in all). Prints hypothesis' statistics; the run is seeded
+# runs (CI: about 18,400 cases in all). Prints hypothesis' statistics; the run is seeded
 # (derandomize), so the same SCALE gives the same cases on every machine.
-#   benchmarks/fuzz/run_fuzz.sh [SCALE]        (default 10: about 155,000 cases)
+#   benchmarks/fuzz/run_fuzz.sh [SCALE]        (default 10: 184,000 cases)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scale="${1:-10}"
