@@ -33,10 +33,7 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     if not path.exists():
         raise BadInput(f"{what} {path.name} does not exist")
     text = read_text(path, what)
-    depth = toml_depth(text)
-    if depth > NESTING.value:
-        raise BadInput(f"{what} {path} is nested more than {NESTING.value} levels deep: refused (raise the "
-                       f"limit with {NESTING.variable}=N if the file is genuine)")
+    NESTING.check_depth(toml_depth(text), f"{what} {path}")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

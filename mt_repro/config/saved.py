@@ -31,9 +31,7 @@ def read_saved(path: str | os.PathLike) -> Any:
     """The values of a run's ``config.json``: a regular file within TEXT_FILE_BYTES, nested no
     deeper than NESTING (checked on the text before json, which recurses, parses it)."""
     text = read_text(path, "run settings")
-    if json_depth(text) > NESTING.value:
-        raise BadInput(f"{path} is nested more than {NESTING.value} levels deep: refused (raise the limit "
-                       f"with {NESTING.variable}=N if the file is genuine)")
+    NESTING.check_depth(json_depth(text), str(path))
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

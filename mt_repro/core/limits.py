@@ -54,6 +54,12 @@ class Limit:
                            f"{_amount(self.value, self)} for {self.what} (raise it with "
                            f"{self.variable}=N if the file is genuine)")
 
+    def check_depth(self, depth: int, subject: str) -> None:
+        """Refuse a nesting ``depth`` above the limit (a depth limit: NESTING, SOURCE_NESTING)."""
+        if depth > self.value:
+            raise BadInput(f"{subject} is nested more than {self.value} levels deep: refused "
+                           f"(raise the limit with {self.variable}=N if the file is genuine)")
+
 
 def _amount(value: int, limit: Limit) -> str:
     if not limit.name.endswith("bytes"):
@@ -157,6 +163,5 @@ def check_nesting(value: Any, subject: str, limit: Limit = NESTING) -> None:
             continue
         seen.add(id(item))
         if depth + 1 > bound:
-            raise BadInput(f"{subject} is nested more than {bound} levels deep: refused "
-                           f"(raise the limit with {limit.variable}=N if the file is genuine)")
+            limit.check_depth(depth + 1, subject)
         stack.extend((child, depth + 1) for child in children)

@@ -88,11 +88,7 @@ def _row(data: bytes, path: Path, number: int) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BadInput(f"log {path} is not a jsonl run log: line {number} is not UTF-8 text "
                        f"(byte {exc.start})") from None
-    depth = json_depth(line)
-    if depth > NESTING.value:
-        raise BadInput(f"log {path} is not a jsonl run log: line {number} is nested more than "
-                       f"{NESTING.value} levels deep: refused (raise the limit with {NESTING.variable}=N "
-                       "if the file is genuine)")
+    NESTING.check_depth(json_depth(line), f"log {path} is not a jsonl run log: line {number}")
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
