@@ -115,7 +115,22 @@ def test_every_model_builds_and_gives_two_heads_for_its_input(name):
     model.train()
     first, second = model(batch)
     assert first.shape == second.shape == (4, 7)
+    # a network registered with one head gives it twice (convnet13's second head is opt-in,
+    # num_logits=2, so two heads do not always mean two tensors)
+    assert info.heads in (1, 2) and (info.heads == 2 or second is first)
     assert models.parameter_count(model) > 0
     if not big:
         (first.sum() + second.sum()).backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_a_logit_distance_cost_on_a_one_head_network_is_refused():
+    from mt_repro.config import TrainConfig
+    from mt_repro.engine.recipes import check_config
+
+    one_head = [name for name in models.list_models() if models.get_model(name).heads == 1]
+    assert "wrn_28_2" in one_head
+    config = TrainConfig(dataset="cifar10", arch="wrn_28_2", labeled_batch_size=31, logit_distance_cost=0.01).validate()
+    with pytest.raises(BadInput, match="logit_distance_cost 0.01 needs two heads.*wrn_28_2 has one classifier"):
+        check_config(config)
+    check_config(TrainConfig(dataset="cifar10", arch="wrn_28_2", labeled_batch_size=31).validate())   # -1: no such cost, runs

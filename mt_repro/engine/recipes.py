@@ -53,6 +53,11 @@ def check_config(config) -> None:
                "pytorch": "it takes augmented images from the data pipeline, as the PyTorch half trained it: "
                           "run it with the ResNet settings (mt-repro cifar10, mt-repro imagenet)"}[model.recipe]
         raise BadInput(f"bad config: architecture {config.arch} is not trained with the {recipe.name} recipe: {how}")
+    # In the PyTorch half's settings a logit distance cost >= 0 turns the second head on.
+    if model.heads < 2 and recipe.name == "pytorch" and getattr(config, "logit_distance_cost", -1.0) >= 0:
+        raise BadInput(f"bad config: logit_distance_cost {config.logit_distance_cost} needs two heads, and "
+                       f"{config.arch} has one classifier (its two outputs are the same tensor, so the cost "
+                       "would be zero): leave logit_distance_cost at -1")
     if recipe.noise == "pipeline" and spec.open_part is None:
         raise BadInput(f"bad config: {spec.name} has no per-image pipeline; it trains with the ConvNet recipe")
     if recipe.noise == "model" and spec.tf_arrays is None:

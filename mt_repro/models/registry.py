@@ -26,17 +26,21 @@ class ModelInfo:
     # Data-dependent initialisation from a first minibatch (weight normalisation), or None.
     init_from_data: Callable[[nn.Module, torch.Tensor], None] | None = None
     in_paper: bool = True          # False: ours, for quick trials and tests
+    # Distinct classification and consistency heads (the original's two-head networks); with
+    # one, the pair a network returns is the same tensor twice.
+    heads: int = 2
 
 
 _MODELS: Registry[ModelInfo] = Registry("mt_repro.models", "architecture")
 
 
-def register_model(*, recipe: str, input_size: tuple[int, int, int], init_from_data=None, in_paper: bool = True):
+def register_model(*, recipe: str, input_size: tuple[int, int, int], init_from_data=None, in_paper: bool = True,
+                   heads: int = 2):
     """Register the decorated builder ``name(num_classes, **options) -> nn.Module`` by its name."""
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         description = (builder.__doc__ or "").strip().split("\n")[0]
         _MODELS.add(builder.__name__, ModelInfo(builder.__name__, builder, recipe, description,
-                                                tuple(input_size), init_from_data, in_paper))
+                                                tuple(input_size), init_from_data, in_paper, heads))
         return builder
     return add
 

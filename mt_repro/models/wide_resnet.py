@@ -23,7 +23,8 @@ Matched to USB's module deliberately, so that its numbers carry over:
   USB's initial weights, and named as USB names them, so its checkpoints' keys load as they are.
 
 The methods take a pair ``(class logits, consistency logits)`` from every network; USB's WRN has
-one classifier, so both are the same tensor (and a logit distance cost between them is zero).
+one classifier, so both are the same tensor: registered with ``heads=1``, and a run that asks for a
+logit distance cost between the two heads (always zero here) is refused.
 ``tests/golden/usb_models.json`` holds the parameter counts and initial weights of USB's own
 modules, which ``tests/test_wide_resnet.py`` compares with these.
 """
@@ -122,13 +123,13 @@ class WideResNet(nn.Module):
         return logits, logits
 
 
-@register_model(recipe="pytorch", input_size=(3, 32, 32), in_paper=False)
+@register_model(recipe="pytorch", input_size=(3, 32, 32), in_paper=False, heads=1)
 def wrn_28_2(num_classes: int = 10) -> nn.Module:
     """Not in the paper: WRN-28-2 as USB/TorchSSL train it on CIFAR-10 and SVHN (1.47M parameters)."""
     return WideResNet(num_classes, depth=28, widen_factor=2)
 
 
-@register_model(recipe="pytorch", input_size=(3, 32, 32), in_paper=False)
+@register_model(recipe="pytorch", input_size=(3, 32, 32), in_paper=False, heads=1)
 def wrn_28_8(num_classes: int = 100) -> nn.Module:
     """Not in the paper: WRN-28-8 as USB/TorchSSL train it on CIFAR-100 (23.4M parameters)."""
     return WideResNet(num_classes, depth=28, widen_factor=8)
