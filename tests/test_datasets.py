@@ -30,6 +30,7 @@ def imagenet_tree(root: Path) -> Path:
 # name -> writer of a small copy in the dataset's published format (None: bundled, no files)
 STAND_INS = {
     "cifar10": lambda d: synthetic.write_cifar_tarball(d / "cifar-10-python.tar.gz", n_train=100, n_test=20),
+    "cifar100": lambda d: synthetic.write_cifar100_tarball(d / "cifar-100-python.tar.gz", n_train=200, n_test=100),
     "svhn": lambda d: synthetic.write_svhn_mat(d / "svhn", n_train=100, n_test=20) and d / "svhn",
     "digits": None,
     "imagenet": lambda d: imagenet_tree(d / "imagenet"),

@@ -37,10 +37,38 @@ from mt_repro.data.batch_augment import BatchAugment
 from mt_repro.data.registry import DatasetSpec, TFArrays, register
 from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
 
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
-META = "batches.meta"
-BATCH_DIR = "cifar-10-batches-py"
+@dataclass(frozen=True)
+class CifarFormat:
+    """One of the two published CIFAR python tarballs (Krizhevsky 2009): where its members are,
+    what its batches call the labels, and how large a member of it can be."""
+
+    name: str
+    batch_dir: str                    # the tarball's one directory
+    train_batches: tuple[str, ...]
+    test_batch: str
+    meta: str
+    label_key: str
+    class_names_key: str
+    batch_bytes: int                  # no member of the published tarball is larger
+    batch_size_text: str              # what its largest member takes, for messages
+    meta_size_text: str
+    members_text: str                 # how many entries the published tarball has
+    tarball: str                      # the published file's name
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return (*self.train_batches, self.test_batch, self.meta)
+
+
+# A CIFAR-10 batch is 10000 rows of 3072 bytes with their labels and names (29.6 MiB), the meta
+# 158 bytes; CIFAR-100's training file is 50000 rows (148.9 MiB), its test file 10000.
+CIFAR10 = CifarFormat("CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
+                      "test_batch", "batches.meta", "labels", "label_names", 64 * MiB, "29.6 MiB",
+                      "158 bytes", "8", "cifar-10-python.tar.gz")
+CIFAR100 = CifarFormat("CIFAR-100", "cifar-100-python", ("train",), "test", "meta", "fine_labels",
+                       "fine_label_names", 256 * MiB, "148.9 MiB", "1.5 KiB", "4", "cifar-100-python.tar.gz")
+TRAIN_BATCHES, TEST_BATCH, META, BATCH_DIR = (CIFAR10.train_batches, CIFAR10.test_batch, CIFAR10.meta,
+                                             CIFAR10.batch_dir)
 
 
 @dataclass
@@ -55,73 +83,79 @@ class CifarSplit:
 
 def read_cifar10(source: str | os.PathLike) -> dict[str, CifarSplit]:
     """``{"train+val": ..., "test": ...}`` from a tarball or a directory of python batches."""
+    return read_cifar(source, CIFAR10)
+
+
+def read_cifar(source: str | os.PathLike, fmt: CifarFormat) -> dict[str, CifarSplit]:
+    """``read_cifar10`` for either published format (``CIFAR10``, ``CIFAR100``: fine labels)."""
     source = Path(source)
     if not source.exists():
-        raise BadInput(f"CIFAR-10 source {source} does not exist")
+        raise BadInput(f"{fmt.name} source {source} does not exist")
     if source.is_dir():
-        batch_dir = source / BATCH_DIR if (source / BATCH_DIR).is_dir() else source
-        pickles = {name: _read_batch_file(batch_dir / name, name) for name in (*TRAIN_BATCHES, TEST_BATCH, META)}
+        batch_dir = source / fmt.batch_dir if (source / fmt.batch_dir).is_dir() else source
+        pickles = {name: _read_batch_file(batch_dir / name, name, fmt) for name in fmt.members}
     else:
-        pickles = _pickles_from_tarball(source)
+        pickles = _pickles_from_tarball(source, fmt)
     try:
-        return _splits(pickles)
+        return _splits(pickles, fmt)
     except MemoryError:
-        raise BadInput(f"CIFAR-10 batches of {source.name} do not fit in memory: not the published "
+        raise BadInput(f"{fmt.name} batches of {source.name} do not fit in memory: not the published "
                        "files (they take 180 MiB)?") from None
 
 
-def _splits(pickles: dict[str, bytes]) -> dict[str, CifarSplit]:
-    meta = _unpickle(pickles.pop(META), META)
-    class_names = [_text(name) for name in _field(meta, "label_names", META)]
+def _splits(pickles: dict[str, bytes], fmt: CifarFormat = CIFAR10) -> dict[str, CifarSplit]:
+    meta = _unpickle(pickles.pop(fmt.meta), fmt.meta, fmt)
+    class_names = [_text(name) for name in _field(meta, fmt.class_names_key, fmt.meta, fmt)]
     parts = {}
-    for split, names in (("train+val", TRAIN_BATCHES), ("test", (TEST_BATCH,))):
+    for split, names in (("train+val", fmt.train_batches), ("test", (fmt.test_batch,))):
         images, labels = [], []
         for name in names:
-            batch = _unpickle(pickles.pop(name), name)  # each pickle is dropped once read
-            images.append(_images(batch, name))
-            labels += [int(label) for label in _field(batch, "labels", name)]
+            batch = _unpickle(pickles.pop(name), name, fmt)  # each pickle is dropped once read
+            images.append(_images(batch, name, fmt))
+            labels += [int(label) for label in _field(batch, fmt.label_key, name, fmt)]
         images = np.concatenate(images)
         if len(labels) != len(images):
-            raise BadInput(f"CIFAR-10 {split}: {len(images)} images but {len(labels)} labels")
+            raise BadInput(f"{fmt.name} {split}: {len(images)} images but {len(labels)} labels")
         if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
-            raise BadInput(f"CIFAR-10 {split}: labels outside 0..{len(class_names) - 1}")
+            raise BadInput(f"{fmt.name} {split}: labels outside 0..{len(class_names) - 1}")
         parts[split] = CifarSplit(images, labels, class_names)
     return parts
 
 
-# What each member of the published tarball needs: a batch is 10000 rows of 3072 bytes with their
-# labels and names (29.6 MiB), the meta 158 bytes. Members far larger are not CIFAR-10's.
-BATCH_BYTES = 64 * MiB
+# What each member of the published tarball needs (``CifarFormat.batch_bytes``); members far
+# larger are not the published ones.
+BATCH_BYTES = CIFAR10.batch_bytes
 META_BYTES = 1 * MiB
-MAX_MEMBERS = 1000     # the published tarball has 8 entries
+MAX_MEMBERS = 1000     # the published tarballs have 8 (CIFAR-10) and 4 (CIFAR-100) entries
 CHUNK = 1 * MiB        # members are read this much at a time; tarfile's own reads are smaller
 _COMPRESSED = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
 
 
-def _kind_bytes(name: str) -> int:
-    return META_BYTES if name == META else BATCH_BYTES
+def _kind_bytes(name: str, fmt: CifarFormat) -> int:
+    return META_BYTES if name == fmt.meta else fmt.batch_bytes
 
 
-def _check_declared(size: int, name: str, subject: str) -> None:
+def _check_declared(size: int, name: str, subject: str, fmt: CifarFormat) -> None:
     """Refuse a batch that declares more bytes than any limit allows, before reading it."""
     MEMBER_BYTES.check(size, subject)
-    if size > _kind_bytes(name):
-        raise BadInput(f"{subject} declares {size:,} bytes, far more than a CIFAR-10 "
-                       f"{'meta file' if name == META else 'batch'} needs "
-                       f"({'158 bytes' if name == META else '29.6 MiB'}): not the published file, refused")
+    if size > _kind_bytes(name, fmt):
+        meta = name == fmt.meta
+        raise BadInput(f"{subject} declares {size:,} bytes, far more than a {fmt.name} "
+                       f"{'meta file' if meta else 'batch'} needs "
+                       f"({fmt.meta_size_text if meta else fmt.batch_size_text}): not the published file, refused")
 
 
-def _pickles_from_tarball(path: Path) -> dict[str, bytes]:
-    regular_file(path, "CIFAR-10 tarball")
-    wanted = {f"{BATCH_DIR}/{name}": name for name in (*TRAIN_BATCHES, TEST_BATCH, META)}
+def _pickles_from_tarball(path: Path, fmt: CifarFormat) -> dict[str, bytes]:
+    regular_file(path, f"{fmt.name} tarball")
+    wanted = {f"{fmt.batch_dir}/{name}": name for name in fmt.members}
     found: dict[str, bytes] = {}
     try:
-        with _decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+        with _decompressed(path, fmt) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
             declared = 0
             for count, member in enumerate(tar, 1):
                 if count > MAX_MEMBERS:
-                    raise BadInput(f"{path.name} holds more than {MAX_MEMBERS} members (the CIFAR-10 "
-                                   "python tarball has 8): refused")
+                    raise BadInput(f"{path.name} holds more than {MAX_MEMBERS} members (the {fmt.name} "
+                                   f"python tarball has {fmt.members_text}): refused")
                 _refuse_unsafe(path, member)
                 subject = f"{path.name}: member {member.name!r}"
                 MEMBER_BYTES.check(member.size, subject)
@@ -130,21 +164,21 @@ def _pickles_from_tarball(path: Path) -> dict[str, bytes]:
                 # Archives re-packed from an extracted copy name members "./cifar-10-batches-py/...".
                 name = member.name[2:] if member.name.startswith("./") else member.name
                 if name in wanted and member.isfile():
-                    _check_declared(member.size, wanted[name], subject)
+                    _check_declared(member.size, wanted[name], subject, fmt)
                     found[wanted[name]] = _read_member(tar, member, subject)
     except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        raise BadInput(f"{path.name} is not a readable CIFAR-10 tarball ({_one_line(exc)}); "
-                       "re-download cifar-10-python.tar.gz") from None
+        raise BadInput(f"{path.name} is not a readable {fmt.name} tarball ({_one_line(exc)}); "
+                       f"re-download {fmt.tarball}") from None
     except MemoryError:
         raise BadInput(f"{path.name}: a header of it declares more than this machine's memory: "
-                       "not the CIFAR-10 python tarball, refused") from None
+                       f"not the {fmt.name} python tarball, refused") from None
     missing = sorted(set(wanted.values()) - set(found))
     if missing:
-        raise BadInput(f"{path.name} lacks {BATCH_DIR}/{', '.join(missing)}: not the CIFAR-10 python tarball?")
+        raise BadInput(f"{path.name} lacks {fmt.batch_dir}/{', '.join(missing)}: not the {fmt.name} python tarball?")
     return found
 
 
-def _decompressed(path: Path) -> "_Bounded":
+def _decompressed(path: Path, fmt: CifarFormat) -> "_Bounded":
     """The tar stream of ``path`` (gzip, bzip2, xz or none), behind ``_Bounded``."""
     raw = open(path, "rb")
     try:
@@ -152,8 +186,8 @@ def _decompressed(path: Path) -> "_Bounded":
         raw.seek(0)
         for prefix, opener in _COMPRESSED:
             if magic.startswith(prefix):
-                return _Bounded(opener(fileobj=raw) if opener is gzip.GzipFile else opener(raw), raw, path)
-        return _Bounded(raw, raw, path)
+                return _Bounded(opener(fileobj=raw) if opener is gzip.GzipFile else opener(raw), raw, path, fmt)
+        return _Bounded(raw, raw, path, fmt)
     except BaseException:
         raw.close()
         raise
@@ -164,8 +198,8 @@ class _Bounded(io.RawIOBase):
     larger than ``CHUNK`` (tarfile reads headers, names and PAX records whole, as large as they
     declare) and any position past ``ARCHIVE_BYTES`` of decompressed data."""
 
-    def __init__(self, stream, raw, path: Path):
-        self._stream, self._raw, self._path = stream, raw, path
+    def __init__(self, stream, raw, path: Path, fmt: CifarFormat):
+        self._stream, self._raw, self._path, self._fmt = stream, raw, path, fmt
 
     def readable(self) -> bool:
         return True
@@ -177,7 +211,7 @@ class _Bounded(io.RawIOBase):
         if size is None or size < 0 or size > CHUNK:
             amount = "unbounded size" if size is None or size < 0 else f"{size:,} bytes"
             raise BadInput(f"{self._path.name}: a tar header declares a record of {amount} (names and "
-                           "PAX records take a few hundred): not the CIFAR-10 python tarball, refused")
+                           f"PAX records take a few hundred): not the {self._fmt.name} python tarball, refused")
         self._within(self._stream.tell() + size)
         return self._stream.read(size)
 
@@ -239,18 +273,18 @@ def _refuse_unsafe(path: Path, member: tarfile.TarInfo) -> None:
         raise BadInput(f"{path.name}: member {member.name!r} is not a regular file: refused")
 
 
-def _read_batch_file(path: Path, name: str) -> bytes:
+def _read_batch_file(path: Path, name: str, fmt: CifarFormat) -> bytes:
     """One file of an extracted ``cifar-10-batches-py/``: a regular file of a batch's size."""
     if not os.path.lexists(path):
-        raise BadInput(f"CIFAR-10 batch file {path} is missing")
-    info = regular_file(path, "CIFAR-10 batch file")
-    _check_declared(info.st_size, name, f"CIFAR-10 batch file {path}")
+        raise BadInput(f"{fmt.name} batch file {path} is missing")
+    info = regular_file(path, f"{fmt.name} batch file")
+    _check_declared(info.st_size, name, f"{fmt.name} batch file {path}", fmt)
     try:
         with open(path, "rb") as f:
-            data = f.read(_kind_bytes(name) + 1)  # no more than a batch, even if the file grows
+            data = f.read(_kind_bytes(name, fmt) + 1)  # no more than a batch, even if the file grows
     except OSError as exc:
-        raise BadInput(f"CIFAR-10 batch file {path} cannot be read: {exc.strerror or exc}") from None
-    _check_declared(len(data), name, f"CIFAR-10 batch file {path}")
+        raise BadInput(f"{fmt.name} batch file {path} cannot be read: {exc.strerror or exc}") from None
+    _check_declared(len(data), name, f"{fmt.name} batch file {path}", fmt)
     return data
 
 
@@ -310,28 +344,28 @@ class _BatchUnpickler(pickle.Unpickler):
         return self.ALLOWED[module, name]
 
 
-def _unpickle(payload: bytes, name: str) -> dict:
+def _unpickle(payload: bytes, name: str, fmt: CifarFormat = CIFAR10) -> dict:
     try:
         obj = _BatchUnpickler(io.BytesIO(payload), encoding="latin1").load()
     except BadInput as exc:
-        raise BadInput(f"CIFAR-10 batch {name}: {exc}") from None
+        raise BadInput(f"{fmt.name} batch {name}: {exc}") from None
     except Exception as exc:  # any failure to decode is the same problem for the user
-        raise BadInput(f"CIFAR-10 batch {name} is corrupt or truncated ({_one_line(exc)})") from None
+        raise BadInput(f"{fmt.name} batch {name} is corrupt or truncated ({_one_line(exc)})") from None
     if not isinstance(obj, dict):
-        raise BadInput(f"CIFAR-10 batch {name} is not a dict")
+        raise BadInput(f"{fmt.name} batch {name} is not a dict")
     return {_text(k): v for k, v in obj.items()}
 
 
-def _field(batch: dict, key: str, name: str):
+def _field(batch: dict, key: str, name: str, fmt: CifarFormat = CIFAR10):
     if key not in batch:
-        raise BadInput(f"CIFAR-10 batch {name} has no {key!r} entry")
+        raise BadInput(f"{fmt.name} batch {name} has no {key!r} entry")
     return batch[key]
 
 
-def _images(batch: dict, name: str) -> np.ndarray:
-    data = np.asarray(_field(batch, "data", name))
+def _images(batch: dict, name: str, fmt: CifarFormat = CIFAR10) -> np.ndarray:
+    data = np.asarray(_field(batch, "data", name, fmt))
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise BadInput(f"CIFAR-10 batch {name}: expected uint8 rows of 3072 values, "
+        raise BadInput(f"{fmt.name} batch {name}: expected uint8 rows of 3072 values, "
                        f"got {data.dtype} {data.shape}")
     return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
 
@@ -407,29 +441,35 @@ def write_image_tree(splits: dict[str, CifarSplit], destination: str | os.PathLi
 # --- CIFAR-10 for the runs ------------------------------------------------------------------
 CIFAR10_STATS = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
 TRAIN_PART, TEST_PART = "train+val", "test"
-_READ: dict[Path, dict[str, CifarSplit]] = {}   # the last source read, for its two parts
+_READ: dict[tuple[str, Path], dict[str, CifarSplit]] = {}   # the last source read, for its two parts
 
 
 def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") -> Dataset:
     """One part of CIFAR-10 as an ``ImageFolder``-like dataset: the by-image tree's folder
     ``root/part`` (every PNG checked first: ``mt_repro.data.images.checked_folder``), or (the
     tarball, its extracted batches) the arrays under the same names."""
+    return open_cifar_part(root, part, transform, damaged_images, CIFAR10)
+
+
+def open_cifar_part(root: Path, part: str, transform, damaged_images: str, fmt: CifarFormat) -> Dataset:
+    """``open_part`` for either published format."""
     if not root.exists():
-        raise BadInput(f"data directory {root} does not exist (prepare it with: mt-repro prepare "
-                       "cifar10 --from <tarball> --to DIR, or pass the tarball itself)")
+        how = ("prepare it with: mt-repro prepare cifar10 --from <tarball> --to DIR, or pass the tarball itself"
+               if fmt is CIFAR10 else f"pass {fmt.tarball} itself or the directory it extracts to")
+        raise BadInput(f"data directory {root} does not exist ({how})")
     folder = root / part
     if folder.is_dir():
         return images.checked_folder(folder, transform, damaged_images)
-    if root.is_file() or (root / BATCH_DIR).is_dir() or (root / META).is_file():
-        key = root.resolve()
+    if root.is_file() or (root / fmt.batch_dir).is_dir() or (root / fmt.meta).is_file():
+        key = (fmt.name, root.resolve())
         if key not in _READ:
             _READ.clear()
-            _READ[key] = read_cifar10(root)
+            _READ[key] = read_cifar(root, fmt)
         if part not in _READ[key]:
-            raise BadInput(f"CIFAR-10 batches have the parts {TRAIN_PART} and {TEST_PART}, not {part!r}")
+            raise BadInput(f"{fmt.name} batches have the parts {TRAIN_PART} and {TEST_PART}, not {part!r}")
         return CifarArrays(_READ[key][part], transform)
     raise BadInput(f"{folder} does not exist: expected {root} to hold {part}/<class>/<image> folders, "
-                   "or the CIFAR-10 tarball or batches")
+                   f"or the {fmt.name} tarball or batches")
 
 
 def train_transform():

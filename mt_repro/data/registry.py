@@ -45,7 +45,9 @@ class DatasetSpec:
     description: str
     num_classes: int
     train_size: int                        # images of the published training set ("all labels")
-    default_root: str | None = None        # where the original code looked for it; None: bundled
+    # where the original code looked for it (a dataset it never read: where we look by default);
+    # None: bundled
+    default_root: str | None = None
     reads: str = ""                        # what --data takes, for help and errors
     train_part: str = "train"              # the parts open_part reads (the original's --train-subdir,
     eval_part: str = "test"                # --eval-subdir)

@@ -28,8 +28,8 @@ CIFAR10_CLASSES = (
 )
 
 
-def random_cifar_arrays(n_images: int, seed: int,
-                        colour_seed: int | None = None) -> tuple[np.ndarray, list[int]]:
+def random_cifar_arrays(n_images: int, seed: int, colour_seed: int | None = None,
+                        n_classes: int = len(CIFAR10_CLASSES)) -> tuple[np.ndarray, list[int]]:
     """Images as CIFAR-10 stores them (rows of 3072 uint8, channel-major) and labels.
 
     Each class gets a distinct mean colour so that a model can learn something. The colours
@@ -37,11 +37,11 @@ def random_cifar_arrays(n_images: int, seed: int,
     training and a test split so that the test split is learnable from the training one.
     """
     rng = np.random.RandomState(seed)
-    labels = [i % len(CIFAR10_CLASSES) for i in range(n_images)]
+    labels = [i % n_classes for i in range(n_images)]
     rng.shuffle(labels)
-    base = rng.randint(0, 256, size=(len(CIFAR10_CLASSES), 3, 1, 1))
+    base = rng.randint(0, 256, size=(n_classes, 3, 1, 1))
     if colour_seed is not None:
-        base = np.random.RandomState(colour_seed).randint(0, 256, size=(len(CIFAR10_CLASSES), 3, 1, 1))
+        base = np.random.RandomState(colour_seed).randint(0, 256, size=(n_classes, 3, 1, 1))
     noise = rng.randint(-60, 61, size=(n_images, 3, 32, 32))
     images = np.clip(base[labels] + noise, 0, 255).astype(np.uint8)
     return images.reshape(n_images, 3072), labels
@@ -197,12 +197,13 @@ def cifar_pickles(batches: dict[str, dict], py2: bool = True) -> dict[str, bytes
             for name, content in batches.items()}
 
 
-def write_tarball(path: str | os.PathLike, members: dict[str, bytes], compresslevel: int = 9) -> Path:
-    """A gzipped tarball holding ``cifar-10-batches-py/<name>`` for each member, in order."""
+def write_tarball(path: str | os.PathLike, members: dict[str, bytes], compresslevel: int = 9,
+                  directory: str = "cifar-10-batches-py") -> Path:
+    """A gzipped tarball holding ``<directory>/<name>`` for each member, in order."""
     path = Path(path)
     with tarfile.open(path, "w:gz", compresslevel=compresslevel) as tar:
         for name, payload in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info = tarfile.TarInfo(f"{directory}/{name}")
             info.size = len(payload)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(payload))
@@ -221,6 +222,32 @@ def write_cifar_tarball(path: str | os.PathLike, n_train: int = 100, n_test: int
     batches = cifar_batches(n_train, n_test, seed, images=images,
                             train_labels=train_labels, test_labels=test_labels)
     return write_tarball(path, cifar_pickles(batches, py2=py2), compresslevel=compresslevel)
+
+
+def cifar100_batches(n_train: int, n_test: int, seed: int = 0) -> dict[str, dict]:
+    """The python-version CIFAR-100 pickles (``train``, ``test``, ``meta``), noisy images around
+    a colour per fine class; coarse labels are the fine ones grouped by five, as the published
+    file's 20 superclasses of 5 classes (which ones does not matter here)."""
+    train, train_labels = random_cifar_arrays(n_train, seed, colour_seed=seed, n_classes=100)
+    test, test_labels = random_cifar_arrays(n_test, seed + 1, colour_seed=seed, n_classes=100)
+
+    def part(label: str, images: np.ndarray, labels: list[int]) -> dict:
+        # keys in the order the published pickles hold them
+        return {"filenames": [f"synthetic_{i}.png" for i in range(len(labels))], "batch_label": label,
+                "fine_labels": [int(c) for c in labels], "coarse_labels": [int(c) // 5 for c in labels],
+                "data": images}
+
+    return {"train": part("training batch 1 of 1", train, train_labels),
+            "test": part("testing batch 1 of 1", test, test_labels),
+            "meta": {"fine_label_names": [f"class_{c:02d}" for c in range(100)],
+                     "coarse_label_names": [f"superclass_{c:02d}" for c in range(20)]}}
+
+
+def write_cifar100_tarball(path: str | os.PathLike, n_train: int = 500, n_test: int = 100,
+                           seed: int = 0, compresslevel: int = 9) -> Path:
+    """``cifar-100-python.tar.gz`` as published: ``cifar-100-python/{train,test,meta}``."""
+    return write_tarball(path, cifar_pickles(cifar100_batches(n_train, n_test, seed)),
+                         compresslevel=compresslevel, directory="cifar-100-python")
 
 
 def write_cifar_batches_dir(directory: str | os.PathLike, n_train: int = 100, n_test: int = 20,
