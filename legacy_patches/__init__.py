@@ -14,11 +14,14 @@ from __future__ import annotations
 from typing import Iterable
 
 from ._base import Change, Rule, RuleContext
-from ._engine import LegacySyntaxError, PatchResult, collect, parse, patch_module, patch_source
+from ._engine import (LegacySyntaxError, PatchResult, Prepared, collect, parse, patch_module,
+                      patch_prepared, patch_source, prepare)
+from ._regions import gc_paused
 from .rules import ALL as RULES
 
-__all__ = ["RULES", "Change", "LegacySyntaxError", "PatchResult", "Rule", "RuleContext",
-           "collect", "get_rule", "parse", "patch_module", "patch_source", "select_rules"]
+__all__ = ["RULES", "Change", "LegacySyntaxError", "PatchResult", "Prepared", "Rule", "RuleContext",
+           "collect", "gc_paused", "get_rule", "parse", "patch_module", "patch_prepared", "patch_source",
+           "prepare", "select_rules"]
 
 
 def get_rule(rule_id: str) -> Rule:

@@ -72,6 +72,27 @@ class Rule:
     # The rule is skipped for a file whose text contains none of these (saves a tree walk).
     triggers: ClassVar[tuple[str, ...]] = ()
 
+    # --- statement by statement (legacy_patches._regions) ------------------------------------
+    # A regular expression that matches, in the text of every statement this rule can change
+    # or report on, a name the rule looks for: statements without a match are left as text and
+    # never parsed by libcst. None: the rule must see the whole file (files it runs on then
+    # take the whole-file path).
+    region_keys: ClassVar[str | None] = None
+    # What the transformer must see around a match: "statement" (the smallest statement that
+    # holds it) or "class" (the innermost class around it).
+    region_unit: ClassVar[str] = "statement"
+    # The same as region_keys, for collect() (None: collect needs the whole file).
+    collect_keys: ClassVar[str | None] = None
+
+    def region_pattern(self, project: dict) -> str | None:
+        return self.region_keys
+
+    def prepare_region(self, transformer: "RuleTransformer", where) -> bool | None:
+        """Tell a transformer that is about to see one statement what the rest of the file
+        would have told it had it walked the whole file (``where`` is a
+        ``legacy_patches._regions.Where``). Rules whose transformers keep no such state need
+        nothing here. False: the transformer would find nothing to do in this statement."""
+
     def applies(self, text: str, project: dict) -> bool:
         return not self.triggers or any(t in text for t in self.triggers)
 
@@ -86,16 +107,35 @@ class Rule:
         return f"<rule {self.id}>"
 
 
+# Whitespace and punctuation: no rule has a hook for them or reads them as nodes of their own.
+INERT = frozenset(getattr(cst, name) for name in (
+    "SimpleWhitespace", "ParenthesizedWhitespace", "TrailingWhitespace", "EmptyLine", "Newline",
+    "Comment", "Comma", "Dot", "Colon", "Semicolon", "AssignEqual", "ImportStar", "LeftParen",
+    "RightParen", "LeftSquareBracket", "RightSquareBracket", "LeftCurlyBrace", "RightCurlyBrace",
+    "Add", "AddAssign", "And", "BitAnd", "BitAndAssign", "BitInvert", "BitOr", "BitOrAssign",
+    "BitXor", "BitXorAssign", "Divide", "DivideAssign", "Equal", "FloorDivide",
+    "FloorDivideAssign", "GreaterThan", "GreaterThanEqual", "In", "Is", "IsNot", "LeftShift",
+    "LeftShiftAssign", "LessThan", "LessThanEqual", "MatrixMultiply", "MatrixMultiplyAssign",
+    "Minus", "Modulo", "ModuloAssign", "Multiply", "MultiplyAssign", "Not", "NotEqual", "NotIn",
+    "Or", "Plus", "Power", "PowerAssign", "RightShift", "RightShiftAssign", "Subtract",
+    "SubtractAssign"))
+
+
 class RuleTransformer(cst.CSTTransformer):
     """Base transformer with line numbers and the context at hand."""
 
     METADATA_DEPENDENCIES = (PositionProvider,)
+
+    # Set by the statement-by-statement engine, which knows the lines without PositionProvider.
+    line_of = None
 
     def __init__(self, ctx: RuleContext):
         super().__init__()
         self.ctx = ctx
 
     def line(self, node: cst.CSTNode) -> int:
+        if self.line_of is not None:
+            return self.line_of(node)
         try:
             return self.get_metadata(PositionProvider, node).start.line
         except KeyError:  # a node built by this transformer
@@ -174,9 +214,12 @@ def looks_scalar(node: cst.BaseExpression) -> bool:
 
 def code(node: cst.CSTNode) -> str:
     """Source text of a node, on one line, for messages."""
-    text = cst.Module(body=[]).code_for_node(node)
+    text = _EMPTY_MODULE.code_for_node(node)
     text = re.sub(r"\s*\n\s*", " ", text).strip()
     return text if len(text) <= 70 else text[:67] + "..."
+
+
+_EMPTY_MODULE = cst.Module(body=[])
 
 
 # --- building nodes ----------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 rule, add the imports the edits need, check that the result compiles."""
 from __future__ import annotations
 
+import ast
 import io
+import re
 import tokenize
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
@@ -28,6 +30,7 @@ class PatchResult:
     changes: list[Change] = field(default_factory=list)
     compiles: bool = True          # does new_source compile under the running Python?
     compile_error: str = ""
+    engine: str = "whole-file"     # or "statements": which path made it (same result either way)
 
     @property
     def changed(self) -> bool:
@@ -109,6 +112,157 @@ def nesting_problem(text: str, max_depth: int) -> str | None:
             return f"nested more than {max_depth} levels deep (line {line})"
         stack.extend((child, depth + 1, line) for child in ast.iter_child_nodes(node))
     return None
+
+
+# --- the fast front: Python's parser first ------------------------------------------------------
+# `async` as a keyword argument or a parameter (`f(x, async=True)`, `def f(a, async=1)`): the
+# keyword's place in protect_async_keywords' terms, when only spaces and line breaks lie around
+_ASYNC_ARGUMENT = re.compile(r"(?<=[(,])(\s*)async(?=\s*=(?!=))")
+_FSTRING = re.compile(r"(?<![\w'\"])(?:[rRbBuU]?[fF]|[fF][rR])['\"]")
+
+
+def _python_tree(text: str):
+    import warnings
+
+    with warnings.catch_warnings():  # invalid escapes and the like: not ours to report
+        warnings.simplefilter("ignore")
+        return ast.parse(text)
+
+
+def protected_tree(source: str) -> tuple[str, ast.Module] | None:
+    """protect_async_keywords(source)[0] and Python's syntax tree of it, or None.
+
+    The tokenizer is slow on long files; Python's own parser is not. Where every `async=`
+    stands right after `(` or `,` (spaces and line breaks between), each is renamed by
+    pattern and the tree then shows each renamed name as a keyword argument or a parameter,
+    the rename is the one protect_async_keywords makes (a renamed name anywhere else, or a
+    file with f-strings, whose insides the tokenizer never renames, takes the tokenizer)."""
+    if ASYNC_PLACEHOLDER in source:
+        return None
+    text = _ASYNC_ARGUMENT.sub(lambda m: m.group(1) + ASYNC_PLACEHOLDER, source)
+    if text != source and _FSTRING.search(source):
+        return None
+    try:
+        tree = _python_tree(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    if text != source and not _renames_are_arguments(text, tree):
+        return None
+    return text, tree
+
+
+def _renames_are_arguments(text: str, tree: ast.Module) -> bool:
+    wanted = set()
+    line_no, line_start = 1, 0
+    for match in re.finditer(rf"\n|{ASYNC_PLACEHOLDER}", text):
+        if match.group() == "\n":
+            line_no, line_start = line_no + 1, match.end()
+        else:
+            col = len(text[line_start:match.start()].encode("utf-8", "surrogatepass"))
+            wanted.add((line_no, col))
+    found = set()
+    for top, lines in _statements_on(tree, {line for line, _ in wanted}):
+        stack = [top]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, ast.stmt) and not any(node.lineno <= n <= node.end_lineno
+                                                      for n in lines):
+                continue    # a statement that holds no renamed name
+            if isinstance(node, (ast.keyword, ast.arg)) and node.arg == ASYNC_PLACEHOLDER:
+                found.add((node.lineno, node.col_offset))
+            stack.extend(ast.iter_child_nodes(node))
+    return found == wanted
+
+
+def _statements_on(tree: ast.Module, lines: set[int]):
+    """The top-level statements that span any of ``lines``, each with those lines."""
+    from bisect import bisect_right
+
+    body = tree.body
+    starts = [_first_line(s) for s in body]
+    held: dict[int, list[int]] = {}
+    for line in lines:
+        i = bisect_right(starts, line) - 1
+        if i >= 0 and body[i].end_lineno >= line:
+            held.setdefault(i, []).append(line)
+    for i, at in held.items():
+        yield body[i], at
+
+
+def _first_line(stmt) -> int:
+    decorators = getattr(stmt, "decorator_list", None)
+    return min([stmt.lineno] + [d.lineno for d in decorators]) if decorators else stmt.lineno
+
+
+def shallow_enough(tree: ast.Module, text: str, max_depth: int) -> bool:
+    """True when no node of ``tree`` lies deeper than ``max_depth`` (nesting_problem would say
+    None); False when that is not certain. A node's subtree is at most 2 * (its length in
+    bytes) + 8 deep, so subtrees short enough for their depth are not walked."""
+    sizes = [0]
+    for line in text.split("\n"):
+        sizes.append(sizes[-1] + (len(line) if line.isascii() else
+                                  len(line.encode("utf-8", "surrogatepass"))) + 1)
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        start = getattr(node, "lineno", None)
+        end = getattr(node, "end_lineno", None)
+        if start is not None and end is not None and not getattr(node, "decorator_list", None):
+            span = node.end_col_offset - node.col_offset if start == end else \
+                sizes[end] - sizes[start - 1]
+            if depth + 2 * span + 7 <= max_depth:
+                continue
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return True
+
+
+@dataclass
+class Prepared:
+    """One file made ready for patching: its text (`async=` renamed) and Python's syntax tree
+    of it. libcst parses only the statements the rules need (legacy_patches._regions); the
+    whole file is parsed by libcst only where that path cannot promise the same result."""
+
+    source: str
+    text: str
+    tree: ast.Module | None
+    max_depth: int = 200
+    module: cst.Module | None = None
+    cache: dict = field(default_factory=dict)   # the statement engine's view of the file
+
+    def whole_module(self) -> cst.Module:
+        if self.module is None:
+            self.module = parse(self.source, self.max_depth)
+        return self.module
+
+
+def prepare(source: str, max_depth: int = 200) -> Prepared:
+    """Like parse(), and raises what it raises, but parses the file with Python's parser;
+    libcst parses only what is needed, when it is needed."""
+    from ._regions import gc_paused
+
+    with gc_paused():
+        return _prepare(source, max_depth)
+
+
+def _prepare(source: str, max_depth: int) -> Prepared:
+    front = protected_tree(source)
+    if front is None:
+        text, _ = protect_async_keywords(source)
+        try:
+            front = text, _python_tree(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            front = None
+    if front is not None:
+        text, tree = front
+        if not shallow_enough(tree, text, max_depth):
+            problem = nesting_problem(text, max_depth)
+            if problem:
+                raise LegacySyntaxError(problem)
+        return Prepared(source, text, tree, max_depth)
+    module = parse(source, max_depth)   # not Python 3 for Python's parser: libcst decides
+    return Prepared(source, module.code, None, max_depth, module)
 
 
 def parse(source: str, max_depth: int = 200) -> cst.Module:
@@ -193,7 +347,25 @@ def _insert_index(module: cst.Module) -> int:
 
 def add_imports(module: cst.Module, wanted: Sequence[tuple]) -> cst.Module:
     """Add ``import m`` / ``from m import n [as a]`` unless the module already has them."""
+    new_stmts = new_import_statements(module, wanted)
+    if not new_stmts:
+        return module
     body = list(module.body)
+    at = _insert_index(module)
+    if at == 0 and body:
+        # no imports and no docstring: put them first, keeping the file's header comments on top
+        first = body[0]
+        new_stmts[0] = new_stmts[0].with_changes(leading_lines=first.leading_lines)
+        body[0] = first.with_changes(leading_lines=[cst.EmptyLine()])
+    elif at < len(body) and at > 0 and not _is_import_line(body[at - 1]):
+        new_stmts[0] = new_stmts[0].with_changes(leading_lines=[cst.EmptyLine()])
+    body[at:at] = new_stmts
+    return module.with_changes(body=body)
+
+
+def new_import_statements(module: cst.Module, wanted: Sequence[tuple]) -> list:
+    """The import statements add_imports would add (only the module's top-level import
+    statements are read)."""
     plain: list[str] = []
     from_groups: dict[str, list[tuple[str, str | None]]] = {}
     for mod, name, asname in wanted:
@@ -220,18 +392,7 @@ def add_imports(module: cst.Module, wanted: Sequence[tuple]) -> cst.Module:
         if len(line) > 88:
             line = f"from {mod} import (\n" + "".join(f"    {n},\n" for n in spelled) + ")\n"
         new_stmts.append(cst.parse_statement(line))
-    if not new_stmts:
-        return module
-    at = _insert_index(module)
-    if at == 0 and body:
-        # no imports and no docstring: put them first, keeping the file's header comments on top
-        first = body[0]
-        new_stmts[0] = new_stmts[0].with_changes(leading_lines=first.leading_lines)
-        body[0] = first.with_changes(leading_lines=[cst.EmptyLine()])
-    elif at < len(body) and at > 0 and not _is_import_line(body[at - 1]):
-        new_stmts[0] = new_stmts[0].with_changes(leading_lines=[cst.EmptyLine()])
-    body[at:at] = new_stmts
-    return module.with_changes(body=body)
+    return new_stmts
 
 
 def _is_import_line(stmt) -> bool:
@@ -240,21 +401,28 @@ def _is_import_line(stmt) -> bool:
 
 
 # --- driver ----------------------------------------------------------------------------------
-def collect(modules: Iterable[cst.Module], rules: Sequence[Rule]) -> dict:
+def collect(modules: Iterable[cst.Module | Prepared], rules: Sequence[Rule]) -> dict:
     """The project-wide first pass (see Rule.collect)."""
+    from . import _regions
+
     project: dict = {}
     for module in modules:
+        if isinstance(module, Prepared):
+            _regions.collect(module, rules, project)
+            continue
         for rule in rules:
             rule.collect(module, project)
     return project
 
 
-def _line_map(original: str, current: str):
+def _line_map(original: str, current: str, original_lines: list[str] | None = None):
     """Map line numbers in ``current`` (the text a rule saw) back to ``original``, so reports
-    name the lines of the file as it is on disk even after earlier rules added lines."""
+    name the lines of the file as it is on disk even after earlier rules added lines.
+    ``original_lines``: ``original.splitlines()``, if the caller has it already."""
     if original == current:
         return lambda line: line
-    a, b = original.splitlines(), current.splitlines()
+    a = original.splitlines() if original_lines is None else original_lines
+    b = current.splitlines()
     table: dict[int, int] = {}
     for i1, i2, j1, j2 in _aligned(a, b):
         for k in range(j1, j2):
@@ -361,6 +529,20 @@ def patch_module(source: str, module: cst.Module, rules: Sequence[Rule],
     return result
 
 
+def patch_prepared(prepared: Prepared, rules: Sequence[Rule],
+                   project: dict | None = None) -> PatchResult:
+    """patch_module's result, statement by statement where that is certain to give the same
+    (legacy_patches._regions), else the whole-file way."""
+    from . import _regions
+
+    project = {} if project is None else project
+    if prepared.tree is not None:
+        result = _regions.patch(prepared, rules, project)
+        if result is not None:
+            return result
+    return patch_module(prepared.source, prepared.whole_module(), rules, project)
+
+
 def patch_source(source: str, rules: Sequence[Rule] | None = None, *, cpu: bool = False,
                  project: dict | None = None) -> PatchResult:
     """Patch one file's text. ``rules`` defaults to the default set (plus the CPU rules with
@@ -368,7 +550,7 @@ def patch_source(source: str, rules: Sequence[Rule] | None = None, *, cpu: bool 
     from . import select_rules
 
     rules = select_rules(None, cpu=cpu) if rules is None else list(rules)
-    module = parse(source)
+    prepared = prepare(source)
     if project is None:
-        project = collect([module], rules)
-    return patch_module(source, module, rules, project)
+        project = collect([prepared], rules)
+    return patch_prepared(prepared, rules, project)

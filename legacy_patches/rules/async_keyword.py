@@ -15,6 +15,7 @@ class AsyncKeyword(Rule):
     broke_in = "Python 3.7 (async is a reserved word); PyTorch 0.4 renamed the argument"
     symptom = "SyntaxError: invalid syntax  (pointing at `async=True`)"
     triggers = (ASYNC_PLACEHOLDER,)
+    region_keys = rf"\b{ASYNC_PLACEHOLDER}\b"
     review = ("`async` used as a parameter or variable name (not as a call's keyword argument) is "
               "reported and left alone: rename it by hand.")
 

@@ -2,6 +2,8 @@
 ``Fn()(x)``) → new style (``@staticmethod forward(ctx, ...)``, called as ``Fn.apply(x)``)."""
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from .._base import Rule, RuleTransformer, code, dotted
@@ -42,6 +44,12 @@ class LegacyAutogradFunction(Rule):
               "instance kept in a variable (`f = Fn(); f(x)`) is reported. classmethod-style "
               "Functions (`@classmethod def forward(cls, ctx, ...)`, like the original's Shake) "
               "already work and are left alone.")
+
+    collect_keys = r"\bFunction\b"
+
+    def region_pattern(self, project: dict) -> str:
+        names = sorted(project.get(PROJECT_KEY, ()))
+        return r"\b(?:" + "|".join(["Function", *map(re.escape, names)]) + r")\b"
 
     def applies(self, text: str, project: dict) -> bool:
         return "Function" in text or any(n in text for n in project.get(PROJECT_KEY, ()))

@@ -19,6 +19,7 @@ class CudaToDevice(Rule):
     symptom = ("AssertionError: Torch not compiled with CUDA enabled  /  RuntimeError: Found no "
                "NVIDIA driver on your system  /  'Expecting at least one GPU, found none.'")
     triggers = ("cuda",)
+    region_keys = r"\bcuda\b"
     review = ("LEGACY_DEVICE is cuda when a GPU is visible and cpu otherwise (force one with "
               "MT_REPRO_LEGACY_DEVICE=cpu); legacy_device_count() counts a CPU as one device, so "
               "batch sizes and learning rates scaled by the GPU count are those of one GPU. "

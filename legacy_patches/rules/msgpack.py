@@ -16,6 +16,7 @@ class PandasMsgpack(Rule):
     symptom = ("AttributeError: 'DataFrame' object has no attribute 'to_msgpack'  /  "
                "AttributeError: module 'pandas' has no attribute 'read_msgpack'")
     triggers = ("msgpack",)
+    region_keys = r"\b(?:to_msgpack|read_msgpack)\b"
     review = ("The shim writes the same pandas <= 0.25 msgpack format (files stay readable by "
               "old tools and by mt-repro), plus a .csv beside each file for today's tools. "
               "Series.to_msgpack and to_msgpack() without a path are not supported by the shim "

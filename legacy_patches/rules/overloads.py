@@ -19,6 +19,7 @@ class ScalarFirst(Rule):
     symptom = ("UserWarning: This overload of add_ is deprecated: add_(Number alpha, Tensor other)"
                "  (a TypeError on builds without the old overloads)")
     triggers = (".add", ".sub")
+    region_keys = r"\b(?:add|sub|addcmul|addcdiv)_?\b"
     review = ("In-place methods (`add_`, `sub_`, `addcmul_`, `addcdiv_`) and the torch.* "
               "functions are rewritten whenever they get the old number of positional arguments. "
               "The out-of-place methods `.add(a, b)` / `.sub(a, b)` are only rewritten when the "

@@ -29,6 +29,7 @@ class Reduction(Rule):
     symptom = ("UserWarning: size_average and reduce args will be deprecated, please use "
                "reduction='sum' instead.")
     triggers = ("size_average", "reduce")
+    region_keys = r"\b(?:size_average|reduce)\b"
     review = ("Only literal True/False/None values are converted (reduce=False → 'none', else "
               "size_average=False → 'sum', else 'mean'). A call with a variable there, or one "
               "that already has reduction=, is reported. `reduce=` is only looked at on calls "

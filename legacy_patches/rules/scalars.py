@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import ast
 import re
 
 import libcst as cst
@@ -45,6 +46,8 @@ class DataIndexItem(Rule):
     symptom = ("IndexError: invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
                "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
     triggers = (".data[",)
+    # `data` then `[`, with closing brackets, line breaks or comments between: `(x.data)[0]`
+    region_keys = r"\bdata(?:\s|\)|\\|#[^\n]*)*\["
     review = ("Applied to every `.data[0]` that is read (not assigned to, not indexed further). "
               "If one of them really meant 'the first row of a tensor', `.item()` fails loudly "
               "('a Tensor with N elements cannot be converted to Scalar'): write `x[0]` there.")
@@ -106,6 +109,25 @@ def _accuracy_names(body: cst.CSTNode) -> set[str]:
     return names
 
 
+def _accuracy_names_ast(statements, where) -> set[str]:
+    """What _accuracy_names finds, read from Python's syntax tree of the statements of one
+    scope (``where.scope_statements()``: nested functions and classes already left out)."""
+    names: set[str] = set()
+    for stmt in statements:
+        if not isinstance(stmt, ast.Assign) or not isinstance(stmt.value, ast.Call):
+            continue
+        func = stmt.value.func
+        callee = func.attr if isinstance(func, ast.Attribute) else \
+            func.id if isinstance(func, ast.Name) else ""
+        if not ACCURACY_CALL.search(callee):
+            continue
+        where.exact(stmt)
+        for target in stmt.targets:
+            elements = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+            names.update(el.id for el in elements if isinstance(el, ast.Name))
+    return names
+
+
 class MeterIndexItem(Rule):
     id = "meter-index-item"
     title = "prec1[0] passed to a meter update → prec1[0].item()"
@@ -114,6 +136,7 @@ class MeterIndexItem(Rule):
                "`TypeError: can not serialize 'Tensor' object` when the log is saved, or "
                "tensors printed as `tensor(12.5000)`")
     triggers = ("update",)
+    region_keys = r"\bupdate\b"
 
     def applies(self, text: str, project: dict) -> bool:
         return "update" in text and bool(ACCURACY_CALL.search(text))
@@ -125,6 +148,14 @@ class MeterIndexItem(Rule):
 
     def transformer(self, ctx):
         return _MeterIndex(ctx)
+
+    def prepare_region(self, transformer, where):
+        # the names visit_Module / visit_FunctionDef would have pushed for the enclosing scope
+        statements = where.scope_statements(ACCURACY_CALL)
+        names = _accuracy_names_ast(statements, where)
+        transformer.scopes.append(names)
+        if where.simple and not any(re.search(rf"\b{re.escape(n)}\b", where.text) for n in names):
+            return False    # no name to index in this statement: nothing to do
 
 
 class _MeterIndex(_ProtectingTransformer):
@@ -176,6 +207,7 @@ class CountSumItem(Rule):
                "divisions (in float32 instead of Python's float64) and logs, and fails later with "
                "`TypeError: can not serialize 'Tensor' object`")
     triggers = (".sum()",)
+    region_keys = r"\bsum(?:[\s)]|\\|#[^\n]*)*\((?:\s|\\|#[^\n]*)*\)"   # sum(), nothing inside
     review = ("Only `.sum()` with no arguments, called on the result of a comparison method "
               "(`ne`, `eq`, `gt`, `ge`, `lt`, `le`) and not followed by anything (`.float()`, "
               "`.item()`, `[...]`). `(a == b).sum()` is not touched.")

@@ -16,12 +16,20 @@ class TorchLoadWeightsOnly(Rule):
     symptom = ("_pickle.UnpicklingError: Weights only load failed. ... WeightsUnpickler error: "
                "Unsupported global: ...")
     triggers = ("torch.load",)
+    # torch.load, spaces, brackets, comments and line breaks aside: `(torch) . load`
+    region_keys = r"\btorch(?:[\s)]|\\|#[^\n]*)*\.(?:\s|\\|#[^\n]*)*load\b"
     review = ("weights_only=False runs the pickle: use it only on files you made or trust. If a "
               "checkpoint holds only tensors and plain containers, deleting the argument is "
               "safer. Calls with **kwargs are reported, not changed.")
 
     def transformer(self, ctx):
         return _Transformer(ctx)
+
+    def prepare_region(self, transformer, where):
+        # an existing weights_only comment stops the new one; where the lines before the
+        # statement might belong to the block before it, only the whole file tells
+        if not where.leading_known and "weights_only" in where.text_before:
+            where.refuse("comment lines before a torch.load may belong to the block above")
 
 
 class _Transformer(RuleTransformer):

@@ -32,6 +32,8 @@ class TrainLogFlushAtExit(Rule):
     symptom = ("a short run's training.msgpack holds only its first row; a long run's misses "
                "its last minutes")
     triggers = ("INCREMENTAL_UPDATE_TIME",)
+    region_keys = r"\bINCREMENTAL_UPDATE_TIME\b"
+    region_unit = "class"      # the class that assigns it is rewritten as a whole
     review = ("Adds `atexit.register(self.save)` to the __init__ of a class that has an "
               "INCREMENTAL_UPDATE_TIME attribute and a save() method (the original's TrainLog). "
               "Nothing else changes: records, the 300 s rule and the file format stay as they "

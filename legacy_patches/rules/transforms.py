@@ -1,6 +1,8 @@
 """torchvision transforms renamed in torchvision 0.2 and removed in 0.12."""
 from __future__ import annotations
 
+import ast
+
 import libcst as cst
 
 from .._base import Rule, RuleTransformer, code, dotted, keyword, kwarg, positional, with_comma
@@ -15,6 +17,7 @@ class RenamedTransforms(Rule):
     broke_in = "torchvision 0.12 (removed; deprecated since 0.2)"
     symptom = "AttributeError: module 'torchvision.transforms' has no attribute 'Scale'"
     triggers = tuple(RENAMED)
+    region_keys = r"\b(?:Scale|RandomSizedCrop)\b"
     review = ("RandomSizedCrop(size, interpolation) took interpolation second; RandomResizedCrop's "
               "second parameter is `scale`, so a second positional argument is turned into "
               "interpolation=. Interpolation given as a PIL constant (Image.BILINEAR) should "
@@ -22,6 +25,18 @@ class RenamedTransforms(Rule):
 
     def transformer(self, ctx):
         return _Transformer(ctx)
+
+    def prepare_region(self, transformer, where):
+        # the names the imports before this statement bound (visit_Import / visit_ImportFrom)
+        for node in where.imports_before():
+            if isinstance(node, ast.Import):
+                bound = [a.asname for a in node.names if a.name == MODULE and a.asname is not None]
+            else:  # relative dots are ignored, as dotted() ignores them
+                bound = [a.asname or "transforms" for a in node.names
+                         if node.module == "torchvision" and a.name == "transforms"]
+            if bound:
+                where.exact(node)
+                transformer.modules.update(bound)
 
 
 class _Transformer(RuleTransformer):

@@ -15,6 +15,9 @@ class ViewReshape(Rule):
                "least one dimension spans across two contiguous subspaces). Use .reshape(...) "
                "instead.")
     triggers = (".view",)
+    # `view(` then a minus before anything else (spaces, brackets, comments and line breaks
+    # aside, as in `(x.view)( (-1) )`): -1 is the only argument rewritten
+    region_keys = r"\bview(?:[\s)]|\\|#[^\n]*)*\((?:[\s(]|\\|#[^\n]*)*-"
     review = ("Only the flattening `.view(-1)` is rewritten. reshape returns the same view "
               "whenever view would have worked, and copies only where view fails, so working "
               "code keeps working. Left alone on purpose: `.view(-1)` whose result is written "

@@ -2,6 +2,8 @@
 ``with torch.no_grad():`` block."""
 from __future__ import annotations
 
+import ast
+
 import libcst as cst
 
 from .._base import (Rule, RuleTransformer, bool_value, code, dotted, drop_args, keyword,
@@ -22,6 +24,10 @@ class Volatile(Rule):
     symptom = ("UserWarning: volatile was removed and now has no effect. Use `with torch.no_grad():` "
                "instead.  (then: more memory, and gradients flowing where none did)")
     triggers = ("volatile",)
+    region_keys = r"\bvolatile\b"
+    # A hit rewrites the statements after it in its block: the engine gives each block that
+    # holds a hit to rewrite_block (see the transformer), once the block's statements are done.
+    region_blocks = True
     review = ("The rule wraps, in the same block, each later statement that passes the variable "
               "as the FIRST argument of a call (`out = model(input_var)`), until the name is "
               "reassigned. A variable used only in other ways (labels, `len(x)`, a second "
@@ -32,6 +38,28 @@ class Volatile(Rule):
 
     def transformer(self, ctx):
         return _Transformer(ctx)
+
+    def prepare_region(self, transformer, where):
+        # visit_With of the `with torch.no_grad():` blocks around the statement
+        for node in where.enclosing():
+            if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+                    isinstance(i.context_expr, ast.Call) and _dotted_ast(i.context_expr.func)
+                    in NO_GRAD_CALLS for i in node.items):
+                where.exact(node)
+                transformer.no_grad_depth += 1
+
+
+NO_GRAD_CALLS = ("torch.no_grad", "no_grad")
+
+
+def _dotted_ast(node) -> str | None:
+    """dotted() for Python's syntax tree."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted_ast(node.value)
+        return None if head is None else f"{head}.{node.attr}"
+    return None
 
 
 def _is_variable_call(node) -> bool:
@@ -102,12 +130,12 @@ class _Transformer(RuleTransformer):
         return updated_node
 
     def visit_With(self, node: cst.With):
-        if any(dotted(i.item.func) in ("torch.no_grad", "no_grad") for i in node.items
+        if any(dotted(i.item.func) in NO_GRAD_CALLS for i in node.items
                if isinstance(i.item, cst.Call)):
             self.no_grad_depth += 1
 
     def leave_With(self, original_node, updated_node):
-        if any(dotted(i.item.func) in ("torch.no_grad", "no_grad") for i in original_node.items
+        if any(dotted(i.item.func) in NO_GRAD_CALLS for i in original_node.items
                if isinstance(i.item, cst.Call)):
             self.no_grad_depth -= 1
         return updated_node
@@ -147,6 +175,21 @@ class _Transformer(RuleTransformer):
             else:
                 self.hits[id(stmt)] = ("wrap", None, line)
         return new
+
+    # for the statement-by-statement engine -------------------------------------------------
+    def block_entry(self, stmt) -> tuple | None:
+        """The hit (kind, name, line) of a statement this transformer returned, if it is one
+        that its block must act on."""
+        entry = self.updated_of.get(id(stmt))
+        return None if entry is None else entry[1]
+
+    def rewrite_block(self, body: list, hits: dict, lines: dict) -> list:
+        """What leave_IndentedBlock does to a block, for a block put together by the engine:
+        ``hits`` maps id(statement) to its hit, ``lines`` id(statement) to its line."""
+        self.updated_of.update((key, (None, hit)) for key, hit in hits.items())
+        self.stmt_line.update(lines)
+        self._keep += body
+        return self._rewrite_body(body)
 
     # blocks: find the forward passes and wrap them ------------------------------------------
     def leave_IndentedBlock(self, original_node, updated_node):

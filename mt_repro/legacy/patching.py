@@ -168,14 +168,20 @@ def plan_patches(path: str | os.PathLike, *, rules: Sequence[str] | None = None,
         skip.add(p)
         plan.tensorflow.append((p.relative_to(base).as_posix(), 1))
 
+    with legacy_patches.gc_paused():   # many small objects, no cycles: see gc_paused
+        _patch_files(plan, [p for p in paths if p in texts and p not in skip], texts, base, path)
+    plan.files.sort(key=lambda f: f.rel)
+    return plan
+
+
+def _patch_files(plan: Plan, paths: list[Path], texts: dict, base: Path, path) -> None:
+    """Parse, collect over all, rewrite each: the reports go into ``plan.files``."""
     modules = {}
     for p in paths:
-        if p not in texts or p in skip:
-            continue
         text, encoding = texts[p]
         rel = p.relative_to(base).as_posix()
         try:
-            modules[p] = legacy_patches.parse(text, max_depth=SOURCE_NESTING.value)
+            modules[p] = legacy_patches.prepare(text, max_depth=SOURCE_NESTING.value)
         except LegacySyntaxError as exc:
             message = str(exc)
             if exc.line is None and "nested more than" in message:
@@ -184,13 +190,18 @@ def plan_patches(path: str | os.PathLike, *, rules: Sequence[str] | None = None,
         except (RecursionError, MemoryError):
             plan.files.append(FileReport(p, rel, "unparseable", message=_TOO_DEEP, encoding=encoding))
     try:
-        project = legacy_patches.collect(modules.values(), selected)
+        project = legacy_patches.collect(modules.values(), plan.rules)
     except (RecursionError, MemoryError):
         raise BadInput(f"{path}: {_TOO_DEEP}") from None
-    for p, module in list(modules.items()):
+    for p in list(modules):
+        module = modules.pop(p)     # its syntax trees go as soon as it is done
         text, encoding = texts[p]
         try:
-            result = legacy_patches.patch_module(text, module, selected, project)
+            result = legacy_patches.patch_prepared(module, plan.rules, project)
+        except LegacySyntaxError as exc:   # libcst refused a file Python's parser took
+            plan.files.append(FileReport(p, p.relative_to(base).as_posix(), "unparseable",
+                                         message=str(exc), encoding=encoding))
+            continue
         except (RecursionError, MemoryError):
             plan.files.append(FileReport(p, p.relative_to(base).as_posix(), "unparseable",
                                          message=_TOO_DEEP, encoding=encoding))
@@ -202,8 +213,6 @@ def plan_patches(path: str | os.PathLike, *, rules: Sequence[str] | None = None,
         except (SyntaxError, ValueError):
             report.source_compiles = False
         plan.files.append(report)
-    plan.files.sort(key=lambda f: f.rel)
-    return plan
 
 
 # --- reporting -----------------------------------------------------------------------------------
