@@ -25,7 +25,8 @@ from mt_repro.methods.mean_teacher import MeanTeacher
 SUPERVISED_ONLY = {"supervised"}
 # An untrained network is confident about nothing: the pseudo-label methods are measured with
 # every prediction counted as confident, so that their term is engaged at all.
-OPTIONS = {"pseudo_label": "threshold=0.0", "pseudo_label_epoch": "threshold=0.0"}
+OPTIONS = {"pseudo_label": "threshold=0.0", "pseudo_label_epoch": "threshold=0.0", "fixmatch": "threshold=0.0",
+           "uda": "threshold=0.0"}
 # A method that gathers its targets over a whole epoch (per-sample memories) is measured after
 # this many epochs of steps on the same samples, so that it has targets to teach with.
 WARM_UP_EPOCHS = 3
@@ -53,7 +54,9 @@ def minibatch(labeled_only: bool) -> Batch:
     images = torch.randn(8, 1, 8, 8, generator=generator)
     other_view = images + 0.3 * torch.randn(8, 1, 8, 8, generator=generator)
     targets = torch.tensor([3, 7, 1, 0, 9, 4, 4, 2] if labeled_only else [3, 7] + [NO_LABEL] * 6)
-    return Batch(images, other_view, targets, {"indices": torch.arange(8), "clean_input": images.clone()})
+    strong_view = images + 0.5 * torch.randn(8, 1, 8, 8, generator=generator)
+    return Batch(images, other_view, targets, {"indices": torch.arange(8), "clean_input": images.clone(),
+                                               "strong_input": strong_view})
 
 
 def unsupervised_gradient(method) -> tuple[float, bool]:

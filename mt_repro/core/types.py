@@ -13,6 +13,9 @@ NO_LABEL = -1  # the target of an unlabeled sample (the original's NO_LABEL)
 SAMPLE_EXTRAS = {
     "indices": "each sample's position in the training set (per-sample memories)",
     "clean_input": "the image without augmentation or noise (the evaluation input)",
+    "strong_input": "the image through the strong augmentation (the weak translation and flip, then "
+                    "RandAugment + Cutout: mt_repro.data.randaugment), then the pipeline's "
+                    "normalisation: FixMatch's and UDA's strong view",
 }
 
 
