@@ -10,7 +10,7 @@ setup(
     packages=find_packages(include=["mt_repro", "mt_repro.*", "legacy_patches", "legacy_patches.*"])
     + ["mt_repro.original_configs"],
     package_dir={"mt_repro.original_configs": "original_configs"},
-    package_data={"mt_repro.original_configs": ["*.toml", "convnet/*.toml"], "mt_repro.configs": ["*.toml", "methods/*.toml"],
+    package_data={"mt_repro.original_configs": ["*.toml", "convnet/*.toml"], "mt_repro.configs": ["*.toml", "methods/*.toml", "protocols/*.toml"],
                   "mt_repro.paper": ["*.csv"]},
     install_requires=[
         "torch>=2.1",

@@ -11,6 +11,13 @@ class names the recipe whose hyperparameters it holds.
   updated by a plain EMA before each step; the noise inside the model (one input, a fresh draw
   per pass); runs measured in steps; Mean Teacher's costs per sample, summed and averaged over
   the three kinds.
+* ``usb`` (USB/TorchSSL's classic-CV protocol, ``semilearn``; not the paper's): SGD with Nesterov
+  momentum and no weight decay on biases and normalisation weights; the learning rate a cosine
+  ``lr·cos(7πk/16K)`` of the steps taken, the consistency weight a linear warm-up (a method's
+  setting); a teacher copied from the student and, after each step, the plain EMA of its
+  parameters with its buffers copied from the student's; augmentation in the data pipeline;
+  runs measured in steps, checkpointed between epochs; the PyTorch half's costs, as each method
+  forms them.
 """
 from __future__ import annotations
 
@@ -33,4 +40,6 @@ PYTORCH = Recipe("pytorch", optimizer="sgd", schedule="per_epoch", timeline="epo
                  teacher_update="after_step", noise="pipeline", costs="pytorch")
 TENSORFLOW = Recipe("tensorflow", optimizer="tf_adam", schedule="per_step", timeline="steps", teacher_init="copy",
                     teacher_update="before_step", noise="model", costs="tensorflow")
-RECIPES = {recipe.name: recipe for recipe in (PYTORCH, TENSORFLOW)}
+USB = Recipe("usb", optimizer="sgd_no_decay_1d", schedule="cosine_steps", timeline="steps_whole_epochs",
+             teacher_init="student_copy", teacher_update="ema_after_step", noise="pipeline", costs="pytorch")
+RECIPES = {recipe.name: recipe for recipe in (PYTORCH, TENSORFLOW, USB)}

@@ -14,12 +14,13 @@ from typing import Any
 
 from mt_repro.config.convnet import ConvNetConfig
 from mt_repro.config.files import json_depth
-from mt_repro.config.recipes import PYTORCH, TENSORFLOW
+from mt_repro.config.protocol import ProtocolConfig
+from mt_repro.config.recipes import PYTORCH, TENSORFLOW, USB
 from mt_repro.config.train import TrainConfig
 from mt_repro.core.errors import BadInput
 from mt_repro.core.limits import NESTING, check_nesting, read_text
 
-CLASSES = {PYTORCH.name: TrainConfig, TENSORFLOW.name: ConvNetConfig}
+CLASSES = {PYTORCH.name: TrainConfig, TENSORFLOW.name: ConvNetConfig, USB.name: ProtocolConfig}
 OLD_CONVNET_MODELS = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": "supervised"}
 
 

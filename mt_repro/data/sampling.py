@@ -16,8 +16,11 @@ from torch.utils.data import Sampler
 
 
 class TwoStreamBatchSampler(Sampler[list[int]]):
+    """``labeled_may_repeat``: fewer labeled samples than labeled places are allowed (a minibatch
+    then holds some twice, as USB's samplers give them); the original refused that."""
+
     def __init__(self, unlabeled_indices: Sequence[int], labeled_indices: Sequence[int],
-                 batch_size: int, labeled_batch_size: int):
+                 batch_size: int, labeled_batch_size: int, labeled_may_repeat: bool = False):
         self.unlabeled_indices = list(unlabeled_indices)
         self.labeled_indices = list(labeled_indices)
         self.labeled_batch_size = labeled_batch_size
@@ -25,7 +28,8 @@ class TwoStreamBatchSampler(Sampler[list[int]]):
         if not 0 < self.unlabeled_batch_size <= len(self.unlabeled_indices):
             raise ValueError(f"{len(self.unlabeled_indices)} unlabeled samples cannot fill "
                              f"{self.unlabeled_batch_size} unlabeled places per minibatch")
-        if not 0 < labeled_batch_size <= len(self.labeled_indices):
+        enough = bool(self.labeled_indices) if labeled_may_repeat else labeled_batch_size <= len(self.labeled_indices)
+        if not (0 < labeled_batch_size and enough):
             raise ValueError(f"{len(self.labeled_indices)} labeled samples cannot fill "
                              f"{labeled_batch_size} labeled places per minibatch")
 

@@ -10,6 +10,10 @@
   TensorFlow's ``ExponentialMovingAverage`` (no warm-up), ``shadow -= (1 − decay)(shadow −
   variable)``, runs on the student's weights *before* the step's update (the original ran it
   among the update ops the optimizer step depended on).
+* ``student_copy`` / ``ema_after_step`` (USB's ``EMA`` and ``EMAHook``, ``semilearn``): the
+  teacher starts as a copy of the student; after each SGD step its parameters become
+  ``decay·teacher + (1−decay)·student`` (no warm-up) and its buffers (batch norm's running
+  statistics) are copied from the student's.
 """
 from __future__ import annotations
 
@@ -37,6 +41,23 @@ def copied_teacher(config, student: nn.Module, build: Callable[[], nn.Module]) -
     return teacher
 
 
+def student_copy(config, student: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
+    teacher = copy.deepcopy(student)
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_after_step(student: nn.Module, teacher: nn.Module, ema_decay: float, global_step: int) -> None:
+    """Parameters ``decay·teacher + (1−decay)·student``, buffers the student's."""
+    teacher_params, student_params = list(teacher.parameters()), list(student.parameters())
+    torch._foreach_mul_(teacher_params, ema_decay)
+    torch._foreach_add_(teacher_params, student_params, alpha=1 - ema_decay)
+    for mine, theirs in zip(teacher.buffers(), student.buffers()):
+        mine.copy_(theirs)
+
+
 @torch.no_grad()
 def update_after_step(student: nn.Module, teacher: nn.Module, ema_decay: float, global_step: int) -> None:
     """``teacher = a*teacher + (1-a)*student``, ``a = min(1 - 1/(global_step + 1), ema_decay)``,
@@ -62,6 +83,7 @@ class TeacherUpdate:
     update: Callable[[nn.Module, nn.Module, float, int], None]
 
 
-TEACHER_INITS = {"separate": separate_teacher, "copy": copied_teacher}
+TEACHER_INITS = {"separate": separate_teacher, "copy": copied_teacher, "student_copy": student_copy}
 TEACHER_UPDATES = {"after_step": TeacherUpdate(False, update_after_step),
-                   "before_step": TeacherUpdate(True, update_before_step)}
+                   "before_step": TeacherUpdate(True, update_before_step),
+                   "ema_after_step": TeacherUpdate(False, ema_after_step)}

@@ -1,6 +1,6 @@
-"""The two halves' optimizers, by the recipe's name for them: the PyTorch half's SGD and the
+"""The recipes' optimizers, by the recipe's name for them: the PyTorch half's SGD, the
 TensorFlow half's Adam (``TFAdam``, TensorFlow 1.x's arithmetic, with betas the schedule sets
-per step)."""
+per step) and the USB protocol's SGD."""
 from __future__ import annotations
 
 import math
@@ -46,8 +46,19 @@ def sgd(config, params) -> torch.optim.Optimizer:
                            nesterov=config.nesterov)
 
 
+def sgd_no_decay_1d(config, params) -> torch.optim.Optimizer:
+    """USB's SGD (``get_optimizer`` and ``param_groups_weight_decay`` of ``semilearn``): weight
+    decay on the weight matrices and kernels only; biases and normalisation weights (every
+    parameter of one dimension) get none."""
+    params = list(params)
+    groups = [{"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+              {"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay}]
+    return torch.optim.SGD([g for g in groups if g["params"]], config.lr, momentum=config.momentum,
+                           nesterov=config.nesterov)
+
+
 def tf_adam(config, params) -> torch.optim.Optimizer:
     return TFAdam(params, eps=config.adam_epsilon)
 
 
-OPTIMIZERS = {"sgd": sgd, "tf_adam": tf_adam}
+OPTIMIZERS = {"sgd": sgd, "tf_adam": tf_adam, "sgd_no_decay_1d": sgd_no_decay_1d}

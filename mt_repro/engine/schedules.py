@@ -12,9 +12,15 @@
   ``rampdown_length`` of ``training_length`` steps of the learning rate and Adam's beta1
   (0.9 → 0.5), and Adam's beta2 (0.99 → 0.999) and the EMA decay (0.99 → 0.999) switched at
   the end of the ramp-up.
+* ``cosine_steps`` (USB's ``get_cosine_schedule_with_warmup``, no warm-up): at the steps taken
+  ``k`` of ``training_length`` ``K``, learning rate ``lr·max(0, cos(lr_cycles·π·k/K))`` with
+  ``lr_cycles`` 7/16 (FixMatch's); consistency weight ``consistency·min(1, k/R)`` over
+  ``consistency_rampup_steps`` ``R`` (USB's Mean Teacher: 0.4 K; 0: the full weight from the
+  start, as its FixMatch); a constant EMA decay.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from mt_repro.core import ramps
@@ -74,7 +80,19 @@ class PerStepSchedule:
                          logged={"lr": lr, "adam_beta_1": beta_1, "adam_beta_2": beta_2, "ema_decay": ema_decay})
 
 
-SCHEDULES = {"per_epoch": PerEpochSchedule, "per_step": PerStepSchedule}
+class CosineStepSchedule:
+    def __init__(self, config, method):
+        self.config = config
+
+    def at(self, epoch: int, step_in_epoch: int, steps_in_epoch: int, global_step: int) -> StepHyper:
+        cfg = self.config
+        lr = cfg.lr * max(0.0, math.cos(math.pi * cfg.lr_cycles * global_step / cfg.training_length))
+        ramp = min(1.0, global_step / cfg.consistency_rampup_steps) if cfg.consistency_rampup_steps else 1.0
+        weight = (cfg.consistency or 0.0) * ramp
+        return StepHyper(lr=lr, consistency_weight=weight, ema_decay=cfg.ema_decay, logged={"lr": lr})
+
+
+SCHEDULES = {"per_epoch": PerEpochSchedule, "per_step": PerStepSchedule, "cosine_steps": CosineStepSchedule}
 
 
 def apply(hp: StepHyper, optimizer) -> None:

@@ -18,6 +18,7 @@ import math
 class EpochTimeline:
     evaluate_at_start = False
     numbered_checkpoints = True
+    checkpoint_with_evaluations = True   # (it evaluates between epochs only)
 
     def __init__(self, config, method, steps_per_epoch: int):
         self.config, self.steps_per_epoch = config, steps_per_epoch
@@ -49,6 +50,7 @@ class EpochTimeline:
 class StepTimeline:
     evaluate_at_start = True
     numbered_checkpoints = False
+    checkpoint_with_evaluations = True
 
     def __init__(self, config, method, steps_per_epoch: int):
         self.config, self.steps_per_epoch = config, steps_per_epoch
@@ -74,4 +76,11 @@ class StepTimeline:
         return False
 
 
-TIMELINES = {"epochs": EpochTimeline, "steps": StepTimeline}
+class StepsWholeEpochsTimeline(StepTimeline):
+    checkpoint_with_evaluations = False
+
+    def checkpoint_after_epoch(self, epochs_done: int) -> bool:
+        return True
+
+
+TIMELINES = {"epochs": EpochTimeline, "steps": StepTimeline, "steps_whole_epochs": StepsWholeEpochsTimeline}

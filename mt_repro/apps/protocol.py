@@ -1,0 +1,75 @@
+"""One cell of a benchmark protocol (``mt-repro protocol usb cifar10 --labels 40 --method
+fixmatch --seed 0``): its settings (``mt_repro.config.protocol``), the labeled images the
+protocol's own split function chooses for the seed, written as a label file into the run
+directory, and the run on the one engine.
+
+USB draws its split over the training targets in the published order (torchvision's CIFAR
+readers: data_batch_1 … data_batch_5); the images here are named ``<i>_<class>.png`` by that
+order (``mt_repro.data.cifar10``), so the split's indices name the same images. Known
+differences from USB's own runs, by design or not yet closed: the unlabeled stream holds the
+unlabeled images only (USB's ``include_lb_to_ulb`` adds the labeled ones), it is drawn without
+replacement one pass at a time (USB's ``RandomSampler`` over ``num_train_iter`` steps), and the
+images are normalised with the dataset's statistics (USB normalises CIFAR-10 with ImageNet's).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mt_repro.config.protocol import ProtocolConfig, protocol_config
+from mt_repro.core.errors import BadInput
+from mt_repro.data.labels import write_label_file
+from mt_repro.data.registry import get_dataset
+from mt_repro.data.usb_splits import usb_split
+from mt_repro.engine import runs
+
+LABEL_FILE = "protocol_labels.txt"
+
+
+def published_order(train) -> tuple[list[str], list[int]]:
+    """The training images' file names and classes in the published order, from an
+    ``ImageFolder``-like dataset whose images are named ``<i>_<class>.png``."""
+    indexed = []
+    for path, target in train.samples:
+        name = Path(path).name
+        head = name.split("_", 1)[0]
+        if not head.isdigit():
+            raise BadInput(f"image {name!r} is not named <index>_<class>.png: the protocol's split needs "
+                           "the published order of the images")
+        indexed.append((int(head), name, target))
+    indexed.sort()
+    if [i for i, _, _ in indexed] != list(range(len(indexed))):
+        raise BadInput(f"the {len(indexed)} training images are not numbered 0..{len(indexed) - 1}: "
+                       "the protocol's split needs the whole published training set")
+    return [name for _, name, _ in indexed], [target for _, _, target in indexed]
+
+
+def write_protocol_labels(config: ProtocolConfig, path: Path) -> Path:
+    """The label file of the cell's split: ``usb_split`` of the training targets, ``n_labels``
+    labels for the run's seed."""
+    spec = get_dataset(config.dataset)
+    train = spec.open_part(spec.root(config.data_dir), spec.train_part, None, config.damaged_images)
+    names, targets = published_order(train)
+    labeled, _ = usb_split(targets, config.n_labels, spec.num_classes, config.seed)
+    write_label_file(path, {names[i]: train.classes[targets[i]] for i in labeled.tolist()})
+    return path
+
+
+def default_out(protocol: str, dataset: str, n_labels: int, method: str, seed: int) -> Path:
+    return Path("results") / "protocol" / protocol / f"{dataset}_{n_labels}_{method}_{seed}"
+
+
+def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int, *,
+             data_dir: str | Path | None = None, out: str | Path | None = None, overrides: str | None = None,
+             device: str = "auto", overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train one cell; returns the run's summary."""
+    values: dict[str, Any] = {"device": device}
+    if data_dir is not None:
+        values["data_dir"] = str(Path(data_dir).resolve())
+    config = protocol_config(protocol, dataset, method, n_labels, seed, overrides=overrides, **values)
+    out = Path(out) if out is not None else default_out(protocol, dataset, n_labels, method, seed)
+    runs.refuse_existing_run(out, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = write_protocol_labels(config, out / LABEL_FILE)
+    config = config.replace(labels=str(labels.resolve())).validate()
+    return runs.train(config, out, overwrite=overwrite, progress=progress)

@@ -1,0 +1,152 @@
+"""The USB/TorchSSL protocol as data (``configs/protocols/usb.toml``), its recipe's pieces
+(cosine steps, USB's EMA and SGD) and one shortened cell per method, through the command a GPU
+user runs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from mt_repro.apps.protocol import LABEL_FILE, published_order, write_protocol_labels
+from mt_repro.cli import cli
+from mt_repro.config.protocol import load_protocol, protocol_config, protocol_names
+from mt_repro.config.saved import from_saved, to_saved
+from mt_repro.core.errors import BadInput
+from mt_repro.data import synthetic
+from mt_repro.data.labels import read_label_file
+from mt_repro.data.registry import dataset_names, get_dataset
+from mt_repro.data.usb_splits import usb_split
+from mt_repro.engine import ema, optimizers, schedules
+from mt_repro.methods.registry import method_names
+from mt_repro.models import get_model, list_models
+
+USB = load_protocol("usb")
+
+
+def test_the_protocol_names_what_exists_here():
+    assert "usb" in protocol_names()
+    assert set(USB.methods) <= set(method_names())
+    assert {"supervised", "mean_teacher", "fixmatch", "uda"} <= set(USB.methods)
+    for name, table in USB.datasets.items():
+        assert name in dataset_names() and table["arch"] in list_models()
+        assert all(n % get_dataset(name).num_classes == 0 for n in table["labels"])
+        assert table["source"].startswith("config/classic_cv/")
+    assert USB.source.startswith("microsoft/Semi-supervised-learning @ 1ef4cbe")
+
+
+@pytest.mark.parametrize("method", sorted(USB.methods))
+@pytest.mark.parametrize("dataset", sorted(USB.datasets))
+def test_every_cell_composes_with_usbs_settings(dataset, method):
+    n_labels = USB.labels(dataset)[0]
+    config = protocol_config("usb", dataset, method, n_labels, seed=1)
+    uratio = USB.method(method)["uratio"]
+    assert config.recipe.name == "usb" and config.training_length == 2 ** 20
+    assert (config.lr, config.momentum, config.nesterov, config.ema_decay) == (0.03, 0.9, True, 0.999)
+    assert config.weight_decay == {"cifar10": 5e-4, "cifar100": 1e-3}[dataset]
+    assert config.evaluation_span == 5120 and config.print_span == 256 and config.lr_cycles == 7 / 16
+    if uratio:
+        assert (config.labeled_batch_size, config.batch_size) == (64, 64 * (1 + uratio))
+    else:
+        assert config.exclude_unlabeled and config.batch_size == 64
+    # saved and read back as a run directory keeps it (resume)
+    assert from_saved(to_saved(config), "config.json") == config
+
+
+def test_mean_teachers_weight_warms_up_over_four_tenths_of_the_run_and_keeps_that_shape_when_shortened():
+    full = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0)
+    assert (full.consistency, full.consistency_rampup_steps, full.batch_size) == (50.0, 419430, 128)
+    short = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0, overrides="training_length=1000")
+    assert short.consistency_rampup_steps == 400
+    fixed = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0,
+                            overrides="training_length=1000,consistency_rampup_steps=7")
+    assert fixed.consistency_rampup_steps == 7
+    assert protocol_config("usb", "cifar10", "fixmatch", 40, 0).consistency_rampup_steps == 0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: protocol_config("usb", "cifar10", "fixmatch", 100, 0), "defines cifar10 with 40, 250, 4000 labels, not 100"),
+    (lambda: protocol_config("usb", "svhn", "fixmatch", 40, 0), "protocol usb has no dataset 'svhn'"),
+    (lambda: protocol_config("usb", "cifar10", "vat", 40, 0), "protocol usb has no settings for method 'vat'"),
+    (lambda: protocol_config("nope", "cifar10", "fixmatch", 40, 0), "unknown protocol 'nope'; known: usb"),
+    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides="trainig_length=5"),
+     "unknown setting(s) trainig_length of a usb run; did you mean training_length?"),
+    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides="epochs=5"),
+     "epochs count in epochs, which the usb recipe does not use"),
+    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides="lr_cycles=0.75"),
+     "the cosine must not turn back up"),
+])
+def test_bad_cells_are_refused_with_the_reason(call, message):
+    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call()
+
+
+def test_the_learning_rate_is_usbs_cosine_of_the_steps_taken_and_the_weight_ramps_linearly():
+    config = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0, overrides="training_length=1000")
+    schedule = schedules.SCHEDULES["cosine_steps"](config, None)
+    at = [schedule.at(0, 0, 1, k) for k in (0, 200, 500, 1000)]
+    assert [hp.lr for hp in at] == pytest.approx([0.03 * math.cos(7 * math.pi * k / (16 * 1000)) for k in (0, 200, 500, 1000)])
+    assert [hp.consistency_weight for hp in at] == pytest.approx([0.0, 25.0, 50.0, 50.0])   # 400-step ramp
+    assert {hp.ema_decay for hp in at} == {0.999}
+
+
+def test_usbs_ema_averages_the_parameters_and_copies_the_buffers():
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    teacher = ema.TEACHER_INITS["student_copy"](None, student, None)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    before = [p.clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    student(torch.randn(5, 3))   # moves the student's running statistics
+    ema.TEACHER_UPDATES["ema_after_step"].update(student, teacher, 0.9, 1)
+    for old, new, s in zip(before, teacher.parameters(), student.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * s)
+    for mine, theirs in zip(teacher.buffers(), student.buffers()):
+        assert torch.equal(mine, theirs)
+    assert not ema.TEACHER_UPDATES["ema_after_step"].before_step
+
+
+def test_usbs_sgd_decays_only_the_weight_matrices():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    config = protocol_config("usb", "cifar10", "fixmatch", 40, 0)
+    optimizer = optimizers.OPTIMIZERS["sgd_no_decay_1d"](config, model.parameters())
+    decay = {g["weight_decay"]: [tuple(p.shape) for p in g["params"]] for g in optimizer.param_groups}
+    assert decay == {0.0: [(4,), (4,), (4,), (2,)], 5e-4: [(4, 3, 3, 3), (2, 4)]}
+    assert all(g["nesterov"] and g["momentum"] == 0.9 for g in optimizer.param_groups)
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory):
+    return synthetic.write_cifar_tarball(tmp_path_factory.mktemp("usb") / "cifar-10-python.tar.gz",
+                                         n_train=200, n_test=40, seed=4)
+
+
+def test_the_label_file_holds_the_images_usbs_split_chooses(tarball, tmp_path):
+    config = protocol_config("usb", "cifar10", "fixmatch", 40, 2, data_dir=str(tarball))
+    path = write_protocol_labels(config, tmp_path / LABEL_FILE)
+    spec = get_dataset("cifar10")
+    train = spec.open_part(tarball, spec.train_part, None)
+    names, targets = published_order(train)
+    labeled, _ = usb_split(targets, 40, 10, 2)
+    assert list(read_label_file(path)) == [names[i] for i in labeled]
+    # the published order: image i is the i-th of the tarball's training batches
+    assert names[:3] == ["0_" + train.classes[targets[0]] + ".png", "1_" + train.classes[targets[1]] + ".png",
+                         "2_" + train.classes[targets[2]] + ".png"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(USB.methods))
+def test_a_shortened_cell_runs_through_the_command(method, tarball, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["protocol", "usb", "cifar10", "--labels", "40", "--method", method,
+                                      "--seed", "0", "--data", str(tarball), "--out", str(out), "--no-progress",
+                                      "--device", "cpu", "--set", "training_length=2", "--set", "evaluation_span=1",
+                                      "--set", "print_span=1", "--set", "labeled_batch_size=4",
+                                      "--set", "workers=0"] )
+    assert result.exit_code == 0, result.output
+    assert "done:" in result.output and (out / LABEL_FILE).is_file() and (out / "summary.json").is_file()
+    assert get_model("wrn_28_2").heads == 1
