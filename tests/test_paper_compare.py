@@ -306,10 +306,11 @@ def test_a_run_without_an_evaluation_curve_plots_its_training_minibatch_error(tm
         f.write(json.dumps({"epoch": 4, "step": 200, "error1/avg": 3.0}) + "\n")
     (run / "validation.jsonl").write_text("")
     fig = plot.figure([run])
-    cost_axis, error_axis = fig.axes
-    assert [t.get_text() for t in cost_axis.get_legend().get_texts()] == \
-        [f"{tmp_path.name}/once (error on training minibatches)"]
-    assert "training minibatches" in error_axis.get_ylabel() and len(error_axis.lines) == 2
+    test_axis, cost_axis, error_axis = fig.axes   # the one evaluation a point; the minibatches' error last
+    assert [t.get_text() for t in test_axis.get_legend().get_texts()][0] == "mean teacher (1 run)"
+    assert test_axis.get_ylabel() == "test error %" and [len(line.get_xdata()) for line in test_axis.lines
+                                                         if len(line.get_xdata())] == [1]
+    assert "training\nminibatches" in error_axis.get_ylabel() and len(error_axis.lines) == 2
     plt.close(fig)
 
 

@@ -7,7 +7,12 @@ Verdicts:
 
 * ``not enough runs``: fewer than 2 runs of ours (no spread, so no test);
 * ``reproduced``: p >= ALPHA (0.05), no significant difference from the paper's mean;
-* ``worse`` / ``better``: p < ALPHA and our mean error is higher / lower than the paper's.
+* ``worse`` / ``better``: p < ALPHA and our mean error is higher / lower than the paper's;
+* ``not comparable``: a run of the cell differs from the paper's recipe (fewer or more steps, a
+  synthetic stand-in for the data, another network, width or label count, a changed setting:
+  ``RunResult.not_comparable``, from its provenance); no test is made, and ``reasons`` says why.
+  A run whose own cell is none of the paper's is judged in its recipe's cell (``recipe_key``),
+  so a trial of the paper's recipe on a smaller network is not comparable rather than unknown.
 
 Not rejecting equality is not proof of it: with 2-3 runs only large differences are detected,
 which is why n stands beside every verdict.
@@ -35,6 +40,8 @@ from mt_repro.paper.runs import RunResult
 
 ALPHA = 0.05
 REPRODUCED, WORSE, BETTER, NOT_ENOUGH = "reproduced", "worse", "better", "not enough runs"
+NOT_COMPARABLE = "not comparable"
+VERDICT_ORDER = (REPRODUCED, WORSE, BETTER, NOT_ENOUGH, NOT_COMPARABLE)
 
 
 @dataclass(frozen=True)
@@ -47,10 +54,15 @@ class CellComparison:
     t: float | None
     p: float | None
     verdict: str
+    reasons: tuple[str, ...] = ()   # not comparable: "<run>: <how it differs>", one per such run
 
     @property
     def n(self) -> int:
         return len(self.values)
+
+    @property
+    def comparable(self) -> bool:
+        return self.verdict != NOT_COMPARABLE
 
     @property
     def difference(self) -> float:
@@ -89,7 +101,10 @@ def compare(runs: list[RunResult], table: int | None = None) -> list[CellCompari
             raise BadInput(f"{missing[0]} has no {number.metric} to compare with the paper's")
         values = [r.errors[number.metric] for r in cell_runs]
         mean, std, t, p, verdict = verdict_of(values, number)
-        comparisons.append(CellComparison(number, tuple(cell_runs), tuple(values), mean, std, t, p, verdict))
+        reasons = tuple(f"{r.path}: {'; '.join(r.not_comparable)}" for r in cell_runs if r.not_comparable)
+        if reasons:   # no test: the runs are not the experiment the paper's number is of
+            t, p, verdict = None, None, NOT_COMPARABLE
+        comparisons.append(CellComparison(number, tuple(cell_runs), tuple(values), mean, std, t, p, verdict, reasons))
     return comparisons
 
 
@@ -104,9 +119,12 @@ def assign_cells(runs: list[RunResult], table: int | None = None) -> dict[PaperN
         by_key.setdefault(number.key, number)   # Tables 1 and 3 share cells; the first names them
     cells: dict[PaperNumber, list[RunResult]] = {}
     for run in runs:
-        if run.key not in by_key:
+        # a variant of the paper's recipe (a smaller network, a stand-in's label file) goes to
+        # the cell of its recipe, where it is not comparable (differs_from_recipe says so)
+        key = run.key if run.key in by_key or not run.not_comparable else run.recipe_key
+        if key not in by_key:
             raise BadInput(_unmatched(run, table, candidates))
-        cells.setdefault(by_key[run.key], []).append(run)
+        cells.setdefault(by_key[key], []).append(run)
     for number, cell_runs in cells.items():
         lengths = sorted({r.global_step for r in cell_runs if r.global_step is not None})
         if len(lengths) > 1:
@@ -147,6 +165,12 @@ def _unmatched(run: RunResult, table: int | None, candidates: list[PaperNumber])
 
 def all_reproduced(comparisons: list[CellComparison]) -> bool:
     return bool(comparisons) and all(c.verdict == REPRODUCED for c in comparisons)
+
+
+def verdict_counts(comparisons: list[CellComparison]) -> dict[str, int]:
+    """How many cells got each verdict, in the order of VERDICT_ORDER (those with none left out)."""
+    counts = {verdict: sum(c.verdict == verdict for c in comparisons) for verdict in VERDICT_ORDER}
+    return {verdict: n for verdict, n in counts.items() if n}
 
 
 def notes(comparisons: list[CellComparison]) -> list[str]:

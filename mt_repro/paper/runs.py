@@ -21,6 +21,16 @@ directories and everywhere below them):
 
 The original TensorFlow code's directories (``results/<runner>/<date>/<data seed>/``) do not record
 the labels or the model of a run, so they cannot be assigned to a cell and are not read.
+
+Whether a run of ours is comparable with the paper comes from its summary's ``provenance``
+(``mt_repro.engine.provenance``): a run that trained another number of steps than the paper's
+recipe, on a synthetic stand-in, with another network, width or label count, or with any setting
+of the recipe changed, is *not comparable*, and ``not_comparable`` says why. Such a run is judged
+against the cell of its recipe (``recipe_key``) when its own cell is none of the paper's (a
+smaller network, the label file of a stand-in). A summary written before runs recorded their
+provenance is checked from its ``config.json`` (recipe, settings and steps; its data only for the
+stand-in marker, at the path it names); one without either is *provenance unknown*, said in a
+note, and judged as it is. Runs of the original code are the paper's recipe.
 """
 from __future__ import annotations
 
@@ -33,6 +43,8 @@ from pathlib import Path
 import pandas as pd
 
 from mt_repro.core.errors import BadInput
+from mt_repro.engine import provenance as provenance_of
+from mt_repro.engine.runs import read_run_config
 from mt_repro.logs.pandas_msgpack import read_legacy_log
 from mt_repro.logs.runlog import read_rows
 from mt_repro.methods.registry import method_class, method_names
@@ -63,6 +75,9 @@ class RunResult:
     global_step: int | None = None   # training steps of our runs, to catch mixed configurations
     evaluated_at: float | None = None  # epoch of the original code's evaluation that was read
     notes: tuple[str, ...] = field(default=())
+    provenance: dict | None = None      # recorded in its summary, or derived from its config.json
+    not_comparable: tuple[str, ...] = field(default=())   # how it differs from the paper's recipe
+    recipe_key: CellKey | None = None   # the cell of the paper's recipe it was made from
 
 
 def reported_network(method: str) -> str:
@@ -136,7 +151,101 @@ def _read_ours(directory: Path) -> RunResult:
         raise BadInput(f"{directory} has no final test error of its {network} ({network}_error1 in "
                        f"{SUMMARY}, or an evaluation in its log)")
     step = summary.get("global_step")
-    return RunResult(directory, key, errors, network, "mt-repro", global_step=step if _is_count(step) else None)
+    step = step if _is_count(step) else _last_step(directory)
+    record, notes = _provenance(directory, summary, n_labels, step)
+    recipe = record.get("recipe") if record else None
+    recipe_key = None if recipe is None else CellKey(dataset, ARCHITECTURES.get(recipe["arch"], recipe["arch"]),
+                                                     method, recipe["n_labels"], extra)
+    reasons = tuple(differs_from_recipe(record, n_labels)) if record else ()
+    return RunResult(directory, key, errors, network, "mt-repro", global_step=step, notes=notes,
+                     provenance=record, not_comparable=reasons, recipe_key=recipe_key)
+
+
+def _last_step(directory: Path) -> int | None:
+    """The step of the last row of a run's logs (a summary without ``global_step``)."""
+    steps = [row.get("step") for name in ("training.jsonl", "ema_validation.jsonl")
+             for row in read_rows(directory / name)[-1:]]
+    steps = [step for step in steps if _is_count(step)]
+    return max(steps) if steps else None
+
+
+# --- provenance -----------------------------------------------------------------------------
+def _provenance(directory: Path, summary: dict, n_labels: int, step: int | None) -> tuple[dict | None, tuple[str, ...]]:
+    """The run's provenance (checked) and what a note should say about it."""
+    path = directory / SUMMARY
+    if "provenance" in summary:
+        return check_provenance(summary["provenance"], path), ()
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        return None, (f"provenance unknown: {directory} records no provenance (its summary is older than "
+                      "provenance records) and has no config.json: its recipe, length and data are not checked",)
+    try:
+        config = read_run_config(directory)
+    except BadInput as exc:
+        return None, (f"provenance unknown: {directory} records no provenance and its config.json cannot be "
+                      f"read ({exc}): its recipe, length and data are not checked",)
+    declared = config.declared_labels
+    labels = n_labels if declared is None else declared
+    record = provenance_of.provenance(config, n_labels=labels, trained_steps=step, planned_steps=None, hashed=False)
+    record["code"] = record["torch"] = None   # unknown: not the versions reading it now
+    return record, (f"{directory} records no provenance (its summary is older than provenance records): "
+                    "its recipe, settings and steps are checked from its config.json, its data only for the "
+                    "stand-in marker",)
+
+
+def check_provenance(value, path: Path) -> dict:
+    """A summary's ``provenance``, checked for the fields ``differs_from_recipe`` reads:
+    ``BadInput`` naming the first one that is not what runs write."""
+    def bad(field: str, expected: str, got) -> BadInput:
+        return BadInput(f"{path}: provenance {field} should be {expected}, got {got!r:.80}")
+
+    if not isinstance(value, dict):
+        raise bad("", "an object", value)
+    steps, data, recipe = value.get("steps"), value.get("data"), value.get("recipe")
+    counts = isinstance(steps, dict) and all(steps.get(k) is None or _is_count(steps[k]) for k in ("trained", "recipe"))
+    if not counts:
+        raise bad("steps", "{trained, planned, recipe} step counts", steps)
+    if not isinstance(data, dict) or not isinstance(data.get("synthetic"), bool):
+        raise bad("data", "{path, content_hash, synthetic}", data)
+    if recipe is not None:
+        good = (isinstance(recipe, dict) and isinstance(recipe.get("name"), str)
+                and isinstance(recipe.get("arch"), str) and _is_count(recipe.get("n_labels"))
+                and isinstance(recipe.get("differences"), dict)
+                and all(isinstance(d, dict) and {"paper", "run"} <= set(d) for d in recipe["differences"].values()))
+        if not good:
+            raise bad("recipe", "null or {name, arch, n_labels, steps, differences}", recipe)
+    return value
+
+
+def differs_from_recipe(record: dict, n_labels: int) -> list[str]:
+    """How a run with provenance ``record`` and ``n_labels`` labels differs from the paper's
+    recipe: one phrase each, none for a run that follows it."""
+    recipe = record.get("recipe")
+    data = record["data"]
+    reasons = []
+    if recipe is None:
+        return reasons   # no recipe of the paper: the cell is none of the paper's either
+    trained, steps = record["steps"].get("trained"), recipe.get("steps")
+    if trained is not None and steps is not None and trained != steps:
+        reasons.append(f"trained {trained:,} of the recipe's {steps:,} steps")
+    if data.get("synthetic"):
+        reasons.append(f"synthetic stand-in data ({data.get('path')})")
+    if n_labels != recipe["n_labels"]:
+        reasons.append(f"{n_labels:,} labels (the recipe's cell: {recipe['n_labels']:,})")
+    changed = dict(recipe["differences"])
+    changed.pop("training_length", None)   # said by the steps
+    for name, what in (("arch", "network"), ("width", "width")):
+        if name in changed:
+            change = changed.pop(name)
+            reasons.append(f"{what} {_value(change['run'])} (the paper's: {_value(change['paper'])})")
+    if changed:
+        reasons.append(f"settings changed from {recipe['name']}: "
+                       + ", ".join(f"{k} {_value(d['paper'])} -> {_value(d['run'])}" for k, d in changed.items()))
+    return reasons
+
+
+def _value(value) -> str:
+    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
 
 
 def _is_count(value) -> bool:

@@ -24,21 +24,20 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from mt_repro.config.compose import convnet_experiment_for, convnet_run, resnet_label_file, resnet_run
 from mt_repro.config.convnet import load_experiment
 from mt_repro.config.paper import load_paper_config
 from mt_repro.core.errors import BadInput, RunFailed
-from mt_repro.engine import runs
+from mt_repro.engine import provenance, runs
 from mt_repro.engine.recipes import check_config
+from mt_repro.paper.report import check_output
 from mt_repro.paper.results import CellKey, PaperNumber, all_labels, check_table_number, scheduled_numbers
 
 log = logging.getLogger(__name__)
 
 # Table 4's cells and the shipped configuration of each (original_configs/).
-RESNET_CONFIGS = {("cifar10", 4000): "cifar10_4000", ("cifar10", 1000): "cifar10_1000",
-                  ("imagenet", 128000): "imagenet_10pct"}
+RESNET_CONFIGS = provenance.PAPER_CONFIGS
 
 
 @dataclass(frozen=True)
@@ -141,8 +140,9 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
               data_dirs: dict[str, str] | None = None, label_dir=None, gpus: int | None = None,
               device: str = "auto", progress: bool = True) -> dict[str, int]:
     """Run, resume or skip every planned run of ``table`` under ``out_dir``; returns counts.
-    Every run's settings are composed and checked before the first one starts."""
-    out_dir = Path(out_dir)
+    Every run's settings are composed and checked before the first one starts, and runs that
+    will differ from the paper's recipe (``gpus`` other than the paper's) are named then."""
+    out_dir = check_output(out_dir, "--out", directory=True)
     data_dirs = data_dirs or {}
     planned = planned_runs(table, seeds)
     for run in planned:   # every dataset the table needs, before hours of training
@@ -157,6 +157,8 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
             continue
         configs[run] = config_of(run, data_dir_for(run, data_dirs), label_dir, gpus, device)
         check_config(configs[run])
+    for line in differences_from_the_paper(configs):
+        log.warning(line)
     counts = {"skipped": 0, "resumed": 0, "started": 0}
     for number, run in enumerate(planned, 1):
         directory = out_dir / run.directory
@@ -172,6 +174,21 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
             runs.train(configs[run], directory, progress=progress)
         counts["resumed" if resume else "started"] += 1
     return counts
+
+
+def differences_from_the_paper(configs: dict[PlannedRun, object]) -> list[str]:
+    """A line for each cell whose runs' settings differ from the paper's recipe (the runs
+    ``compare`` will call not comparable), naming the settings."""
+    lines = {}
+    for run, config in configs.items():
+        reference = provenance.paper_recipe(config, run.key.n_labels)
+        changed = provenance.differences(config, reference.config) if reference else {}
+        if changed and run.key not in lines:
+            told = ", ".join(f"{k} {d['paper']} -> {d['run']}" for k, d in changed.items())
+            lines[run.key] = (f"{run.key.describe()}: these runs differ from the paper's recipe "
+                              f"({reference.name}: {told}); `mt-repro compare` will report them as not "
+                              "comparable with the paper")
+    return list(lines.values())
 
 
 def data_dir_for(run: PlannedRun, data_dirs: dict[str, str]) -> str:
