@@ -21,6 +21,7 @@ from mt_repro.config.train import MODES
 from mt_repro.core.errors import BadInput, MtReproError, RunFailed, one_line, printable
 
 LABEL_DIR_ENV = "MT_REPRO_LABEL_DIR"
+BENCH_OUT = "mt-repro-bench"  # bench's result files, a directory named for what made them
 OLD_MODEL_NAMES = {"mean_teacher": "mean_teacher", "pi": "pi_model", "supervised": "supervised"}
 
 
@@ -100,10 +101,13 @@ def synthetic_cifar10(tarball: Path, n_train: int, n_test: int, labels_per_class
 
     if n_train < 5 or n_test < 1 or n_train % 5:
         raise BadInput("--train must be a positive multiple of 5 (five batches), --test positive")
-    synthetic.write_cifar_tarball(tarball, n_train=n_train, n_test=n_test, seed=seed)
-    labels = synthetic.balanced_labels(tarball, labels_per_class)
     label_path = tarball.with_name(tarball.name + ".labels.txt")
-    write_label_file(label_path, labels)
+    try:
+        synthetic.write_cifar_tarball(tarball, n_train=n_train, n_test=n_test, seed=seed)
+        labels = synthetic.balanced_labels(tarball, labels_per_class)
+        write_label_file(label_path, labels)
+    except OSError as exc:
+        raise BadInput(f"cannot write {exc.filename or tarball}: {exc.strerror or exc}") from None
     click.echo(f"wrote {tarball} ({n_train} training, {n_test} test images) and {label_path} "
                f"({len(labels)} labels)")
 
@@ -192,36 +196,62 @@ def _count(text: str, flag: str) -> int:
               help="fast: the same training, batched augmentation and faster kernels")
 @click.option("--overwrite", is_flag=True,
               help="OUT holds the demo's runs: run them afresh, removing each run's files first "
-                   "(config.json, summary.json, the three .jsonl logs, checkpoints/{checkpoint.N,last,best}.ckpt; "
-                   "nothing else). Without it a run directory that holds a run is refused")
+                   "(config.json, summary.json, inputs.json, the three .jsonl logs, "
+                   "checkpoints/{checkpoint.N,last,best}.ckpt; nothing else). Without it a run directory that "
+                   "holds a run is refused")
+@click.option("--resume", type=click.Path(path_type=Path),
+              help="continue the demo last run into this --out, with its options (as `mt-repro resume DIR`)")
 @click.option("--no-progress", is_flag=True)
-def digits(n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
-           config: Path | None, methods: str, sampling: str, mode: str, overwrite: bool, no_progress: bool) -> None:
+@click.pass_context
+def digits(ctx: click.Context, n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
+           config: Path | None, methods: str, sampling: str, mode: str, overwrite: bool, resume: Path | None,
+           no_progress: bool) -> None:
     """Supervised-only against Mean Teacher (or any methods) on scikit-learn's bundled 8x8
     digits (real data, no download): minutes on a laptop CPU, test error over several seeds."""
     from mt_repro.apps import digits_demo
     from mt_repro.methods.registry import method_names
 
+    if resume is not None:
+        given = _given(ctx, [name for name in ctx.params if name not in ("resume", "no_progress")])
+        if given:
+            raise BadInput(f"{', '.join(given)}: --resume continues the demo with the options it was started "
+                           f"with; to change them, run `mt-repro digits --out {resume}` with other options")
+        _print_demo(digits_demo.resume_demo(resume, progress=not no_progress), resume)
+        return
     chosen = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     if "mean_teacher" in chosen:  # first, as in the paper's tables
         chosen.remove("mean_teacher")
         chosen.insert(0, "mean_teacher")
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config, methods=chosen,
                                   sampling=sampling, mode=mode, progress=not no_progress, overwrite=overwrite)
+    _print_demo(result, out)
+
+
+def _print_demo(result, out: Path) -> None:
     table = result.table()
     click.echo(table)
     try:
         (out / "results.txt").write_text(table + "\n")
     except OSError as exc:
         raise BadInput(f"cannot write {out}: {exc.strerror or exc}") from None
-    click.echo(f"table written to {out / 'results.txt'}")
+    figure = _draw_demo(result, out / "results.png")
+    click.echo(f"table written to {out / 'results.txt'}, its figure to {figure}")
+
+
+def _draw_demo(result, path: Path) -> Path:
+    """The table as a figure beside it: each method's test error per seed and mean ± std."""
+    from mt_repro.paper import plot
+
+    rows = [("supervised", result.errors("supervised"))] + [(m, result.errors(m)) for m in result.methods]
+    title = f"digits, {result.n_labels} labels: test error of the network each method's paper reports"
+    return plot.write_result_figure(rows, path, title)
 
 
 # --- the paper's runs (mt_repro.apps.training) ---------------------------------------------------
 _METHOD_HELP = ("method of mt_repro/methods/ (default mean_teacher), with its paper's settings from "
                 "configs/methods/NAME.toml")
 _OVERWRITE_HELP = ("--out holds a run: start afresh, removing that run's files first (config.json, "
-                   "summary.json, the three .jsonl logs, checkpoints/{checkpoint.N,last,best}.ckpt; "
+                   "summary.json, inputs.json, the three .jsonl logs, checkpoints/{checkpoint.N,last,best}.ckpt; "
                    "nothing else), once the new run's settings and data are found good. Without it such "
                    "an --out is refused")
 _MODE_HELP = ("faithful (default): the original's computation step for step; fast: the same training "
@@ -246,17 +276,29 @@ def _common_run_options(fn):
     return fn
 
 
-def _resnet_options(fn):
+_CIFAR10_DATA = ("CIFAR-10: cifar-10-python.tar.gz, its extracted batches directory or the by-image PNG "
+                 "tree (--arch convnet13 also: the original's cifar10_gcn_zca_v2.npz)")
+_IMAGENET_DATA = "ImageNet: the directory holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
+
+
+def _resnet_options(data_help: str):
+    """The options of the ResNet runs' commands, ``--data`` described for the command's dataset."""
+    def decorate(fn):
+        return _with_resnet_options(fn, data_help)
+    return decorate
+
+
+def _with_resnet_options(fn, data_help: str):
     options = [
         click.option("--label-file", type=click.Path(path_type=Path), help="an original-format label file"),
         click.option("--data-seed", type=int, help="which of the original label files (data seed)"),
         click.option("--label-dir", type=click.Path(path_type=Path),
                      help=f"the original code's data-local/labels (default ${LABEL_DIR_ENV} or ./data-local/labels)"),
-        click.option("--data", "data_dir", type=click.Path(path_type=Path),
-                     help="data: by-image tree (CIFAR-10 also: tarball or batches directory)"),
+        click.option("--data", "data_dir", type=click.Path(path_type=Path), help=data_help),
         click.option("--gpus", type=int, help="scale batch, labeled batch and lr as for this many GPUs"),
         click.option("--epochs", type=int, help="train for this many epochs"),
-        click.option("--workers", type=int, help="data loading processes (0: faithful random order)"),
+        click.option("--workers", type=int,
+                     help="data loading processes, at most one per CPU core (0: faithful random order)"),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -265,7 +307,38 @@ def _resnet_options(fn):
 
 _MODEL_OPTION = click.option("--model", type=click.Choice(sorted(OLD_MODEL_NAMES)), hidden=True,
                              help="deprecated: use --method (pi is pi_model)")
-_RESUMABLE = {"resume", "overrides", "epochs", "steps", "no_progress"}
+# what a resumed run takes: --data and --label-file where its inputs are now (checked to hold what it
+# started with), --arch if it is the run's
+_RESUMABLE = {"resume", "overrides", "epochs", "steps", "no_progress", "data_dir", "label_file", "arch"}
+
+
+_STEPS_HELP = ("the ConvNet runs: train this many steps (training_length); fewer than the recipe's "
+               "shrink its ramp-up and ramp-down in proportion")
+_EXPERIMENT_OPTION = click.option(
+    "--experiment", metavar="NAME",
+    help="another runner of the original's TensorFlow half (original_configs/convnet/NAME.toml), e.g. "
+         "train_svhn or train_cifar10 (its quick runners), *_no_augmentation_final_eval; default: the paper's")
+
+
+def _check_settings(overrides, recipe: str) -> None:
+    """``--set`` checked against the recipe's settings before the command imports torch
+    (seconds), so that a misspelled key is refused at once."""
+    if not overrides:
+        return
+    from mt_repro.config.coerce import parse_overrides
+
+    if recipe == "tensorflow":
+        from mt_repro.config.convnet import HINTS
+    else:
+        from mt_repro.config.train import HINTS
+    parse_overrides(overrides, HINTS)
+
+
+def _labels_of(ctx: click.Context, n_labels: str, experiment: str | None) -> str | None:
+    """``--labels`` as given; not given with ``--experiment``: None, the runner's own count."""
+    if experiment is not None and ctx.get_parameter_source("n_labels") == click.core.ParameterSource.DEFAULT:
+        return None
+    return n_labels
 
 
 def _chosen_method(method: str | None, model: str | None) -> str | None:
@@ -280,8 +353,8 @@ def _chosen_method(method: str | None, model: str | None) -> str | None:
 
 def _given(ctx: click.Context, names) -> list[str]:
     """The options of ``names`` that the command line gave (not their defaults), as flags."""
-    return [f"--{name.replace('_', '-').replace('compile-model', 'compile').replace('data-dir', 'data').replace('overrides', 'set')}"
-            for name in names
+    flags = {param.name: max(param.opts, key=len) for param in ctx.command.params}
+    return [flags.get(name, f"--{name.replace('_', '-')}") for name in names
             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
 
 
@@ -295,7 +368,11 @@ def _resume(ctx: click.Context, resume: Path, overrides, *, epochs=None, steps=N
     if given:
         raise BadInput(f"{', '.join(given)}: a resumed run keeps the settings it was started with; "
                        "change one with --set KEY=VALUE")
-    summary = training.resume_command(resume, overrides, epochs=epochs, steps=steps, progress=not no_progress)
+    inputs = {name: ctx.params[name] if _given(ctx, [name]) else None for name in ("data_dir", "label_file", "arch")
+              if name in ctx.params}
+    summary = training.resume_command(resume, overrides, epochs=epochs, steps=steps, progress=not no_progress,
+                                      data=inputs.get("data_dir"), label_file=inputs.get("label_file"),
+                                      arch=inputs.get("arch"))
     if not isinstance(summary, KeptSummary):  # (a finished run, left as it was, said so in one line)
         _print_summary(summary)
 
@@ -321,13 +398,17 @@ def _choices(options: dict, method: str | None):
               show_default=True)
 @click.option("--arch", type=click.Choice(["cifar_shakeshake26", "convnet13"]), default="cifar_shakeshake26",
               show_default=True, help="ResNet run of Table 4, or the 13-layer ConvNet of Table 2")
-@click.option("--steps", type=int, help="convnet13 only: train for this many steps (training_length)")
+@click.option("--steps", type=int, help=_STEPS_HELP)
+@_EXPERIMENT_OPTION
 @_MODEL_OPTION
-@_resnet_options
+@_resnet_options(_CIFAR10_DATA)
 @click.pass_context
-def cifar10(ctx: click.Context, n_labels: str, arch: str, steps: int | None, model: str | None, **options) -> None:
+def cifar10(ctx: click.Context, n_labels: str, arch: str, steps: int | None, experiment: str | None,
+            model: str | None, **options) -> None:
     """The paper's CIFAR-10 runs as the original runners configured them: the ResNet
     (shake-shake 26, Table 4; 1000 or 4000 labels) or the 13-layer ConvNet (Table 2)."""
+    if options["resume"] is None:
+        _check_settings(options["overrides"], "tensorflow" if arch == "convnet13" else "pytorch")
     from mt_repro.apps import training
 
     method = _chosen_method(options["method"], model)
@@ -340,11 +421,13 @@ def cifar10(ctx: click.Context, n_labels: str, arch: str, steps: int | None, mod
         if unused:
             raise BadInput(f"{', '.join(unused)} apply to the ResNet run, not to --arch convnet13 "
                            "(its length is --steps, its split --data-seed)")
-        summary = training.convnet_command("cifar10", n_labels, _choices(options, method),
-                                           data_seed=options["data_seed"], steps=steps)
+        summary = training.convnet_command("cifar10", _labels_of(ctx, n_labels, experiment), _choices(options, method),
+                                           data_seed=options["data_seed"], steps=steps, experiment=experiment)
     else:
         if steps is not None:
             raise BadInput("--steps applies to --arch convnet13; the ResNet run's length is --epochs")
+        if experiment is not None:
+            raise BadInput("--experiment names a runner of the ConvNet runs: give --arch convnet13 too")
         if n_labels not in ("1000", "4000"):
             raise BadInput("the ResNet run (Table 4) has 1000 or 4000 labels; for other label counts "
                            "use --arch convnet13")
@@ -362,30 +445,62 @@ def cifar10(ctx: click.Context, n_labels: str, arch: str, steps: int | None, mod
               help="extra_32x32.mat images added unlabeled (with 500 labels, as in Table 3)")
 @click.option("--data-seed", type=int, help="the split's seed (default: the runner's first, 2000 or 0)")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="directory of the SVHN .mat files")
-@click.option("--steps", type=int, help="train for this many steps (sets training_length; for short runs)")
+@click.option("--steps", type=int, help=_STEPS_HELP)
+@_EXPERIMENT_OPTION
 @_MODEL_OPTION
 @_common_run_options
 @click.pass_context
 def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None, steps: int | None,
-         model: str | None, **options) -> None:
+         experiment: str | None, model: str | None, **options) -> None:
     """The paper's SVHN runs with the 13-layer ConvNet (Tables 1 and 3), as the original
     TensorFlow runners configured them."""
+    if options["resume"] is None:
+        _check_settings(options["overrides"], "tensorflow")
     from mt_repro.apps import training
 
     method = _chosen_method(options["method"], model)
     if options["resume"] is not None:
         _resume(ctx, options["resume"], options["overrides"], steps=steps, no_progress=options["no_progress"])
         return
-    _print_summary(training.convnet_command("svhn", n_labels, _choices(options, method), n_extra=int(n_extra),
-                                            data_seed=data_seed, steps=steps))
+    _print_summary(training.convnet_command("svhn", _labels_of(ctx, n_labels, experiment), _choices(options, method),
+                                            n_extra=int(n_extra), data_seed=data_seed, steps=steps,
+                                            experiment=experiment))
+
+
+@cli.command("protocol")
+@click.argument("protocol")
+@click.argument("dataset")
+@click.option("--labels", "n_labels", type=int, required=True, help="labeled images: one of the protocol's counts")
+@click.option("--method", default="mean_teacher", show_default=True, help="a method the protocol has settings for")
+@click.option("--seed", type=int, default=0, show_default=True, help="the split's seed and the run's, as USB's")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), help="the dataset's tarball or directory")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="run directory (default: results/protocol/<protocol>/<dataset>_<labels>_<method>_<seed>)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a setting (training_length=1000 for a short run)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="--out holds a run: remove its files and start afresh")
+@click.option("--no-progress", is_flag=True)
+def protocol_command(protocol: str, dataset: str, n_labels: int, method: str, seed: int, data_dir: Path | None,
+                     out: Path | None, overrides: tuple[str, ...], device: str, overwrite: bool,
+                     no_progress: bool) -> None:
+    """One cell of a benchmark protocol after the paper: `mt-repro protocol usb cifar10 --labels 40
+    --method fixmatch --seed 0` (USB/TorchSSL: WRN-28-2, 2^20 steps, the teacher evaluated)."""
+    from mt_repro.apps.protocol import run_cell
+
+    _print_summary(run_cell(protocol, dataset, n_labels, method, seed, data_dir=data_dir, out=out,
+                            overrides=",".join(overrides) or None, device=device, overwrite=overwrite,
+                            progress=not no_progress))
 
 
 @cli.command()
 @click.option("--labels", "n_labels", type=click.Choice(["10%"]), default="10%", show_default=True)
-@_resnet_options
+@_resnet_options(_IMAGENET_DATA)
 @click.pass_context
 def imagenet(ctx: click.Context, n_labels: str, **options) -> None:
     """The paper's ImageNet 10%-label ResNeXt-152 run (Table 4); data as folders train/ and val/."""
+    if options["resume"] is None:
+        _check_settings(options["overrides"], "pytorch")
     from mt_repro.apps import training
 
     if options["resume"] is not None:
@@ -396,6 +511,38 @@ def imagenet(ctx: click.Context, n_labels: str, **options) -> None:
         "imagenet_10pct", _choices(options, options["method"]), label_file=options["label_file"],
         data_seed=options["data_seed"], label_dir=options["label_dir"], gpus=options["gpus"],
         epochs=options["epochs"], workers=options["workers"]))
+
+
+@cli.command("resume")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="change a setting from here on")
+@click.option("--epochs", type=int, help="a ResNet run: lengthen it to this many epochs")
+@click.option("--steps", type=int, help="a ConvNet run: lengthen it to this many steps")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path),
+              help="where the run's data is now (it moved): used if its content is the run's, else refused")
+@click.option("--label-file", type=click.Path(path_type=Path),
+              help="where the run's label file is now: used if its content is the run's, else refused")
+@click.option("--no-progress", is_flag=True)
+@click.pass_context
+def resume_command(ctx: click.Context, directory: Path, overrides: tuple[str, ...], epochs: int | None,
+                   steps: int | None, data_dir: Path | None, label_file: Path | None, no_progress: bool) -> None:
+    """Continue an interrupted run from its last checkpoint, bit for bit, from any working
+    directory, with the settings it was started with (its config.json): a run directory of any
+    training command, or the --out of `mt-repro digits` (its whole grid)."""
+    from mt_repro.apps import digits_demo, training
+    from mt_repro.engine.runs import KeptSummary
+
+    if not (directory / "config.json").is_file() and digits_demo.is_demo_dir(directory):
+        given = _given(ctx, [name for name in ctx.params if name not in ("directory", "no_progress")])
+        if given:
+            raise BadInput(f"{', '.join(given)}: a digits demo resumes its grid as it was asked; to change it, "
+                           f"run `mt-repro digits --out {directory}` with other options")
+        _print_demo(digits_demo.resume_demo(directory, progress=not no_progress), directory)
+        return
+    summary = training.resume_command(directory, overrides, epochs=epochs, steps=steps, progress=not no_progress,
+                                      data=data_dir, label_file=label_file)
+    if not isinstance(summary, KeptSummary):  # (a finished run, left as it was, said so in one line)
+        _print_summary(summary)
 
 
 @cli.command()
@@ -411,6 +558,7 @@ def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, 
     """Run the grid of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
     resuming interrupted ones: svhn_250_vary_{consistency_cost,dropout,ema_decay,
     logit_distance_cost,perturbation,trust}."""
+    _check_settings(overrides, "tensorflow")
     from mt_repro.apps import training
 
     choices = training.RunChoices(data_dir=data_dir, device=device, out=out, overrides=overrides,
@@ -431,8 +579,9 @@ def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, 
 @click.option("--workers", type=int, help="faithful mode's loader processes (default: the config's)")
 @click.option("--compile", "compile_model", is_flag=True, help="fast mode with torch.compile")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results"), show_default=True,
-              help="directory of the dated result file")
+@click.option("--out", type=click.Path(path_type=Path), default=Path(BENCH_OUT), show_default=True,
+              help="directory of the dated result file, under the current directory unless absolute "
+                   "(this repository's own results: --out benchmarks/results)")
 @click.option("--no-save", is_flag=True)
 def bench_command(arch: str, modes: str, legacy: Path | None, batch_size: int, labeled_batch_size: int,
                   steps: int, warmup: int, workers: int | None, compile_model: bool, device: str,
@@ -489,7 +638,8 @@ def port_checkpoint(old: Path, new: Path, arch: str | None, num_classes: int | N
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--trust", is_flag=True, help=_TRUST_HELP)
 def inspect_command(file: Path, trust: bool) -> None:
-    """What a checkpoint (.ckpt, any PyTorch) or log (.jsonl, original .msgpack) holds."""
+    """What a checkpoint (.ckpt, any PyTorch), a log (.jsonl, original .msgpack) or a run's JSON
+    file (config.json, summary.json) holds."""
     from mt_repro.legacy import inspect
 
     click.echo("\n".join(inspect.inspect_file(file, trust=trust, warn=_warn)))
@@ -503,17 +653,19 @@ def inspect_command(file: Path, trust: bool) -> None:
 @click.option("--eval-subdir", help="split to evaluate (default: test, for imagenet val)")
 @click.option("--arch", help="architecture (default: the checkpoint's arch key)")
 @click.option("--batch-size", default=256, show_default=True)
-@click.option("--workers", default=4, show_default=True, help="loading processes (x2, as the original)")
+@click.option("--workers", default=4, show_default=True, help="loading processes (x2, as the original; at most one per CPU core)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--trust", is_flag=True, help=_TRUST_HELP)
+@click.option("--no-progress", is_flag=True)
 def evaluate_command(checkpoint: Path, data_dir: Path, dataset: str, eval_subdir: str | None,
-                     arch: str | None, batch_size: int, workers: int, device: str, trust: bool) -> None:
+                     arch: str | None, batch_size: int, workers: int, device: str, trust: bool,
+                     no_progress: bool) -> None:
     """Student and teacher prec@1/prec@5 of a checkpoint, as the original's validation."""
     from mt_repro.apps import evaluate
 
     result = evaluate.evaluate_checkpoint(
         checkpoint, data_dir, dataset=dataset, eval_subdir=eval_subdir, arch=arch,
-        batch_size=batch_size, workers=workers, device=device, trust=trust, warn=_warn)
+        batch_size=batch_size, workers=workers, device=device, trust=trust, warn=_warn, progress=not no_progress)
     click.echo("\n".join(result.lines()))
 
 
@@ -619,53 +771,64 @@ def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, data
 @click.pass_context
 def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Path | None, html_file: Path | None) -> None:
     """Our runs (or the original code's) against the paper's numbers: mean ± std, n, difference,
-    Welch's t-test and a verdict per cell. Exit 0 when every cell is reproduced, 1 otherwise.
+    Welch's t-test and a verdict per cell; runs that differ from the paper's recipe (steps,
+    synthetic data, network, width, labels, settings) are "not comparable", with the reasons.
+    Exit 0 when every cell is reproduced, 1 otherwise.
 
     RUN_DIR may be a run or a directory holding runs. Ours are found by summary.json, the
     original PyTorch code's by ema_validation.msgpack or its `port-log` CSV, ema_validation.csv,
     in the original's results/<runner>/<date>/<labels>_<seed>/ layout."""
-    from mt_repro.paper import compare, plot, report, results, runs
+    from mt_repro.paper import compare, report, results, runs
 
     if table is not None:
         results.check_table_number(table)
+    if out is not None:   # before any run is read: a long comparison does not end in a bad path
+        report.check_output(out, "--out", directory=True)
+    if html_file is not None:
+        report.check_output(html_file, "--html")
     found = runs.find_runs(list(run_dirs))
     comparisons = compare.compare(found, table)
     click.echo(report.terminal_table(comparisons))
-    try:
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "comparison.md").write_text(report.markdown(comparisons))
-            (out / "comparison.csv").write_text(report.csv_text(comparisons))
-            click.echo(f"wrote {out / 'comparison.md'} and {out / 'comparison.csv'}")
-        if html_file is not None:
-            plots = []
-            for c in comparisons:
-                curves = [r.path for r in c.runs if (r.path / plot.TRAINING_LOG).is_file()]
-                if curves:
-                    caption = f"Table {c.paper.table}, {c.paper.row}: {c.paper.key.describe()}"
-                    plots.append((caption, plot.png_bytes(curves, caption)))
-            html_file.write_text(report.html_page(comparisons, plots))
-            click.echo(f"wrote {html_file}")
-    except OSError as exc:
-        raise BadInput(f"cannot write the report: {exc.strerror or exc}") from None
-    reproduced = sum(c.verdict == compare.REPRODUCED for c in comparisons)
-    click.echo(f"{reproduced} of {len(comparisons)} cell(s) reproduced")
+    if out is not None:
+        report.write_report_file(out / "comparison.md", report.markdown(comparisons))
+        report.write_report_file(out / "comparison.csv", report.csv_text(comparisons))
+        click.echo(f"wrote {out / 'comparison.md'} and {out / 'comparison.csv'}")
+    if html_file is not None:
+        report.write_report_file(html_file, report.html_page(comparisons, report.figures(comparisons)))
+        click.echo(f"wrote {html_file}")
+    click.echo(report.summary_line(comparisons))
     if not compare.all_reproduced(comparisons):
         ctx.exit(1)
 
 
 @cli.command("plot")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("curves.png"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("curves.png"), show_default=True,
+              help="the figure: .png, .pdf or .svg, by its extension")
 @click.option("--title", help="a title above the curves")
 def plot_command(run_dirs: tuple[Path, ...], out: Path, title: str | None) -> None:
-    """Training curves in the style of the paper's Figure 3: student and teacher
-    classification cost and error against steps, log scale, runs overlaid.
+    """Training curves in the style of the paper's Figure 3: test error of the student (solid)
+    and the teacher (dashed) against steps, and the training classification cost; one colour
+    per method, the mean over its runs (seeds) with a band of ± std.
 
     RUN_DIR may be a run (it holds training.jsonl) or a directory holding runs."""
     from mt_repro.paper import plot
 
     click.echo(f"wrote {plot.write_plot(list(run_dirs), out, title)}")
+
+
+@cli.command("published")
+@click.option("--source", help="fixmatch, torchssl, usb or oliver2018")
+@click.option("--dataset", help="cifar10, cifar100, svhn, stl10 or imagenet")
+@click.option("--method", help="a method name as the rows give it (mean_teacher, fixmatch, ...)")
+def published_command(source: str | None, dataset: str | None, method: str | None) -> None:
+    """Other published numbers for the WRN-28-2 protocol (FixMatch's Table 2, TorchSSL's README,
+    USB's classic_cv.csv, Oliver et al. 2018's Table 1), as error rates, with invalid ones
+    marked and why; provenance per number is in mt_repro/paper/published.csv."""
+    from mt_repro.paper import published
+
+    published.check_filters(source, dataset)
+    click.echo(published.terminal_table(published.published_numbers(source, dataset, method)))
 
 
 def _one_line(message: str) -> str:
@@ -683,8 +846,8 @@ def main(argv: list[str] | None = None) -> int:
             return result
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.Abort:
-        click.echo("mt-repro: interrupted", err=True)
+    except click.Abort as exc:  # click's form of a Ctrl-C: what was interrupted is its cause
+        click.echo(_interrupted(exc.__cause__, sys.argv[1:] if argv is None else argv), err=True)
         return 1
     except click.UsageError as exc:
         click.echo(f"mt-repro: error: {_one_line(exc.format_message())}", err=True)
@@ -692,10 +855,26 @@ def main(argv: list[str] | None = None) -> int:
     except MtReproError as exc:
         click.echo(f"mt-repro: error: {_one_line(str(exc))}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("mt-repro: interrupted; continue with --resume <run directory>", err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(_interrupted(exc, sys.argv[1:] if argv is None else argv), err=True)
         return 1
     return 0
+
+
+_GRID_COMMANDS = ("table", "ablation")   # run again, they keep finished runs and resume the interrupted one
+
+
+def _interrupted(cause: BaseException | None, argv: list[str]) -> str:
+    """The line a Ctrl-C leaves: how to go on. A run (or the digits demo's grid) interrupted
+    names its directory (``RunInterrupted``): ``mt-repro resume DIR`` continues it."""
+    import shlex
+
+    if argv and argv[0] in _GRID_COMMANDS:
+        return _one_line(f"mt-repro: interrupted; continue with the same command: {shlex.join(['mt-repro', *argv])}")
+    directory = getattr(cause, "directory", None)
+    if directory is None:
+        return "mt-repro: interrupted"
+    return _one_line(f"mt-repro: interrupted; continue with: mt-repro resume {shlex.quote(str(directory))}")
 
 
 if __name__ == "__main__":

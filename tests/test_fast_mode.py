@@ -3,6 +3,8 @@ transforms given the same parameters, and training steps fed the same minibatche
 same losses (float32 on the CPU; bf16 tolerance where a GPU with bf16 runs the test)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -226,6 +228,7 @@ def test_cli_mode_option(tmp_path, cli):
         "--set", "batch_size=32", "--set", "labeled_batch_size=8", "--set", "lr_rampdown_epochs=2",
         "--set", "workers=0", "--device", "cpu", "--out", tmp_path / "run", "--no-progress")
     assert code == 0, err
-    assert "mode=fast" in out and "mt-repro: warning: cpu has no bf16 support" in err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["mode"] == "fast"
+    assert "mt-repro: warning: cpu has no bf16 support" in err
     assert_one_line_error(cli("cifar10", "--labels", "1000", "--data", tmp_path / "c.tar.gz",
                               "--label-file", tmp_path / "l.txt", "--compile"), "compile", "fast")

@@ -18,8 +18,10 @@ over the data seeds.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -27,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mt_repro.config.compose import DemoConfig, digits_run, load_demo_config
-from mt_repro.config.saved import to_saved
-from mt_repro.config.train import SAMPLINGS, TrainConfig
+from mt_repro.config.saved import read_saved
+from mt_repro.config.train import MODES, SAMPLINGS, TrainConfig
 from mt_repro.core.errors import BadInput
+from mt_repro.core.fileio import write_text_atomic
 from mt_repro.data import digits
 from mt_repro.data.labels import write_label_file
 from mt_repro.engine import runs
@@ -39,6 +42,7 @@ from mt_repro.methods.registry import method_class
 
 log = logging.getLogger(__name__)
 BASELINE = "supervised"
+GRID_FILE = "demo.json"   # in --out: what the last command asked for, for `mt-repro resume OUT`
 
 
 @dataclass
@@ -150,48 +154,118 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
     if epochs is not None and epochs < 1:
         raise BadInput(f"--epochs must be at least 1, got {epochs}")
     out_dir = Path(out_dir)
+    plan = [_seed_plan(demo, data_seed, n_labels, [BASELINE, *methods], epochs, out_dir, sampling, mode)
+            for data_seed in range(n_seeds)]
+    for seed_plan in plan:  # every run's settings checked before the first one starts
+        for method, cfg in seed_plan.configs:
+            check_config(cfg)
+            if not overwrite:
+                _refuse_other_settings(cfg, method)
+    _record_grid(out_dir, dict(n_labels=n_labels, n_seeds=n_seeds, epochs=epochs, methods=methods,
+                               sampling=sampling, mode=mode, config=None if config is None else os.path.abspath(config)))
     quiet = _OnceAndWarningsOnly()
     result = DemoResult(n_labels, list(range(n_seeds)), list(methods), sampling=sampling)
-    for data_seed in result.seeds:
-        entries = digits.label_file_entries(n_labels, data_seed)  # checks n_labels first
-        label_file = out_dir / "labels" / f"{n_labels}_{data_seed}.txt"
-        try:
-            label_file.parent.mkdir(parents=True, exist_ok=True)
-            write_label_file(label_file, entries)
-        except OSError as exc:
-            raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-        configs = [(m, demo_configs(demo, m, n_labels, label_file, data_seed, epochs, out_dir, sampling, mode))
-                   for m in [BASELINE, *methods]]
-        for _, cfg in configs:  # every run's settings checked before the first one starts
-            check_config(cfg)
-        for method, cfg in configs:
-            start = time.time()
-            with _quiet(quiet):
-                summary = _run(cfg, Path(cfg.out_dir), method, data_seed, overwrite=overwrite, progress=progress)
-            student, teacher = summary["student_error1"], summary["teacher_error1"]
-            # Each method is judged by the network its paper reports (Mean Teacher: the teacher).
-            reported, other = (teacher, student) if reported_model(method) == "teacher" else (student, teacher)
-            result.runs.append(DemoRun(method, data_seed, reported, other, summary["global_step"],
-                                       time.time() - start))
+    try:
+        for seed_plan in plan:
+            _run_seed(result, seed_plan, out_dir, quiet, overwrite=overwrite, progress=progress)
+    except KeyboardInterrupt as exc:  # named by the grid: `mt-repro resume OUT` continues all of it
+        raise runs.RunInterrupted(out_dir) from exc
     return result
+
+
+@dataclass
+class _SeedPlan:
+    data_seed: int
+    label_file: Path
+    label_entries: list
+    configs: list[tuple[str, TrainConfig]]   # (method, its run's settings), supervised first
+
+
+def _seed_plan(demo: DemoConfig, data_seed: int, n_labels: int, methods: list[str], epochs: int | None,
+               out_dir: Path, sampling: str, mode: str) -> _SeedPlan:
+    entries = digits.label_file_entries(n_labels, data_seed)  # checks n_labels first
+    label_file = out_dir / "labels" / f"{n_labels}_{data_seed}.txt"
+    configs = [(m, demo_configs(demo, m, n_labels, label_file, data_seed, epochs, out_dir, sampling, mode))
+               for m in methods]
+    return _SeedPlan(data_seed, label_file, entries, configs)
+
+
+def _run_seed(result: DemoResult, plan: _SeedPlan, out_dir: Path, quiet: logging.Filter, *,
+              overwrite: bool, progress: bool) -> None:
+    try:
+        plan.label_file.parent.mkdir(parents=True, exist_ok=True)
+        write_label_file(plan.label_file, plan.label_entries)
+    except OSError as exc:
+        raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    for method, cfg in plan.configs:
+        start = time.time()
+        with _quiet(quiet):
+            summary = _run(cfg, Path(cfg.out_dir), method, plan.data_seed, overwrite=overwrite, progress=progress)
+        student, teacher = summary["student_error1"], summary["teacher_error1"]
+        # Each method is judged by the network its paper reports (Mean Teacher: the teacher).
+        reported, other = (teacher, student) if reported_model(method) == "teacher" else (student, teacher)
+        result.runs.append(DemoRun(method, plan.data_seed, reported, other, summary["global_step"],
+                                   time.time() - start))
+
+
+def _record_grid(out_dir: Path, choices: dict) -> None:
+    """``OUT/demo.json``: the grid this command runs, for ``resume_demo`` (``mt-repro resume OUT``)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / GRID_FILE, json.dumps({"command": "digits", **choices}, indent=2) + "\n")
+    except OSError as exc:
+        raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+
+
+def is_demo_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` is the ``--out`` of a digits demo (it holds the grid's record)."""
+    return (Path(directory) / GRID_FILE).is_file()
+
+
+def resume_demo(out_dir: str | Path, *, progress: bool = True) -> DemoResult:
+    """Continue the grid last run into ``out_dir`` with its own choices: finished runs' results
+    kept, an interrupted one resumed, the others started."""
+    path = Path(out_dir) / GRID_FILE
+    if not path.is_file():
+        raise BadInput(f"{out_dir} holds no digits demo ({GRID_FILE}): run `mt-repro digits --out {out_dir}` "
+                       "with the options it was started with (its finished runs are kept)")
+    choices = read_saved(path)
+    types = {"n_labels": int, "n_seeds": int, "epochs": (int, type(None)), "methods": list, "sampling": str,
+             "mode": str, "config": (str, type(None))}
+    if (not isinstance(choices, dict) or choices.get("command") != "digits"
+            or any(not isinstance(choices.get(k), t) or isinstance(choices.get(k), bool) for k, t in types.items())
+            or not all(isinstance(m, str) for m in choices["methods"]) or choices["mode"] not in MODES):
+        raise BadInput(f"{path} is not the record of a digits demo: run `mt-repro digits --out {out_dir}` "
+                       "with the options it was started with (its finished runs are kept)")
+    return run_demo(choices["n_labels"], choices["n_seeds"], choices["epochs"], out_dir, config=choices["config"],
+                    methods=choices["methods"], sampling=choices["sampling"], mode=choices["mode"],
+                    progress=progress)
 
 
 def _run(config, run_dir: Path, method: str, data_seed: int, *, overwrite: bool, progress: bool) -> dict:
     """One run of the demo's grid, as ``table`` treats its runs: a run directory that holds this
     very run finished gives its summary (nothing is trained again, nothing is added to its
-    logs), one that holds it interrupted is resumed, an empty one starts it; a directory that
-    holds a run with other settings is refused unless ``overwrite``."""
+    logs), one that holds it interrupted is resumed, an empty one starts it (a directory that
+    holds a run with other settings was refused before, unless ``overwrite``)."""
     what = f"data seed {data_seed}: {method.replace('_', ' ')}"
     if not overwrite and (run_dir / CONFIG_FILE).is_file():
-        if to_saved(runs.read_run_config(run_dir)) != to_saved(config):
-            raise BadInput(f"{run_dir} holds a run of {method} with other settings than this command's: "
-                           "start it afresh with --overwrite (its files are removed), or choose another --out")
         finished = (run_dir / SUMMARY_FILE).is_file()
         _say(progress, f"{what}: {'finished already, its result kept' if finished else 'resuming it'}")
-        return runs.resume(run_dir, progress=progress)
+        # at this --out's paths (it may have moved): the label file is used if its content is the run's
+        return runs.resume(run_dir, overrides={"labels": config.labels, "out_dir": str(run_dir)}, progress=progress)
     trainer = runs.start(config, run_dir, overwrite=overwrite, progress=progress)
     _say(progress, f"{what}, {trainer.run_epochs} epochs of {trainer.data.steps_per_epoch} steps")
     return trainer.fit()
+
+
+def _refuse_other_settings(config, method: str) -> None:
+    """``BadInput`` if the run's directory holds a run with other settings (where the files
+    are aside: --out may have moved)."""
+    run_dir = Path(config.out_dir)
+    if (run_dir / CONFIG_FILE).is_file() and (
+            runs.without_locations(runs.read_run_config(run_dir)) != runs.without_locations(config)):
+        raise BadInput(f"{run_dir} holds a run of {method} with other settings than this command's: "
+                       "start it afresh with --overwrite (its files are removed), or choose another --out")
 
 
 def _say(progress: bool, message: str) -> None:

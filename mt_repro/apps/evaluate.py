@@ -36,8 +36,9 @@ class Evaluation:
 def evaluate_checkpoint(path: str | Path, data_dir: str | Path, *, dataset: str = "cifar10",
                         eval_subdir: str | None = None, arch: str | None = None,
                         batch_size: int = 256, workers: int = 4, device: str = "auto",
-                        trust: bool = False, warn: Warn = stderr_warning) -> Evaluation:
-    """Student and teacher precision@1/@5 on a part of ``dataset`` (default: its test part)."""
+                        trust: bool = False, warn: Warn = stderr_warning, progress: bool = True) -> Evaluation:
+    """Student and teacher precision@1/@5 on a part of ``dataset`` (default: its test part),
+    each with its progress bar unless not ``progress``."""
     spec = get_dataset(dataset)
     if spec.open_part is None:
         raise BadInput(f"mt-repro evaluate reads the datasets of the ResNet runs; {dataset} is not one")
@@ -51,7 +52,8 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path, *, dataset: str 
     # twice the workers, as the original's evaluation loader
     loader = evaluation_loader(spec, data_dir, part, batch_size, 2 * workers, pin_memory=run_device.type == "cuda")
     try:
-        results = [evaluate_model(model, loader, run_device) for model in (student, teacher)]
+        results = [evaluate_model(model, loader, run_device, progress=f"evaluating the {name}" if progress else None)
+                   for name, model in (("student", student), ("teacher", teacher))]
     except RuntimeError as exc:  # e.g. a CIFAR-10 network given the digits' one-channel images
         first = " ".join(str(exc).split())[:160]
         raise BadInput(f"{arch} cannot take the images of {dataset} ({first})") from None

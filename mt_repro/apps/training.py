@@ -16,11 +16,12 @@ from typing import Any, Iterable
 from mt_repro.config import compose
 from mt_repro.config.coerce import parse_overrides
 from mt_repro.config.convnet import HINTS as CONVNET_HINTS
-from mt_repro.config.convnet import load_experiment
+from mt_repro.config.convnet import ablation_names, experiment_names, load_experiment
 from mt_repro.config.paper import load_paper_config
 from mt_repro.config.train import HINTS as TRAIN_HINTS
 from mt_repro.core.errors import BadInput
 from mt_repro.core.rng import seed_everything
+from mt_repro.data.labels import read_label_file
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import runs
 from mt_repro.engine.recipes import check_config
@@ -69,6 +70,7 @@ def resnet_command(config_name: str, choices: RunChoices, *, label_file=None, da
     overrides = parse_overrides(choices.overrides, TRAIN_HINTS)  # a typo fails before files are looked for
     if label_file is not None and data_seed is not None:
         raise BadInput("give --label-file or --data-seed, not both")
+    own_file = label_file is not None
     if label_file is None:
         label_file = compose.resnet_label_file(config_name, data_seed, label_dir)
         run_name = f"{config_name.split('_', 1)[1]}_{paper.data_seeds[0] if data_seed is None else data_seed}"
@@ -84,58 +86,125 @@ def resnet_command(config_name: str, choices: RunChoices, *, label_file=None, da
                                 overrides=overrides)
     check_config(config)
     out = choices.out or runs.default_out_dir(config_name, run_name)
+    runs.refuse_existing_run(out, overwrite=choices.overwrite)  # before the lines that describe the run
     log.info(f"{paper.title} ({paper.source}), {gpus or paper.gpus} GPU(s)' worth of batch and lr")
-    log.info(describe_settings(config))
+    if own_file:
+        _say_which_labels(config_name, label_file)
+    log.info(describe_settings(config, out, overrides))
     return runs.train(config, out, overwrite=choices.overwrite, progress=choices.progress)
 
 
-def convnet_command(dataset: str, n_labels: str, choices: RunChoices, *, n_extra: int = 0,
-                    data_seed: int | None = None, steps: int | None = None) -> dict[str, Any]:
+def _say_which_labels(config_name: str, label_file) -> None:
+    """The label file decides which images are labeled; ``--labels N`` chose the recipe made for
+    N labels: a line when the two disagree (a file that cannot be read is the run's to refuse)."""
+    expected = config_name.split("_", 1)[1]
+    try:
+        found = len(read_label_file(label_file))
+    except BadInput:
+        return
+    if expected.isdigit() and found != int(expected):
+        log.info(f"label file {Path(label_file).name}: {found} labeled images, the ones trained with; "
+                 f"--labels {expected} chose the recipe ({config_name})")
+
+
+def _runner(dataset: str, method: str, experiment: str | None) -> str:
+    """The original runner of a ConvNet run: ``--experiment``, one of ``dataset``'s runners that
+    are not ablation grids, else the paper's runner of ``method``."""
+    if experiment is None:
+        return compose.convnet_experiment_for(dataset, method)
+    grids = ablation_names()
+    runners = [name for name in experiment_names() if name not in grids and load_experiment(name).dataset == dataset]
+    if experiment not in runners:
+        grid = f"; {experiment} is an ablation grid: `mt-repro ablation {experiment}`" if experiment in grids else ""
+        raise BadInput(f"--experiment {experiment!r} is not a runner of {dataset}; they are: "
+                       f"{', '.join(runners)}{grid}")
+    return experiment
+
+
+def _shortened(config, steps: int, overrides: dict[str, Any]) -> tuple[Any, str | None]:
+    """``config`` for ``steps`` steps (``--steps``). Fewer than the recipe's: its ramp-up and
+    ramp-down (of lr, Adam's betas, consistency weight, EMA decay) shrink in proportion, so a short
+    run is the recipe's schedule in miniature rather than a run that starts inside the recipe's
+    25,000-step ramp-down at a vanishing learning rate; ramps set with ``--set`` stay as set. More
+    than the recipe's: ramps as they are, as the original lengthened its runs with extra images.
+    Returns the settings and the line that says what was scaled (None: nothing)."""
+    changes: dict[str, Any] = {"training_length": steps}
+    if steps < config.training_length:
+        for key in ("rampup_length", "rampdown_length"):
+            length = getattr(config, key)
+            if key not in overrides and length:
+                changes[key] = max(1, round(length * steps / config.training_length))
+    scaled = ", ".join(f"{key} {getattr(config, key)} -> {changes[key]}" for key in changes if key != "training_length")
+    note = f"--steps {steps} of the recipe's {config.training_length}: {scaled}, in proportion" if scaled else None
+    return config.replace(**changes).validate(), note
+
+
+def convnet_command(dataset: str, n_labels: str | None, choices: RunChoices, *, n_extra: int = 0,
+                    data_seed: int | None = None, steps: int | None = None,
+                    experiment: str | None = None) -> dict[str, Any]:
     """A ConvNet run of the paper (Tables 1-3): the original TensorFlow runner of its method
-    (supervised-only's own, else Mean Teacher's and the Π model's), its settings for the number
-    of labels and extra images, the method's ``[convnet]`` table for a method the runner did
-    not run, then ``--set``."""
+    (supervised-only's own, else Mean Teacher's and the Π model's) or ``experiment``, its settings
+    for the number of labels (None: the runner's first) and extra images, the method's
+    ``[convnet]`` table for a method the runner did not run, then ``--set``; ``steps``: a run of
+    that many steps (``_shortened``)."""
     method = choices.method or "mean_teacher"
-    name = compose.convnet_experiment_for(dataset, method)
+    name = _runner(dataset, method, experiment)
     experiment = load_experiment(name)
+    n_labels = str(experiment.n_labeled[0]) if n_labels is None else n_labels
     if choices.data_dir is None:
         raise BadInput("pass --data: the CIFAR-10 tarball or batches directory, or the directory of "
                        "the SVHN .mat files")
     overrides = parse_overrides(choices.overrides, CONVNET_HINTS)
-    if steps is not None:
-        overrides["training_length"] = steps
     n_labeled = n_labels if n_labels == "all" else int(n_labels)
     config = compose.convnet_run(name, n_labeled=n_labeled, method=method, data_seed=data_seed,
                                  n_extra_unlabeled=n_extra, run=choices.run_values(), overrides=overrides)
+    config, shortened = _shortened(config, steps, overrides) if steps is not None else (config, None)
     check_config(config)
     extra = f"_extra{n_extra}" if n_extra else ""
     out = choices.out or Path("results") / name / f"{n_labels}{extra}_{method}_{config.data_seed}"
+    runs.refuse_existing_run(out, overwrite=choices.overwrite)  # before the lines that describe the run
     log.info(f"{name} ({experiment.source}): {method}, {n_labels} labels{extra and f', {n_extra} extra'}, "
              f"data seed {config.data_seed}, {config.training_length} steps")
-    log.info(describe_settings(config))
+    if shortened:
+        log.info(shortened)
+    log.info(describe_settings(config, out, overrides))
     return runs.train(config, out, overwrite=choices.overwrite, progress=choices.progress)
 
 
 def resume_command(run_dir: str | Path, overrides: Iterable[str] = (), *, epochs: int | None = None,
-                   steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+                   steps: int | None = None, progress: bool = True, data: str | Path | None = None,
+                   label_file: str | Path | None = None, arch: str | None = None) -> dict[str, Any]:
     """Continue a run directory of either recipe; ``--set`` in the run's own vocabulary, ``epochs``
-    (the ResNet runs) or ``steps`` (the ConvNet runs) to lengthen it. A run that had finished,
+    (the ResNet runs) or ``steps`` (the ConvNet runs) to lengthen it. ``data`` and ``label_file``:
+    where the run's inputs are now, used if they hold what it started with (refused otherwise);
+    ``arch``: the command line's ``--arch``, which must be the run's. A run that had finished,
     and still would with these changes, is left as it is: its summary comes back as a
     ``runs.KeptSummary``."""
     config = runs.read_run_config(run_dir)
-    changes = parse_overrides(overrides, HINTS[config.recipe.name])
+    recipe = config.recipe.name
+    if arch is not None and arch != config.arch:
+        raise BadInput(f"--arch {arch}: run {run_dir} is a {config.arch} run, and a resumed run keeps its network")
+    changes = parse_overrides(overrides, HINTS[recipe])
     for flag, key, value in (("--epochs", "epochs", epochs), ("--steps", "training_length", steps)):
         if value is not None:
-            if key not in HINTS[config.recipe.name]:
-                raise BadInput(f"{flag} does not apply to this run (a {config.recipe.name}-recipe run); "
+            if key not in HINTS[recipe]:
+                raise BadInput(f"{flag} does not apply to this run (a {recipe}-recipe run); "
                                f"use {'--steps' if flag == '--epochs' else '--epochs'}")
             changes[key] = value
+    for flag, key, value in (("--data", "data_dir", data), ("--label-file", "labels", label_file)):
+        if value is not None:
+            if key not in {item.field for item in runs.inputs_of(config)}:
+                raise BadInput(f"{flag} does not apply to run {run_dir} (a {recipe}-recipe run: its split "
+                               "is its data seed)")
+            changes[key] = str(value)
     return runs.resume(run_dir, overrides=changes, progress=progress)
 
 
 def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False) -> tuple[int, int]:
     """Every run of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
     resuming interrupted ones; returns (runs, already finished)."""
+    if name not in ablation_names():  # (the runners of single runs are not grids)
+        raise BadInput(f"no ablation {name!r}; the ablations: {', '.join(ablation_names())}")
     experiment = load_experiment(name)
     grid = experiment.ablation_runs()
     overrides = parse_overrides(choices.overrides, CONVNET_HINTS)
@@ -154,8 +223,8 @@ def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False) -
         if choices.data_dir is None:
             raise BadInput("pass --data: the directory of the SVHN .mat files")
         log.info(f"[{number}/{len(grid)}] {directory}")
-        if (directory / CONFIG_FILE).is_file():
-            runs.resume(directory, progress=choices.progress)
+        if (directory / CONFIG_FILE).is_file():  # the data given again, if it moved: checked to be the run's
+            runs.resume(directory, overrides={"data_dir": str(choices.data_dir)}, progress=choices.progress)
             continue
         config = compose.convnet_run(name, n_labeled=experiment.n_labeled[0], method=experiment.methods[0],
                                      data_seed=data_seed, run=choices.run_values(),
@@ -180,22 +249,17 @@ def legacy_main(argv: Iterable[str]) -> list[str] | dict[str, Any]:
     if args.evaluate:
         lines = []
         for name, model in (("student", trainer.method.student), ("teacher", trainer.method.teacher)):
-            result = trainer.evaluate(model)
+            result = trainer.evaluate(model, name)
             lines.append(f"{name}: prec@1 {result['top1/avg']:.3f}  prec@5 {result['top5/avg']:.3f}")
         return lines
     return trainer.fit()
 
 
-def describe_settings(config) -> str:
-    """The settings a run starts with, a few per line, for its first lines of output."""
-    items = [f"{k}={v}" for k, v in config.to_dict().items()]
-    lines, line = [], "config:"
-    for item in items:
-        if len(line) + len(item) > 100:
-            lines.append(line)
-            line = "  "
-        line += f" {item}" if line.strip() else item
-    return "\n".join(lines + [line])
+def describe_settings(config, out_dir, overrides: dict[str, Any]) -> str:
+    """The settings a run starts with, for its first lines of output: where every one of them
+    is (its config.json, written as it starts), and one per line those ``--set`` changed."""
+    lines = [f"settings: all {len(config.to_dict())} in {Path(out_dir) / CONFIG_FILE}"]
+    return "\n".join(lines + [f"  --set {key}={value}" for key, value in overrides.items()])
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:

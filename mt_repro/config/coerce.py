@@ -6,6 +6,7 @@ One coercion serves every typed settings class (``TrainConfig``, ``ConvNetConfig
 """
 from __future__ import annotations
 
+import difflib
 import typing
 from typing import Any, Iterable
 
@@ -77,9 +78,21 @@ def parse_overrides(pairs: Iterable[str], hints: dict[str, Any]) -> dict[str, An
         if not sep or not key:
             raise BadInput(f"--set expects key=value, got {pair!r}")
         if key not in hints:
-            raise BadInput(f"--set: unknown setting {key!r}; known: {', '.join(sorted(hints))}")
+            raise BadInput(f"--set: unknown setting {key!r}{_did_you_mean(key, hints)}; known: {', '.join(sorted(hints))}")
         overrides[key] = coerce_setting(hints, key, value.strip(), "--set")
     return overrides
+
+
+# The original pytorch/main.py's other spellings of two flags (--learning-rate, --wd).
+_ALIASES = {"learning_rate": "lr", "wd": "weight_decay"}
+
+
+def _did_you_mean(key: str, names: Iterable[str]) -> str:
+    """`` (did you mean 'lr'?)`` for the original's alias of a known name, else the closest
+    known name (difflib's ratio), or nothing."""
+    names = list(names)
+    close = [_ALIASES[key]] if _ALIASES.get(key) in names else difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_pairs(text: str | None, what: str) -> dict[str, str]:

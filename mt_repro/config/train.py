@@ -28,6 +28,8 @@ MODES = ("faithful", "fast")  # how a run computes (mt_repro.engine.fast_mode), 
 @dataclass
 class TrainConfig:
     recipe: ClassVar[Recipe] = PYTORCH
+    # fewer labeled images than labeled places per minibatch: refused, as the original's sampler did
+    labeled_may_repeat: ClassVar[bool] = False
     # Flags of the original pytorch/main.py, with its defaults.
     dataset: str = "imagenet"
     train_subdir: str = "train"
@@ -159,4 +161,4 @@ class TrainConfig:
         return cls(**typed_values(HINTS, values, source))
 
 
-HINTS = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name != "recipe"}
+HINTS = {f.name: typing.get_type_hints(TrainConfig)[f.name] for f in dataclasses.fields(TrainConfig)}

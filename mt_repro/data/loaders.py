@@ -8,6 +8,8 @@ minibatch composition (two streams, labeled only, or uniform) and wraps them as
 happens in the original's order. Fast mode (``config.mode``) trains datasets that have a batch
 augmentation from ``DeviceBatches`` on ``device``, over the same batch sampler; the others keep
 per-image loading with workers that stay alive between epochs and prefetch further ahead.
+The sample extras a method asks for (``mt_repro.data.sample_extras``) come with the faithful
+loader's minibatches; the strong view (``strong_input``) only there, from its own generator.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from mt_repro.core.errors import BadInput
 from mt_repro.core.types import Batch
 from mt_repro.data.device_loader import DeviceBatches, images_in_memory
 from mt_repro.data.labels import apply_labels, read_label_file
+from mt_repro.data.randaugment import StrongAugment, StrongView
 from mt_repro.data.registry import DatasetSpec, get_dataset
 from mt_repro.data.sample_extras import SampleExtras
 from mt_repro.data.sampling import TwoStreamBatchSampler
@@ -45,15 +48,20 @@ class LoaderData:
         return len(self.train_loader)
 
     def epoch(self, epoch: int, start: int = 0, steps: int | None = None) -> Iterator[Batch]:
-        """The minibatches of ``epoch``. A loader draws its permutations when an epoch begins, so
-        an epoch is only ever trained from its start (checkpoints are taken between epochs), and
-        whole: ``steps`` can only be its length."""
-        if start or steps not in (None, len(self.train_loader)):
-            raise ValueError("a loader's epoch is trained whole, from its start")
+        """The minibatches of ``epoch``, or its first ``steps`` (the last epoch of a run counted
+        in steps). A loader draws its permutations when an epoch begins, so an epoch is only ever
+        trained from its start (checkpoints are taken between epochs)."""
+        if start or (steps is not None and not 0 < steps <= len(self.train_loader)):
+            raise ValueError("a loader's epoch is trained from its start, for at most its length")
         if hasattr(self.train_loader, "set_epoch"):  # fast mode's augmentation parameters are per epoch
             self.train_loader.set_epoch(epoch)
-        for (student_input, teacher_input), targets, *extras in self.train_loader:
+        dataset = getattr(self.train_loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):  # the strong view's generator is per epoch (SampleExtras)
+            dataset.set_epoch(epoch)
+        for count, ((student_input, teacher_input), targets, *extras) in enumerate(self.train_loader, 1):
             yield Batch(student_input, teacher_input, targets, extras[0] if extras else {})
+            if count == steps:
+                break
 
     def evaluation(self):
         return self.eval_loader
@@ -79,6 +87,9 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
                        f"(mt-repro {spec.name})")
     root = spec.root(config.data_dir)
     on_device = config.mode == "fast" and spec.batch_augment is not None
+    if on_device and "strong_input" in extras:  # the methods refuse it first (their check_config)
+        raise BadInput("fast mode's on-device augmentation makes no strong view (strong_input): "
+                       "run with mode = \"faithful\"")
     damaged = getattr(config, "damaged_images", "refuse")
     train_set = spec.open_part(root, config.train_subdir, None if on_device else spec.train_transform(), damaged)
     eval_set = spec.open_part(root, config.eval_subdir, spec.eval_transform(), damaged)
@@ -96,11 +107,15 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
         train_loader = DeviceBatches(images_in_memory(train_set), train_set.targets, batch_sampler,
                                      spec.batch_augment(), device, seed=config.seed, extras=extras)
     else:
+        workers = worker_count(config.workers)
+        if workers < config.workers:  # the workers draw the augmentations: say that there are fewer
+            _log.info(f"loading with {workers} worker process(es), one per CPU core available, "
+                      f"not the {config.workers} of workers={config.workers}")
         train_loader = DataLoader(_with_sample_extras(spec, root, config, train_set, extras),
-                                  batch_sampler=batch_sampler, num_workers=config.workers, pin_memory=pin,
+                                  batch_sampler=batch_sampler, num_workers=workers, pin_memory=pin,
                                   **_kept_busy(config))
     eval_loader = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False,
-                             num_workers=2 * config.workers,  # evaluation needs images twice as fast
+                             num_workers=worker_count(2 * config.workers),  # evaluation needs images twice as fast
                              pin_memory=pin, drop_last=False, **_kept_busy(config))
     return LoaderData(train_loader, eval_loader, spec.num_classes, len(labeled), len(unlabeled))
 
@@ -121,7 +136,23 @@ def evaluation_loader(spec: DatasetSpec, data_dir, part: str, batch_size: int, w
     dataset = spec.open_part(spec.root(data_dir), part, spec.eval_transform())
     if len(dataset) == 0:
         raise BadInput(f"no images found under {spec.root(data_dir)}/{part}")
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=worker_count(workers),
+                      pin_memory=pin_memory)
+
+
+def worker_count(requested: int) -> int:
+    """``requested`` loading processes, at most one per CPU core this process may run on: more
+    only queue for the same cores (and torch warns about each such loader)."""
+    return min(requested, available_cores())
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one, as
+    torch's DataLoader counts them), else all of the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _batch_sampler(config, n_train: int, labeled: list[int], unlabeled: list[int]):
@@ -134,7 +165,8 @@ def _batch_sampler(config, n_train: int, labeled: list[int], unlabeled: list[int
             raise BadInput(f"only {len(labeled)} labeled images: fewer than one batch of {config.batch_size}")
         return BatchSampler(SubsetRandomSampler(labeled), config.batch_size, drop_last=True)
     try:
-        return TwoStreamBatchSampler(unlabeled, labeled, config.batch_size, config.labeled_batch_size)
+        return TwoStreamBatchSampler(unlabeled, labeled, config.batch_size, config.labeled_batch_size,
+                                     labeled_may_repeat=config.labeled_may_repeat)
     except ValueError as exc:
         raise BadInput(f"impossible split: {exc}") from None
 
@@ -148,11 +180,25 @@ def _kept_busy(config) -> dict:
 
 def _with_sample_extras(spec: DatasetSpec, root, config, train_set: Dataset, wanted: Sequence[str]) -> Dataset:
     """The training set as the run's method needs it: unchanged, or wrapped to add per-sample
-    indices or clean images (``mt_repro.data.sample_extras``)."""
+    indices, clean images or strong views (``mt_repro.data.sample_extras``)."""
     if not wanted:
         return train_set
-    clean = None
+    damaged = getattr(config, "damaged_images", "refuse")
+    clean = raw = strong_view = None
     if "clean_input" in wanted:
-        clean = spec.open_part(root, config.train_subdir, spec.eval_transform(),
-                               getattr(config, "damaged_images", "refuse"))
-    return SampleExtras(train_set, wanted, clean)
+        clean = spec.open_part(root, config.train_subdir, spec.eval_transform(), damaged)
+    if "strong_input" in wanted:
+        strong_view = _strong_view(spec)
+        raw = spec.open_part(root, config.train_subdir, None, damaged)
+    return SampleExtras(train_set, wanted, clean, raw=raw, strong_view=strong_view, seed=config.seed)
+
+
+def _strong_view(spec: DatasetSpec) -> StrongView:
+    """FixMatch's strong view of the dataset's images: its weak translation and flip (those of
+    its batch augmentation, which repeats its per-image ones), RandAugment and Cutout, then its
+    evaluation transform's normalisation."""
+    if spec.batch_augment is None:
+        raise BadInput(f"{spec.name} has no strong view (strong_input): it is made for the datasets whose "
+                       "weak augmentation is a translation and flip (those with a fast mode)")
+    weak = spec.batch_augment()
+    return StrongView(StrongAugment(weak.max_translation, weak.flip), spec.eval_transform())

@@ -4,14 +4,25 @@ Tests, benchmarks and the faithfulness check use these: no machine here reaches 
 internet, and a few dozen images are enough to exercise every code path. Pixels come
 from a private ``numpy.random.RandomState`` so writing a dataset never touches the
 global random generators that faithful training depends on.
+
+Each stand-in says what it is, in a place the real readers pass over (``stand_in_marker``
+reads it back, so that a run's summary can say its data was a stand-in): the CIFAR tarballs
+begin with a member ``<batch dir>/mt-repro-stand-in.txt`` (the published tarball has a
+``readme.html`` the readers skip as well), an extracted batch directory holds that file, and
+the SVHN ``.mat`` files carry the words in the 116-byte description text of their MATLAB
+header, which readers show but never parse.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import pickle
 import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +32,12 @@ from PIL import Image
 from mt_repro.core.errors import BadInput
 from mt_repro.data import labels as label_files
 from mt_repro.data.cifar10 import read_cifar10
+
+STAND_IN_FILE = "mt-repro-stand-in.txt"
+STAND_IN_TEXT = ("A synthetic stand-in written by {what}, in the published format: "
+                 "noise around one colour per class. Results on it say nothing about {dataset}.\n")
+MAT_STAND_IN = b"MATLAB 5.0 MAT-file, synthetic stand-in for SVHN written by mt-repro synthetic-svhn"
+MAT_DESCRIPTION_BYTES = 116   # the free text at the start of a MATLAB v5 header
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -198,9 +215,12 @@ def cifar_pickles(batches: dict[str, dict], py2: bool = True) -> dict[str, bytes
 
 
 def write_tarball(path: str | os.PathLike, members: dict[str, bytes], compresslevel: int = 9,
-                  directory: str = "cifar-10-batches-py") -> Path:
-    """A gzipped tarball holding ``<directory>/<name>`` for each member, in order."""
+                  directory: str = "cifar-10-batches-py", stand_in: str | None = None) -> Path:
+    """A gzipped tarball holding ``<directory>/<name>`` for each member, in order; first, with
+    ``stand_in`` (its text), the member ``<directory>/mt-repro-stand-in.txt`` that says so."""
     path = Path(path)
+    if stand_in is not None:
+        members = {STAND_IN_FILE: stand_in.encode(), **members}
     with tarfile.open(path, "w:gz", compresslevel=compresslevel) as tar:
         for name, payload in members.items():
             info = tarfile.TarInfo(f"{directory}/{name}")
@@ -221,7 +241,8 @@ def write_cifar_tarball(path: str | os.PathLike, n_train: int = 100, n_test: int
     """
     batches = cifar_batches(n_train, n_test, seed, images=images,
                             train_labels=train_labels, test_labels=test_labels)
-    return write_tarball(path, cifar_pickles(batches, py2=py2), compresslevel=compresslevel)
+    return write_tarball(path, cifar_pickles(batches, py2=py2), compresslevel=compresslevel,
+                         stand_in=STAND_IN_TEXT.format(what="mt-repro synthetic-cifar10", dataset="CIFAR-10"))
 
 
 def cifar100_batches(n_train: int, n_test: int, seed: int = 0) -> dict[str, dict]:
@@ -247,7 +268,9 @@ def write_cifar100_tarball(path: str | os.PathLike, n_train: int = 500, n_test: 
                            seed: int = 0, compresslevel: int = 9) -> Path:
     """``cifar-100-python.tar.gz`` as published: ``cifar-100-python/{train,test,meta}``."""
     return write_tarball(path, cifar_pickles(cifar100_batches(n_train, n_test, seed)),
-                         compresslevel=compresslevel, directory="cifar-100-python")
+                         compresslevel=compresslevel, directory="cifar-100-python",
+                         stand_in=STAND_IN_TEXT.format(what="mt_repro.data.synthetic.write_cifar100_tarball",
+                                                       dataset="CIFAR-100"))
 
 
 def write_cifar_batches_dir(directory: str | os.PathLike, n_train: int = 100, n_test: int = 20,
@@ -259,6 +282,8 @@ def write_cifar_batches_dir(directory: str | os.PathLike, n_train: int = 100, n_
     batch_dir.mkdir(parents=True, exist_ok=True)
     for name, payload in cifar_pickles(cifar_batches(n_train, n_test, seed, **options), py2=py2).items():
         (batch_dir / name).write_bytes(payload)
+    (batch_dir / STAND_IN_FILE).write_text(
+        STAND_IN_TEXT.format(what="mt_repro.data.synthetic.write_cifar_batches_dir", dataset="CIFAR-10"))
     return batch_dir
 
 
@@ -305,4 +330,65 @@ def write_svhn_mat(directory: str | os.PathLike, n_train: int = 100, n_test: int
         images, digits = svhn_arrays(n, seed + offset, colour_seed=seed)
         paths[part] = directory / SVHN_FILES[part]
         scipy.io.savemat(paths[part], {"X": images, "y": digits}, format="5", do_compression=False)
+        _describe_mat(paths[part])
     return paths
+
+
+def _describe_mat(path: Path) -> None:
+    """The MATLAB header's description text of ``path`` (scipy writes its platform and the time
+    there) replaced by the words that mark a stand-in."""
+    with open(path, "r+b") as f:
+        f.write(MAT_STAND_IN.ljust(MAT_DESCRIPTION_BYTES))
+
+
+# --- recognising a stand-in ----------------------------------------------------------------------
+_COMPRESSED = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+_HEAD_BYTES = 2 * tarfile.BLOCKSIZE + 1024   # the first member's header and a marker's text
+
+
+def stand_in_marker(path: str | os.PathLike) -> str | None:
+    """The words a stand-in of this module carries (see the module's docstring), or None: for a
+    CIFAR tarball, an extracted batch directory (or the directory above it), an SVHN directory
+    or one of its ``.mat`` files. Reads a few kilobytes at most; anything unreadable is None
+    (the run's own reader has judged the data already)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return _directory_marker(path)
+        if not path.is_file():   # a FIFO would never end, a device is no dataset
+            return None
+        with open(path, "rb") as f:
+            start = f.read(MAT_DESCRIPTION_BYTES)
+        if start.startswith(MAT_STAND_IN):
+            return start.decode("ascii", "replace").rstrip()
+        return _tarball_marker(path, start)
+    except (OSError, EOFError, ValueError, tarfile.TarError, zlib.error, lzma.LZMAError):
+        return None
+
+
+def _directory_marker(directory: Path) -> str | None:
+    for candidate in (directory / STAND_IN_FILE, directory / "cifar-10-batches-py" / STAND_IN_FILE,
+                      directory / "cifar-100-python" / STAND_IN_FILE):
+        if candidate.is_file():
+            with open(candidate, "rb") as f:
+                return f.read(1024).decode("utf-8", "replace").strip()
+    for name in SVHN_FILES.values():
+        if (directory / name).is_file():
+            return stand_in_marker(directory / name)
+    return None
+
+
+def _tarball_marker(path: Path, start: bytes) -> str | None:
+    """The text of the first member of a tarball (compressed or not) if that member is the
+    stand-in's file; only its first blocks are decompressed."""
+    opener = next((open_ for magic, open_ in _COMPRESSED if start.startswith(magic)), open)
+    with opener(path, "rb") as f:
+        head = f.read(_HEAD_BYTES)
+    if len(head) < tarfile.BLOCKSIZE:
+        return None
+    member = tarfile.TarInfo.frombuf(head[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+    if Path(member.name).name != STAND_IN_FILE or not member.isfile():
+        return None
+    text = head[tarfile.BLOCKSIZE:tarfile.BLOCKSIZE + min(member.size, 1024)]
+    return text.decode("utf-8", "replace").strip()
+

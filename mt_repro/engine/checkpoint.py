@@ -14,7 +14,10 @@ checkpoint cannot execute code, and its containers and storages are checked befo
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +57,38 @@ def build_checkpoint(*, epoch: int, global_step: int, arch: str, student: torch.
 
 
 def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``state`` written to ``path`` whole or not at all; a Ctrl-C meanwhile takes effect once it
+    is written (``ctrl_c_deferred``)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as f:
+        with ctrl_c_deferred(), atomic_write(path) as f:
             torch.save(state, f)
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
         raise RunFailed(f"cannot write checkpoint {path}: {reason}; the previous checkpoint is intact") from None
     return path
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred():
+    """A Ctrl-C (SIGINT) inside raises its KeyboardInterrupt on leaving, not inside. torch's
+    writer, interrupted in one of its writes, keeps the file it wrote to in its traceback and
+    writes to it once more when it is freed, after the file was closed: the process then aborts
+    at exit ("terminate called ... write to closed file"). Only where Python's own handler is in
+    place, in the main thread (the only one signals reach)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def link(source: Path, destination: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import torch
+from tqdm import tqdm
 
 from mt_repro.core.metrics import accuracy
 from mt_repro.core.types import NO_LABEL
@@ -14,9 +15,12 @@ from mt_repro.methods.losses import classification_cost
 
 
 def evaluate_model(model: torch.nn.Module, batches, device: torch.device,
-                   speedups: fast_mode.Speedups = fast_mode.FAITHFUL) -> dict[str, float]:
+                   speedups: fast_mode.Speedups = fast_mode.FAITHFUL, progress: str | None = None) -> dict[str, float]:
     """``model`` over the (inputs, targets) ``batches``; returns the meters' values, averages
-    and sums, as the original logged them."""
+    and sums, as the original logged them. ``progress``: the label of a progress bar of its own
+    (gone when the evaluation ends), else none."""
+    if progress is not None:
+        batches = tqdm(batches, desc=progress, unit="batch", leave=False, dynamic_ncols=True)
     model.eval()
     meters = MeterSet()
     end = time.time()

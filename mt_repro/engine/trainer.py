@@ -31,7 +31,7 @@ from mt_repro.core.rng import restore_rng_state
 from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.data.registry import get_dataset
 from mt_repro.engine import checkpoint as ckpt
-from mt_repro.engine import distributed, fast_mode, recipes
+from mt_repro.engine import distributed, fast_mode, provenance, recipes
 from mt_repro.engine.ema import TEACHER_INITS, TEACHER_UPDATES
 from mt_repro.engine.evaluation import evaluate_model
 from mt_repro.engine.meters import MeterSet
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
+INPUTS_FILE = "inputs.json"   # where the run's data and label file were, and their content hashes (engine.runs)
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 LOGS = ("training.jsonl", "validation.jsonl", "ema_validation.jsonl")
@@ -55,7 +56,7 @@ def run_files(out_dir: str | Path) -> list[Path]:
     """The files of a run in ``out_dir`` (none: it holds no run): its config, summary and logs,
     its checkpoints, and temporary files of theirs that a killed write left behind."""
     out_dir = Path(out_dir)
-    names = (CONFIG_FILE, SUMMARY_FILE, *LOGS)
+    names = (CONFIG_FILE, SUMMARY_FILE, INPUTS_FILE, *LOGS)
     found = [out_dir / name for name in names if os.path.lexists(out_dir / name)]
     found += sorted(p for p in _entries(out_dir) if _is_temporary_of(p.name, names))
     checkpoints = out_dir / CHECKPOINT_DIR
@@ -373,17 +374,19 @@ class Trainer:
         return Batch(student_input, teacher_input, batch.targets.to(self.device, non_blocking=True),
                      {name: prepare(value) for name, value in batch.extras.items()})
 
-    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """Precision@1/@5 and class cost on head 1, in eval mode (running statistics)."""
-        return evaluate_model(model, self.data.evaluation(), self.device, self.speedups)
+    def evaluate(self, model: torch.nn.Module, name: str = "model") -> dict[str, float]:
+        """Precision@1/@5 and class cost on head 1, in eval mode (running statistics); with a
+        progress bar of its own (the training bar waits, full or not, meanwhile)."""
+        return evaluate_model(model, self.data.evaluation(), self.device, self.speedups,
+                              progress=f"evaluating the {name}" if self.progress else None)
 
     def evaluate_both(self) -> bool:
         """Evaluate student then teacher, log both; whether the teacher is the best so far."""
         state, method = self.state, self.method
         position = state.epoch + state.step_in_epoch / self.timeline.steps_per_epoch
-        student = self.evaluate(method.student)
+        student = self.evaluate(method.student, "student")
         self.validation_log.record(position, {"step": state.global_step, **student})
-        teacher = self.evaluate(method.teacher)
+        teacher = self.evaluate(method.teacher, "teacher")
         self.ema_validation_log.record(position, {"step": state.global_step, **teacher})
         self.last_eval = Evaluation(student, teacher)
         is_best = teacher["top1/avg"] > state.best_prec1
@@ -393,10 +396,11 @@ class Trainer:
         return is_best
 
     def evaluate_and_checkpoint(self) -> None:
-        """An evaluation inside the timeline's epochs, and its checkpoint (the ConvNet runs');
-        training goes on in training mode."""
+        """An evaluation inside the timeline's epochs, and its checkpoint where the timeline takes
+        one there (the ConvNet runs'); training goes on in training mode."""
         self.evaluate_both()
-        self.save_checkpoint(numbered=False, is_best=False)
+        if self.timeline.checkpoint_with_evaluations:
+            self.save_checkpoint(numbered=False, is_best=False)
         self.train_mode()
 
     def end_of_epoch(self, epochs_done: int) -> None:
@@ -456,6 +460,7 @@ class Trainer:
         }
         if not self.is_main:
             return summary
+        summary["provenance"] = provenance.of_trainer(self)   # code, data, steps, recipe: `compare` reads it
         try:
             write_text_atomic(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         except OSError as exc:

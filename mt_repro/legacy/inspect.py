@@ -1,5 +1,6 @@
-"""``mt-repro inspect``: what a checkpoint (any PyTorch) or a log (ours, the original's msgpack)
-holds, as lines of text; builds no model and runs nothing of the file."""
+"""``mt-repro inspect``: what a checkpoint (any PyTorch), a log (ours, the original's msgpack) or
+a JSON file (a run's config.json or summary.json) holds, as lines of text; builds no model and
+runs nothing of the file."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -9,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mt_repro.config.saved import CLASSES as RECIPES
+from mt_repro.config.saved import read_saved
 from mt_repro.core.errors import BadInput
 from mt_repro.core.limits import regular_file
 from mt_repro.engine.checkpoint import PREFIX
@@ -29,6 +32,8 @@ def inspect_file(path: str | Path, *, trust: bool = False, warn: Warn = stderr_w
     path = Path(path)
     if path.suffix in LOG_SUFFIXES:
         return describe_log(path)
+    if path.suffix == ".json" or _starts_like_json(path):
+        return describe_json(path)
     raw = read_checkpoint(path, trust=trust, warn=warn)
     try:
         return describe_checkpoint(raw)
@@ -53,6 +58,53 @@ def describe_log(path: Path) -> list[str]:
         lines.append(f"  index           {frame.index.name or '(unnamed)'} from {frame.index.min()} "
                      f"to {frame.index.max()}")
     return lines
+
+
+def _starts_like_json(path: Path) -> bool:
+    """Whether a regular file opens with ``{`` or ``[``: no checkpoint (a zip archive or a
+    pickle stream) does."""
+    try:
+        if not path.is_file():
+            return False
+        with path.open("rb") as file:
+            return file.read(64).lstrip()[:1] in (b"{", b"[")
+    except OSError:
+        return False
+
+
+# What a run directory's JSON files hold, recognised by their keys (mt_repro.engine.trainer).
+_RUN_IDENTITY = ("dataset", "arch", "method")
+_SUMMARY_KEYS = {"global_step", "student_error1", "teacher_error1"}
+
+
+def describe_json(path: Path) -> list[str]:
+    """A JSON file: a run's settings (``config.json``), its summary (``summary.json``), a digits
+    demo's record (``demo.json``), or any other JSON, said to be no checkpoint."""
+    regular_file(path, "JSON file")
+    values = read_saved(path)
+    if isinstance(values, dict) and _SUMMARY_KEYS <= values.keys():
+        identity = ", ".join(f"{k} {values[k]}" for k in _RUN_IDENTITY if k in values)
+        return [f"{path}: summary of a finished run (a run directory's summary.json), not a checkpoint",
+                f"  run             {identity}",
+                f"  global_step     {values['global_step']}",
+                f"  student error   {values['student_error1']}",
+                f"  teacher error   {values['teacher_error1']}"]
+    if isinstance(values, dict) and values.get("recipe") in RECIPES and "arch" in values:
+        identity = ", ".join(f"{k} {values[k]}" for k in _RUN_IDENTITY if k in values)
+        return [f"{path}: run settings (a run directory's config.json), not a checkpoint",
+                f"  recipe          {values['recipe']}",
+                f"  run             {identity}",
+                f"  settings        {len(values) - 1}",
+                f"  checkpoints     in {path.parent / 'checkpoints'}"]
+    if isinstance(values, dict) and values.get("command") == "digits":
+        return [f"{path}: record of a digits demo (its --out's demo.json), not a checkpoint",
+                f"  choices         {', '.join(f'{k}={v}' for k, v in values.items() if k != 'command')}"]
+    if isinstance(values, dict):
+        keys = ", ".join(map(str, list(values)[:12])) + (", …" if len(values) > 12 else "")
+        return [f"{path}: JSON object, not a checkpoint", f"  keys            {keys or '(none)'}"]
+    if isinstance(values, list):
+        return [f"{path}: JSON array of {len(values)} item(s), not a checkpoint"]
+    return [f"{path}: JSON {type_name(values)}, not a checkpoint"]
 
 
 def _count(n: int) -> str:

@@ -40,7 +40,8 @@ def create_parser() -> argparse.ArgumentParser:
                 description="Run with the original pytorch/main.py flags.")
     p.add_argument("--dataset", default=d.dataset, choices=pipeline_datasets())
     p.add_argument("--train-subdir", default=d.train_subdir)
-    p.add_argument("--eval-subdir", default=d.eval_subdir)
+    p.add_argument("--eval-subdir", default=None,
+                   help=f"default {d.eval_subdir}, the original's; a bundled dataset (digits): its own test part")
     p.add_argument("--labels", default=d.labels, metavar="FILE")
     p.add_argument("--exclude-unlabeled", default=d.exclude_unlabeled, type=str2bool, metavar="BOOL")
     p.add_argument("--arch", "-a", default=d.arch, choices=[m for m in list_models() if get_model(m).recipe == "pytorch"])
@@ -77,12 +78,20 @@ def create_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _default_eval_part(dataset: str) -> str:
+    """The original's ``--eval-subdir`` default (``val``) for a dataset kept in folders; a bundled
+    dataset has no folders to choose among, only its own parts: its evaluation part."""
+    spec = get_dataset(dataset)
+    return spec.eval_part if spec.default_root is None else TrainConfig().eval_subdir
+
+
 def parse(argv: Sequence[str]) -> tuple[TrainConfig, argparse.Namespace]:
     args = create_parser().parse_args(list(argv))
     if args.pretrained:
         raise BadInput("legacy-main: --pretrained is not supported (the original asserted it off too)")
     skip = {"resume", "evaluate", "pretrained", "out", "data_dir", "no_progress"}
     values = {k: v for k, v in vars(args).items() if k not in skip}
+    values["eval_subdir"] = args.eval_subdir or _default_eval_part(args.dataset)
     config = TrainConfig.from_dict(values, source="legacy-main")
     config = config.replace(out_dir=args.out, data_dir=args.data_dir)
     return config.validate(), args

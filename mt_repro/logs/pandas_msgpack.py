@@ -79,7 +79,7 @@ import msgpack
 import numpy as np
 import pandas as pd
 
-from mt_repro.core.errors import BadInput
+from mt_repro.core.errors import BadInput, printable
 from mt_repro.core.fileio import write_bytes_atomic
 from mt_repro.core.limits import COLUMNS, ITEMS, LOG_BYTES, LOG_STRUCTURE_BYTES, MEMBER_BYTES, regular_file
 
@@ -396,7 +396,7 @@ class _Decoder:
     def frame(self, raw: dict, where: str) -> pd.DataFrame:
         klass = _optional_text(raw, "klass", where) or "DataFrame"
         if klass != "DataFrame":
-            raise BadInput(f"{where} is a pandas {klass[:40]}; only DataFrames and Series are supported")
+            raise BadInput(f"{where} is a pandas {printable(klass[:40])}; only DataFrames and Series are supported")
         axes = _get(raw, "axes", where, (list,))
         if len(axes) != 2:
             raise BadInput(f"{where}: a DataFrame has 2 axes, this one declares {len(axes)}")
