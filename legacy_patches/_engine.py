@@ -32,6 +32,22 @@ class PatchResult:
     compile_error: str = ""
     engine: str = "whole-file"     # or "statements": which path made it (same result either way)
 
+    @classmethod
+    def checked(cls, source: str, new_source: str, changes: list[Change], engine: str) -> "PatchResult":
+        """The result, with whether ``new_source`` compiles under the running Python."""
+        if new_source == source:  # e.g. only notes, or edits that cancel out: the very same text
+            new_source = source
+        result = cls(source, new_source, changes, engine=engine)
+        try:
+            compile(new_source, "<patched>", "exec")
+        except SyntaxError as exc:
+            result.compiles = False
+            result.compile_error = f"line {exc.lineno}: {exc.msg}"
+        except ValueError as exc:  # null bytes
+            result.compiles = False
+            result.compile_error = str(exc)
+        return result
+
     @property
     def changed(self) -> bool:
         return self.new_source != self.source
@@ -514,19 +530,7 @@ def patch_module(source: str, module: cst.Module, rules: Sequence[Rule],
             before = module.code
         imports += [i for i in ctx.imports if i not in imports]
     module = add_imports(module, imports)
-    new_source = unparse(module)
-    if new_source == source:  # e.g. only notes, or edits that cancel out
-        new_source = source
-    result = PatchResult(source, new_source, changes)
-    try:
-        compile(new_source, "<patched>", "exec")
-    except SyntaxError as exc:
-        result.compiles = False
-        result.compile_error = f"line {exc.lineno}: {exc.msg}"
-    except ValueError as exc:  # null bytes
-        result.compiles = False
-        result.compile_error = str(exc)
-    return result
+    return PatchResult.checked(source, unparse(module), changes, engine="whole-file")
 
 
 def patch_prepared(prepared: Prepared, rules: Sequence[Rule],

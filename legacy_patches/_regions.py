@@ -808,19 +808,8 @@ def _patch(prepared, rules: list[Rule], project: dict):
             current = doc.joined()
         imports += [i for i in ctx.imports if i not in imports]
     new_text = _with_imports(doc, imports) if imports else current
-    new_source = new_text.replace(ASYNC_PLACEHOLDER, "async")
-    if new_source == prepared.source:
-        new_source = prepared.source
-    result = PatchResult(prepared.source, new_source, changes, engine="statements")
-    try:
-        compile(new_source, "<patched>", "exec")
-    except SyntaxError as exc:
-        result.compiles = False
-        result.compile_error = f"line {exc.lineno}: {exc.msg}"
-    except ValueError as exc:  # null bytes
-        result.compiles = False
-        result.compile_error = str(exc)
-    return result
+    return PatchResult.checked(prepared.source, new_text.replace(ASYNC_PLACEHOLDER, "async"), changes,
+                               engine="statements")
 
 
 def line_map(original: str, current: str, original_lines: list[str], original_set: set[str]):

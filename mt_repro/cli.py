@@ -212,11 +212,8 @@ def digits(ctx: click.Context, n_labels: int | None, n_seeds: int | None, epochs
     from mt_repro.methods.registry import method_names
 
     if resume is not None:
-        given = _given(ctx, [name for name in ctx.params if name not in ("resume", "no_progress")])
-        if given:
-            raise BadInput(f"{', '.join(given)}: --resume continues the demo with the options it was started "
-                           f"with; to change them, run `mt-repro digits --out {resume}` with other options")
-        _print_demo(digits_demo.resume_demo(resume, progress=not no_progress), resume)
+        _resume_demo(ctx, resume, "resume", "--resume continues the demo with the options it was started with",
+                     no_progress)
         return
     chosen = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     if "mean_teacher" in chosen:  # first, as in the paper's tables
@@ -377,6 +374,17 @@ def _resume(ctx: click.Context, resume: Path, overrides, *, epochs=None, steps=N
         _print_summary(summary)
 
 
+def _resume_demo(ctx: click.Context, directory: Path, argument: str, why: str, no_progress: bool) -> None:
+    """Continue the digits demo's grid in ``directory``; options beside it are refused with ``why``."""
+    from mt_repro.apps import digits_demo
+
+    given = _given(ctx, [name for name in ctx.params if name not in (argument, "no_progress")])
+    if given:
+        raise BadInput(f"{', '.join(given)}: {why}; to change them, run `mt-repro digits --out {directory}` "
+                       "with other options")
+    _print_demo(digits_demo.resume_demo(directory, progress=not no_progress), directory)
+
+
 def _print_summary(summary: dict) -> None:
     from mt_repro.apps.training import summary_lines
 
@@ -533,11 +541,7 @@ def resume_command(ctx: click.Context, directory: Path, overrides: tuple[str, ..
     from mt_repro.engine.runs import KeptSummary
 
     if not (directory / "config.json").is_file() and digits_demo.is_demo_dir(directory):
-        given = _given(ctx, [name for name in ctx.params if name not in ("directory", "no_progress")])
-        if given:
-            raise BadInput(f"{', '.join(given)}: a digits demo resumes its grid as it was asked; to change it, "
-                           f"run `mt-repro digits --out {directory}` with other options")
-        _print_demo(digits_demo.resume_demo(directory, progress=not no_progress), directory)
+        _resume_demo(ctx, directory, "directory", "a digits demo resumes its grid as it was asked", no_progress)
         return
     summary = training.resume_command(directory, overrides, epochs=epochs, steps=steps, progress=not no_progress,
                                       data=data_dir, label_file=label_file)

@@ -21,6 +21,7 @@ never differences.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import subprocess
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import mt_repro
 from mt_repro.config import compose
 from mt_repro.config.convnet import ConvNetConfig, load_experiment
 from mt_repro.config.paper import load_paper_config
-from mt_repro.config.saved import to_saved
+from mt_repro.config.saved import read_saved, to_saved
 from mt_repro.config.train import TrainConfig
 from mt_repro.core.errors import BadInput
 from mt_repro.core.hashing import content_hash
@@ -145,13 +146,40 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def input_record(path: str | os.PathLike | None, *, hashed: bool = True) -> dict[str, Any]:
-    """A run's data (or label file): its path, content hash (``hashed``) and, where it is one of
-    the synthetic stand-ins, their words (``stand_in``)."""
+log = logging.getLogger(__name__)
+INPUTS_FILE = "inputs.json"   # where a run's data and label file were, and their content hashes
+
+
+def recorded_inputs(run_dir: str | Path) -> dict[str, dict[str, str]]:
+    """What ``inputs.json`` of ``run_dir`` holds, by field (``{"path", "content_hash"}``); empty
+    for a run started before runs recorded it. A damaged file counts as absent, with a warning:
+    it only serves to check data given again."""
+    path = Path(run_dir) / INPUTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = read_saved(path)
+    except BadInput as exc:
+        log.warning(f"{exc}; the run's data are not checked against it")
+        return {}
+    good = isinstance(values, dict) and all(
+        isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("path", "content_hash"))
+        for entry in values.values())
+    if not good:
+        log.warning(f"{path} is not a record of a run's inputs; the run's data are not checked against it")
+        return {}
+    return values
+
+
+
+def input_record(path: str | os.PathLike | None, *, hashed: bool = True, known: str | None = None) -> dict[str, Any]:
+    """A run's data (or label file): its path, content hash (``hashed``; ``known``: the one its
+    run recorded when it started, not computed again) and, where it is one of the synthetic
+    stand-ins, their words (``stand_in``)."""
     if path is None:
         return {"path": None, "content_hash": None, "synthetic": False, "stand_in": None}
-    digest = None
-    if hashed:
+    digest = known
+    if hashed and digest is None:
         try:
             digest = content_hash(path)
         except BadInput:   # gone since the run read it: the summary says so rather than failing
@@ -162,21 +190,28 @@ def input_record(path: str | os.PathLike | None, *, hashed: bool = True) -> dict
 
 # --- the record ----------------------------------------------------------------------------------
 def provenance(config, *, n_labels: int | str | None, trained_steps: int | None, planned_steps: int | None,
-               hashed: bool = True) -> dict[str, Any]:
+               hashed: bool = True, known: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """The ``provenance`` of a summary: of a run of ``config`` that trained ``trained_steps`` of
-    its ``planned_steps``, with ``n_labels`` labels (see ``paper_recipe``)."""
+    its ``planned_steps``, with ``n_labels`` labels (see ``paper_recipe``); ``known``: the hashes
+    its ``inputs.json`` recorded, by field."""
     reference = paper_recipe(config, n_labels)
+    known = known or {}
+
+    def recorded(field: str) -> str | None:
+        entry, path = known.get(field), getattr(config, field, None)
+        return entry["content_hash"] if entry and path is not None and entry["path"] == str(path) else None
+
     record: dict[str, Any] = {
         "code": code_version(),
         "torch": torch.__version__,
-        "data": input_record(getattr(config, "data_dir", None), hashed=hashed),
+        "data": input_record(getattr(config, "data_dir", None), hashed=hashed, known=recorded("data_dir")),
         "steps": {"trained": trained_steps, "planned": planned_steps,
                   "recipe": reference.steps if reference else None},
         "network": {"arch": config.arch, "width": getattr(config, "width", None)},
         "recipe": reference.record(differences(config, reference.config)) if reference else None,
     }
     if getattr(config, "labels", None):
-        label_file = input_record(config.labels, hashed=hashed)
+        label_file = input_record(config.labels, hashed=hashed, known=recorded("labels"))
         record["label_file"] = {"path": label_file["path"], "content_hash": label_file["content_hash"]}
     return record
 
@@ -186,4 +221,5 @@ def of_trainer(trainer) -> dict[str, Any]:
     config = trainer.config
     declared = config.declared_labels
     return provenance(config, n_labels=trainer.data.n_labeled if declared is None else declared,
-                      trained_steps=trainer.state.global_step, planned_steps=trainer.timeline.total_steps)
+                      trained_steps=trainer.state.global_step, planned_steps=trainer.timeline.total_steps,
+                      known=recorded_inputs(trainer.out_dir))

@@ -34,7 +34,8 @@ from mt_repro.core.rng import seed_everything
 from mt_repro.data.registry import get_dataset
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import distributed
-from mt_repro.engine.trainer import (CHECKPOINT_DIR, CONFIG_FILE, INPUTS_FILE, LAST_CHECKPOINT, SUMMARY_FILE,
+from mt_repro.engine.provenance import INPUTS_FILE, recorded_inputs
+from mt_repro.engine.trainer import (CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, SUMMARY_FILE,
                                      Trainer, resolve_device, run_files)
 
 log = logging.getLogger(__name__)
@@ -168,27 +169,6 @@ def record_inputs(trainer: Trainer, known: dict[str, str] | None = None) -> None
         write_text_atomic(trainer.out_dir / INPUTS_FILE, json.dumps(entries, indent=2) + "\n")
     except OSError as exc:
         raise BadInput(f"cannot write to output directory {trainer.out_dir}: {exc.strerror or exc}") from None
-
-
-def recorded_inputs(run_dir: str | Path) -> dict[str, dict[str, str]]:
-    """What ``inputs.json`` of ``run_dir`` holds, by field (``{"path", "content_hash"}``); empty
-    for a run started before runs recorded it. A damaged file counts as absent, with a warning:
-    it only serves to check data given again."""
-    path = Path(run_dir) / INPUTS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        values = read_saved(path)
-    except BadInput as exc:
-        log.warning(f"{exc}; the run's data are not checked against it")
-        return {}
-    good = isinstance(values, dict) and all(
-        isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("path", "content_hash"))
-        for entry in values.values())
-    if not good:
-        log.warning(f"{path} is not a record of a run's inputs; the run's data are not checked against it")
-        return {}
-    return values
 
 
 def checked_inputs(run_dir: Path, config, given: dict[str, Any],

@@ -34,6 +34,7 @@ from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import distributed, fast_mode, provenance, recipes
 from mt_repro.engine.ema import TEACHER_INITS, TEACHER_UPDATES
 from mt_repro.engine.evaluation import evaluate_model
+from mt_repro.engine.provenance import INPUTS_FILE
 from mt_repro.engine.meters import MeterSet
 from mt_repro.engine.optimizers import OPTIMIZERS
 from mt_repro.engine.schedules import SCHEDULES, StepHyper, apply
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
-INPUTS_FILE = "inputs.json"   # where the run's data and label file were, and their content hashes (engine.runs)
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 LOGS = ("training.jsonl", "validation.jsonl", "ema_validation.jsonl")

@@ -83,9 +83,11 @@ def fixmatch_cost(weak_logits: torch.Tensor, strong_logits: torch.Tensor, thresh
     return (costs * mask).sum(), mask
 
 
-@register("fixmatch")
-class FixMatch(EMAMethod):
-    Options = FixMatchOptions
+class WeakStrongMethod(EMAMethod):
+    """A step of FixMatch's shape, shared with UDA: one student pass over the weak view and the
+    unlabeled images' strong view, the labeled mean, and the run's weight × the masked cost of
+    the unlabeled images (``unlabeled_cost``) averaged over them. Reports the EMA teacher."""
+
     sample_extras = (STRONG,)
     reported_model = "teacher"  # FixMatch and USB evaluate the EMA of the weights
     mean_over_parts = True      # the labeled mean, and the masked cost's mean over the unlabeled images
@@ -94,6 +96,10 @@ class FixMatch(EMAMethod):
     def check_config(cls, config) -> None:
         refuse_without_strong_view(config, cls.method_name)
 
+    def unlabeled_cost(self, weak_logits: torch.Tensor, strong_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the cost summed over the unlabeled rows, the confidence mask)."""
+        raise NotImplementedError
+
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         targets = batch.targets
         unlabeled = targets.eq(NO_LABEL)
@@ -101,9 +107,17 @@ class FixMatch(EMAMethod):
         with torch.no_grad():
             ema_logits, _ = self.teacher(batch.teacher_input)
         class_loss = self.class_loss(logits, targets)
-        cost, mask = fixmatch_cost(logits[unlabeled], strong_logits, self.options.threshold)
+        cost, mask = self.unlabeled_cost(logits[unlabeled], strong_logits)
         weight = step.consistency_weight
         consistency = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
         values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item(),
                   "confident": float(mask.float().mean()) if len(mask) else 0.0}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)
+
+
+@register("fixmatch")
+class FixMatch(WeakStrongMethod):
+    Options = FixMatchOptions
+
+    def unlabeled_cost(self, weak_logits, strong_logits):
+        return fixmatch_cost(weak_logits, strong_logits, self.options.threshold)

@@ -24,10 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from mt_repro.core.errors import BadInput
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
-from mt_repro.methods.base import EMAMethod, step_result
-from mt_repro.methods.fixmatch import (STRONG, confident_guess, refuse_without_strong_view,
-                                      weak_and_strong_logits)
+from mt_repro.methods.fixmatch import WeakStrongMethod, confident_guess
 from mt_repro.methods.registry import register
 
 
@@ -60,26 +57,8 @@ def uda_cost(weak_logits: torch.Tensor, strong_logits: torch.Tensor, temperature
 
 
 @register("uda")
-class UDA(EMAMethod):
+class UDA(WeakStrongMethod):
     Options = UDAOptions
-    sample_extras = (STRONG,)
-    reported_model = "teacher"  # USB evaluates the EMA of the weights
-    mean_over_parts = True      # the labeled mean, and the masked cost's mean over the unlabeled images
 
-    @classmethod
-    def check_config(cls, config) -> None:
-        refuse_without_strong_view(config, cls.method_name)
-
-    def losses(self, batch: Batch, step: StepContext) -> StepResult:
-        targets = batch.targets
-        unlabeled = targets.eq(NO_LABEL)
-        logits, strong_logits = weak_and_strong_logits(self.student, batch)
-        with torch.no_grad():
-            ema_logits, _ = self.teacher(batch.teacher_input)
-        class_loss = self.class_loss(logits, targets)
-        cost, mask = uda_cost(logits[unlabeled], strong_logits, self.options.temperature, self.options.threshold)
-        weight = step.consistency_weight
-        consistency = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item(),
-                  "confident": float(mask.float().mean()) if len(mask) else 0.0}
-        return step_result(class_loss + consistency, values, logits, ema_logits, targets)
+    def unlabeled_cost(self, weak_logits, strong_logits):
+        return uda_cost(weak_logits, strong_logits, self.options.temperature, self.options.threshold)
