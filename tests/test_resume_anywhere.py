@@ -312,3 +312,10 @@ def test_ctrl_c_in_a_terminal_prints_the_resume_command(start_dir, tmp_path):
     assert os.waitstatus_to_exitcode(status) == 1, text
     assert f"mt-repro: interrupted; continue with: mt-repro resume {out}" in text
     assert "Traceback" not in text
+
+
+def test_resume_of_a_directory_whose_config_is_no_regular_file_says_so(cli, tmp_path):
+    (tmp_path / "run").mkdir()
+    os.symlink("/dev/zero", tmp_path / "run" / "config.json")
+    assert_one_line_error(cli("resume", tmp_path / "run"), "config.json is a character device, not a regular file")
+    assert_one_line_error(cli("resume", tmp_path / "none"), "is not a run directory (no config.json)")

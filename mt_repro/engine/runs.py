@@ -272,7 +272,7 @@ def read_run_config(run_dir: str | Path):
     """The settings a run directory was started with."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
+    if not os.path.lexists(config_path):   # (one that is there but no regular file: read_saved says so)
         raise BadInput(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
     return from_saved(read_saved(config_path), str(config_path))
 
