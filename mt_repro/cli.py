@@ -182,6 +182,12 @@ def _count(text: str, flag: str) -> int:
 
 
 # --- the offline demo (mt_repro.apps.digits_demo) -----------------------------------------------
+_THREADS_OPTION = click.option(
+    "--threads", type=int,
+    help="torch threads per run (default: $OMP_NUM_THREADS if set, else 1 for a network under 1M parameters, "
+         "every core this process may use for a larger one)")
+
+
 @cli.command()
 @click.option("--labels", "n_labels", type=int, help="labeled training images (default: the demo config's, 100)")
 @click.option("--seeds", "n_seeds", type=int, help="data seeds 0..N-1 (default: the demo config's, 3)")
@@ -201,11 +207,14 @@ def _count(text: str, flag: str) -> int:
                    "holds a run is refused")
 @click.option("--resume", type=click.Path(path_type=Path),
               help="continue the demo last run into this --out, with its options (as `mt-repro resume DIR`)")
+@click.option("--jobs", type=int, help="runs trained at once, each in its own process (default: as many as the "
+                                       "cores this process may use hold at the chosen thread count)")
+@_THREADS_OPTION
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def digits(ctx: click.Context, n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
            config: Path | None, methods: str, sampling: str, mode: str, overwrite: bool, resume: Path | None,
-           no_progress: bool) -> None:
+           jobs: int | None, threads: int | None, no_progress: bool) -> None:
     """Supervised-only against Mean Teacher (or any methods) on scikit-learn's bundled 8x8
     digits (real data, no download): minutes on a laptop CPU, test error over several seeds."""
     from mt_repro.apps import digits_demo
@@ -213,14 +222,15 @@ def digits(ctx: click.Context, n_labels: int | None, n_seeds: int | None, epochs
 
     if resume is not None:
         _resume_demo(ctx, resume, "resume", "--resume continues the demo with the options it was started with",
-                     no_progress)
+                     no_progress, jobs=jobs, threads=threads)
         return
     chosen = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     if "mean_teacher" in chosen:  # first, as in the paper's tables
         chosen.remove("mean_teacher")
         chosen.insert(0, "mean_teacher")
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config, methods=chosen,
-                                  sampling=sampling, mode=mode, progress=not no_progress, overwrite=overwrite)
+                                  sampling=sampling, mode=mode, progress=not no_progress, overwrite=overwrite,
+                                  jobs=jobs, threads=threads)
     _print_demo(result, out)
 
 
@@ -266,6 +276,7 @@ def _common_run_options(fn):
         click.option("--compile", "compile_model", is_flag=True, help="fast mode: torch.compile the networks"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override any setting"),
         click.option("--device", default="auto", show_default=True),
+        _THREADS_OPTION,
         click.option("--no-progress", is_flag=True),
     ]
     for option in reversed(options):
@@ -306,7 +317,7 @@ _MODEL_OPTION = click.option("--model", type=click.Choice(sorted(OLD_MODEL_NAMES
                              help="deprecated: use --method (pi is pi_model)")
 # what a resumed run takes: --data and --label-file where its inputs are now (checked to hold what it
 # started with), --arch if it is the run's
-_RESUMABLE = {"resume", "overrides", "epochs", "steps", "no_progress", "data_dir", "label_file", "arch"}
+_RESUMABLE = {"resume", "overrides", "epochs", "steps", "no_progress", "data_dir", "label_file", "arch", "threads"}
 
 
 _STEPS_HELP = ("the ConvNet runs: train this many steps (training_length); fewer than the recipe's "
@@ -369,20 +380,23 @@ def _resume(ctx: click.Context, resume: Path, overrides, *, epochs=None, steps=N
               if name in ctx.params}
     summary = training.resume_command(resume, overrides, epochs=epochs, steps=steps, progress=not no_progress,
                                       data=inputs.get("data_dir"), label_file=inputs.get("label_file"),
-                                      arch=inputs.get("arch"))
+                                      arch=inputs.get("arch"), threads=ctx.params.get("threads"))
     if not isinstance(summary, KeptSummary):  # (a finished run, left as it was, said so in one line)
         _print_summary(summary)
 
 
-def _resume_demo(ctx: click.Context, directory: Path, argument: str, why: str, no_progress: bool) -> None:
-    """Continue the digits demo's grid in ``directory``; options beside it are refused with ``why``."""
+def _resume_demo(ctx: click.Context, directory: Path, argument: str, why: str, no_progress: bool,
+                 jobs: int | None = None, threads: int | None = None) -> None:
+    """Continue the digits demo's grid in ``directory``; options beside it are refused with
+    ``why`` (how many runs at a time and threads are not the grid's: they may be given)."""
     from mt_repro.apps import digits_demo
 
-    given = _given(ctx, [name for name in ctx.params if name not in (argument, "no_progress")])
+    given = _given(ctx, [name for name in ctx.params if name not in (argument, "no_progress", "jobs", "threads")])
     if given:
         raise BadInput(f"{', '.join(given)}: {why}; to change them, run `mt-repro digits --out {directory}` "
                        "with other options")
-    _print_demo(digits_demo.resume_demo(directory, progress=not no_progress), directory)
+    _print_demo(digits_demo.resume_demo(directory, progress=not no_progress, jobs=jobs, threads=threads),
+                directory)
 
 
 def _print_summary(summary: dict) -> None:
@@ -398,7 +412,7 @@ def _choices(options: dict, method: str | None):
     return RunChoices(method=method, data_dir=options["data_dir"], seed=options["seed"], device=options["device"],
                       mode=options["mode"], compile=options["compile_model"], out=options["out"],
                       overrides=options["overrides"], progress=not options["no_progress"],
-                      overwrite=options["overwrite"])
+                      overwrite=options["overwrite"], threads=options["threads"])
 
 
 @cli.command()
@@ -488,17 +502,18 @@ def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None,
               help="override a setting (training_length=1000 for a short run)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="--out holds a run: remove its files and start afresh")
+@_THREADS_OPTION
 @click.option("--no-progress", is_flag=True)
 def protocol_command(protocol: str, dataset: str, n_labels: int, method: str, seed: int, data_dir: Path | None,
                      out: Path | None, overrides: tuple[str, ...], device: str, overwrite: bool,
-                     no_progress: bool) -> None:
+                     threads: int | None, no_progress: bool) -> None:
     """One cell of a benchmark protocol after the paper: `mt-repro protocol usb cifar10 --labels 40
     --method fixmatch --seed 0` (USB/TorchSSL: WRN-28-2, 2^20 steps, the teacher evaluated)."""
     from mt_repro.apps.protocol import run_cell
 
     _print_summary(run_cell(protocol, dataset, n_labels, method, seed, data_dir=data_dir, out=out,
                             overrides=",".join(overrides) or None, device=device, overwrite=overwrite,
-                            progress=not no_progress))
+                            progress=not no_progress, threads=threads))
 
 
 @cli.command()
@@ -530,10 +545,12 @@ def imagenet(ctx: click.Context, n_labels: str, **options) -> None:
               help="where the run's data is now (it moved): used if its content is the run's, else refused")
 @click.option("--label-file", type=click.Path(path_type=Path),
               help="where the run's label file is now: used if its content is the run's, else refused")
+@_THREADS_OPTION
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def resume_command(ctx: click.Context, directory: Path, overrides: tuple[str, ...], epochs: int | None,
-                   steps: int | None, data_dir: Path | None, label_file: Path | None, no_progress: bool) -> None:
+                   steps: int | None, data_dir: Path | None, label_file: Path | None, threads: int | None,
+                   no_progress: bool) -> None:
     """Continue an interrupted run from its last checkpoint, bit for bit, from any working
     directory, with the settings it was started with (its config.json): a run directory of any
     training command, or the --out of `mt-repro digits` (its whole grid)."""
@@ -541,10 +558,11 @@ def resume_command(ctx: click.Context, directory: Path, overrides: tuple[str, ..
     from mt_repro.engine.runs import KeptSummary
 
     if not (directory / "config.json").is_file() and digits_demo.is_demo_dir(directory):
-        _resume_demo(ctx, directory, "directory", "a digits demo resumes its grid as it was asked", no_progress)
+        _resume_demo(ctx, directory, "directory", "a digits demo resumes its grid as it was asked", no_progress,
+                     threads=threads)
         return
     summary = training.resume_command(directory, overrides, epochs=epochs, steps=steps, progress=not no_progress,
-                                      data=data_dir, label_file=label_file)
+                                      data=data_dir, label_file=label_file, threads=threads)
     if not isinstance(summary, KeptSummary):  # (a finished run, left as it was, said so in one line)
         _print_summary(summary)
 

@@ -48,6 +48,16 @@ def shared_cache(tmp_path_factory):
         os.environ["MT_REPRO_CACHE_DIR"] = str(tmp_path_factory.getbasetemp().parent / "mt-repro-cache")
 
 
+@pytest.fixture(autouse=True)
+def same_thread_count():
+    """A command run in the test's process sets torch's thread count for its network
+    (``mt_repro.engine.threads``); the next test starts from the worker's own again."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def original_labels() -> Path:
     if not ORIGINAL_LABELS.is_dir():

@@ -206,14 +206,16 @@ def test_an_old_run_directory_resumes_from_where_it_was_started(cli, interrupted
 
 
 # --- 4. the digits demo's grid ---------------------------------------------------------------------------
-DIGITS = ("--seeds", "1", "--epochs", "2", "--no-progress")
+# one run at a time, in this process: the interruption below is patched into this process's trainer
+DIGITS = ("--seeds", "1", "--epochs", "2", "--jobs", "1", "--no-progress")
 
 
 def table_rows(text: str) -> list[str]:
     """The demo's table and notes, less the time it took (and the lines about each run before them)."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("test error %"))
-    return [re.sub(r"; \d+ s in all", "", line) for line in lines[start:] if not line.startswith("table written")]
+    return [re.sub(r"; \d+ s (in all|of training, \d+ s wall time .*)$", "", line)
+            for line in lines[start:] if not line.startswith("table written")]
 
 
 def test_digits_grid_interrupted_then_resumed_gives_the_uninterrupted_table(cli, tmp_path, monkeypatch):
@@ -225,7 +227,7 @@ def test_digits_grid_interrupted_then_resumed_gives_the_uninterrupted_table(cli,
     assert code == 1
     assert err.strip().splitlines()[-1] == f"mt-repro: interrupted; continue with: mt-repro resume {tmp_path / 'part'}"
     monkeypatch.setattr(Trainer, "train_step", real_step)
-    code, resumed, err = cli("digits", "--resume", tmp_path / "part")
+    code, resumed, err = cli("digits", "--resume", tmp_path / "part", "--jobs", "1")
     assert code == 0, err
     assert table_rows(resumed) == table_rows(whole)
     for run in ("supervised_0", "mean_teacher_0"):
@@ -280,10 +282,8 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_takes_effect_once_it_is_written(
 
 
 # --- 5. a real Ctrl-C, through a terminal ------------------------------------------------------------------
-def test_ctrl_c_in_a_terminal_prints_the_resume_command(start_dir, tmp_path):
-    out = tmp_path / "run"
-    argv = [sys.executable, "-m", "mt_repro.cli", *run_args(start_dir / "c.tar.gz", out)]
-    argv[argv.index("--steps") + 1] = "100000"
+def ctrl_c_on_a_terminal(argv: list[str], ready) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal, type Ctrl-C once ``ready()``; (exit code, output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     pid, terminal = pty.fork()
     if pid == 0:  # the child: the command, on the terminal
@@ -291,11 +291,11 @@ def test_ctrl_c_in_a_terminal_prints_the_resume_command(start_dir, tmp_path):
     output, sent = b"", False
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if not sent and (out / "checkpoints" / "last.ckpt").exists():
-            os.write(terminal, b"\x03")   # Ctrl-C: the terminal sends SIGINT to the command
+        if not sent and ready():
+            os.write(terminal, b"\x03")   # Ctrl-C: the terminal sends SIGINT to the command's processes
             sent = True
-        ready, _, _ = select.select([terminal], [], [], 0.2)
-        if ready:
+        readable, _, _ = select.select([terminal], [], [], 0.2)
+        if readable:
             try:
                 chunk = os.read(terminal, 4096)
             except OSError:   # the command has ended: its side of the terminal is closed
@@ -309,9 +309,36 @@ def test_ctrl_c_in_a_terminal_prints_the_resume_command(start_dir, tmp_path):
     _, status = os.waitpid(pid, 0)
     text = output.decode(errors="replace").replace("\r\n", "\n")
     assert sent, text
-    assert os.waitstatus_to_exitcode(status) == 1, text
+    return os.waitstatus_to_exitcode(status), text
+
+
+def test_ctrl_c_in_a_terminal_prints_the_resume_command(start_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "mt_repro.cli", *run_args(start_dir / "c.tar.gz", out)]
+    argv[argv.index("--steps") + 1] = "100000"
+    code, text = ctrl_c_on_a_terminal(argv, lambda: (out / "checkpoints" / "last.ckpt").exists())
+    assert code == 1, text
     assert f"mt-repro: interrupted; continue with: mt-repro resume {out}" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_the_digits_grid_in_parallel_processes_then_resume_gives_the_same_table(tmp_path, cli):
+    """Two runs at a time in worker processes: one Ctrl-C stops them all with one line, and
+    the grid resumed gives the table of an uninterrupted serial run."""
+    grid = ("--seeds", "2", "--epochs", "3", "--no-progress")
+    code, whole, err = cli("digits", *grid, "--jobs", "1", "--threads", "1", "--out", tmp_path / "whole")
+    assert code == 0, err
+    out = tmp_path / "part"
+    argv = [sys.executable, "-m", "mt_repro.cli", "digits", *grid, "--jobs", "2", "--threads", "1", "--out", str(out)]
+    started = lambda: sum((out / run / "config.json").exists() for run in ("supervised_0", "mean_teacher_0")) == 2
+    code, text = ctrl_c_on_a_terminal(argv, started)
+    assert code == 1, text
+    assert text.strip().splitlines()[-1] == f"mt-repro: interrupted; continue with: mt-repro resume {out}"
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    code, resumed, err = cli("resume", out, "--no-progress")
+    assert code == 0, err
+    assert table_rows(resumed) == table_rows(whole)
 
 
 def test_resume_of_a_directory_whose_config_is_no_regular_file_says_so(cli, tmp_path):

@@ -21,27 +21,34 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import os
+import signal
 import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from mt_repro.config.compose import DemoConfig, digits_run, load_demo_config
 from mt_repro.config.saved import read_saved
 from mt_repro.config.train import MODES, SAMPLINGS, TrainConfig
-from mt_repro.core.errors import BadInput
+from mt_repro.core.errors import BadInput, MtReproError, RunFailed
 from mt_repro.core.fileio import write_text_atomic
+from mt_repro.core.threads import choose_threads, parallel_runs
 from mt_repro.data import digits
 from mt_repro.data.labels import write_label_file
 from mt_repro.engine import runs
 from mt_repro.engine.recipes import check_config
+from mt_repro.engine.threads import network_parameters
 from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
 from mt_repro.methods.registry import method_class
 
 log = logging.getLogger(__name__)
 BASELINE = "supervised"
+KEPT = "finished already, its result kept"
 GRID_FILE = "demo.json"   # in --out: what the last command asked for, for `mt-repro resume OUT`
 
 
@@ -62,6 +69,9 @@ class DemoResult:
     methods: list[str] = field(default_factory=lambda: ["mean_teacher"])
     runs: list[DemoRun] = field(default_factory=list)
     sampling: str = "two_stream"  # of the semi-supervised methods' minibatches
+    wall_seconds: float | None = None   # of the whole grid
+    jobs: int = 1                       # runs at a time
+    threads: int | None = None          # torch threads per run
 
     def errors(self, method: str) -> list[float]:
         return [r.test_error for r in self.runs if r.method == method]
@@ -140,7 +150,13 @@ def _rescaled(config: TrainConfig, epochs: int, ratio: float, schedule: TrainCon
 def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: int | None = None,
              out_dir: str | Path = "results/digits", *, config: str | Path | None = None,
              methods: list[str] | None = None, sampling: str = "two_stream", mode: str = "faithful",
-             progress: bool = True, overwrite: bool = False) -> DemoResult:
+             progress: bool = True, overwrite: bool = False, jobs: int | None = 1,
+             threads: int | None = None) -> DemoResult:
+    """The demo's grid: every method and supervised-only on each data seed. ``jobs`` runs at
+    once, each in its own process (None: as many as the cores hold at the chosen thread count;
+    ``mt-repro digits`` does that); ``threads``: torch threads per run (None: chosen from the
+    network's size, ``mt_repro.core.threads``). A run's result depends on its thread count (sums
+    in another order), never on ``jobs``: each run seeds itself."""
     methods = [m for m in (methods or ["mean_teacher"]) if m != BASELINE]
     for method in methods:
         method_class(method)  # an unknown name fails here, before anything runs
@@ -161,15 +177,31 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
             check_config(cfg)
             if not overwrite:
                 _refuse_other_settings(cfg, method)
+    tasks = [_Task(method, seed_plan.data_seed, cfg) for seed_plan in plan for method, cfg in seed_plan.configs]
+    choice = choose_threads(network_parameters(tasks[0].config), given=threads)
+    jobs = parallel_runs(len(tasks), given_jobs=jobs, threads_per_run=choice.threads)
+    _say(progress, choice.describe() + (f"; {jobs} runs at a time, each in its own process (--jobs N to choose)"
+                                        if jobs > 1 else ""))
     _record_grid(out_dir, dict(n_labels=n_labels, n_seeds=n_seeds, epochs=epochs, methods=methods,
                                sampling=sampling, mode=mode, config=None if config is None else os.path.abspath(config)))
-    quiet = _OnceAndWarningsOnly()
+    for seed_plan in plan:
+        _write_labels(seed_plan, out_dir)
     result = DemoResult(n_labels, list(range(n_seeds)), list(methods), sampling=sampling)
+    start = time.time()
     try:
-        for seed_plan in plan:
-            _run_seed(result, seed_plan, out_dir, quiet, overwrite=overwrite, progress=progress)
+        if jobs == 1:
+            torch.set_num_threads(choice.threads)
+            quiet = _OnceAndWarningsOnly()
+            outcomes = []
+            for task in tasks:
+                with _quiet(quiet):
+                    outcomes.append(_train(task, overwrite=overwrite, progress=progress))
+        else:
+            outcomes = _train_in_processes(tasks, jobs, choice.threads, overwrite=overwrite, progress=progress)
     except KeyboardInterrupt as exc:  # named by the grid: `mt-repro resume OUT` continues all of it
         raise runs.RunInterrupted(out_dir) from exc
+    result.runs = [_demo_run(task, outcome) for task, outcome in zip(tasks, outcomes)]
+    result.wall_seconds, result.jobs, result.threads = time.time() - start, jobs, choice.threads
     return result
 
 
@@ -181,6 +213,20 @@ class _SeedPlan:
     configs: list[tuple[str, TrainConfig]]   # (method, its run's settings), supervised first
 
 
+@dataclass(frozen=True)
+class _Task:
+    """One run of the grid, as a worker process receives it (settings are plain data)."""
+    method: str
+    data_seed: int
+    config: TrainConfig
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    summary: dict
+    seconds: float
+
+
 def _seed_plan(demo: DemoConfig, data_seed: int, n_labels: int, methods: list[str], epochs: int | None,
                out_dir: Path, sampling: str, mode: str) -> _SeedPlan:
     entries = digits.label_file_entries(n_labels, data_seed)  # checks n_labels first
@@ -190,22 +236,86 @@ def _seed_plan(demo: DemoConfig, data_seed: int, n_labels: int, methods: list[st
     return _SeedPlan(data_seed, label_file, entries, configs)
 
 
-def _run_seed(result: DemoResult, plan: _SeedPlan, out_dir: Path, quiet: logging.Filter, *,
-              overwrite: bool, progress: bool) -> None:
+def _write_labels(plan: _SeedPlan, out_dir: Path) -> None:
     try:
         plan.label_file.parent.mkdir(parents=True, exist_ok=True)
         write_label_file(plan.label_file, plan.label_entries)
     except OSError as exc:
         raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    for method, cfg in plan.configs:
-        start = time.time()
-        with _quiet(quiet):
-            summary = _run(cfg, Path(cfg.out_dir), method, plan.data_seed, overwrite=overwrite, progress=progress)
-        student, teacher = summary["student_error1"], summary["teacher_error1"]
-        # Each method is judged by the network its paper reports (Mean Teacher: the teacher).
-        reported, other = (teacher, student) if reported_model(method) == "teacher" else (student, teacher)
-        result.runs.append(DemoRun(method, plan.data_seed, reported, other, summary["global_step"],
-                                   time.time() - start))
+
+
+def _demo_run(task: _Task, outcome: _Outcome) -> DemoRun:
+    summary = outcome.summary
+    student, teacher = summary["student_error1"], summary["teacher_error1"]
+    # Each method is judged by the network its paper reports (Mean Teacher: the teacher).
+    reported, other = (teacher, student) if reported_model(task.method) == "teacher" else (student, teacher)
+    return DemoRun(task.method, task.data_seed, reported, other, summary["global_step"], outcome.seconds)
+
+
+def _train(task: _Task, *, overwrite: bool, progress: bool) -> _Outcome:
+    start = time.time()
+    summary = _run(task.config, Path(task.config.out_dir), task.method, task.data_seed,
+                   overwrite=overwrite, progress=progress)
+    return _Outcome(dict(summary), time.time() - start)
+
+
+def _train_in_processes(tasks: list[_Task], jobs: int, threads: int, *, overwrite: bool,
+                        progress: bool) -> list[_Outcome]:
+    """The runs in ``jobs`` worker processes (spawned: a forked torch may hang in its thread
+    pool), one progress line per run as it ends; the outcomes in the order of ``tasks``. Runs
+    that finished before are read here (no process is started for them). The workers ignore
+    Ctrl-C: this process takes it and stops them; each interrupted run continues from its last
+    checkpoint when the grid is resumed."""
+    outcomes: dict[int, _Outcome] = {}
+    to_train = []
+    for index, task in enumerate(tasks):   # the workers are silent: what each run finds is said here
+        state = _kept_state(Path(task.config.out_dir), overwrite)
+        if state is not None:
+            _say(progress, f"data seed {task.data_seed}: {task.method.replace('_', ' ')}: {state}")
+        if state == KEPT:
+            outcomes[index] = _train(task, overwrite=overwrite, progress=False)
+        else:
+            to_train.append(index)
+    if not to_train:
+        return [outcomes[i] for i in range(len(tasks))]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(jobs, len(to_train)), initializer=_start_worker, initargs=(threads,)) as pool:
+        work = [(index, tasks[index], overwrite) for index in to_train]
+        for done, (index, outcome) in enumerate(pool.imap_unordered(_train_in_worker, work), start=1):
+            if isinstance(outcome, _Failure):
+                raise outcome.error()   # the pool's other runs are stopped as it closes
+            outcomes[index] = outcome
+            task = tasks[index]
+            run = _demo_run(task, outcome)
+            _say(progress, f"data seed {task.data_seed}: {task.method.replace('_', ' ')}: "
+                           f"{run.test_error:.2f} % test error, {run.steps} steps, {run.seconds:.0f} s "
+                           f"({done} of {len(to_train)} runs done)")
+    return [outcomes[i] for i in range(len(tasks))]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A run's one-line error, carried back from its worker as text (an error class with its
+    own constructor arguments would not survive the trip)."""
+    failed_run: bool      # RunFailed (exit 1), else BadInput (exit 2)
+    message: str
+
+    def error(self) -> Exception:
+        return RunFailed(self.message) if self.failed_run else BadInput(self.message)
+
+
+def _start_worker(threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    logging.getLogger("mt_repro").setLevel(logging.WARNING)
+
+
+def _train_in_worker(work: tuple[int, _Task, bool]) -> tuple[int, _Outcome | _Failure]:
+    index, task, overwrite = work
+    try:
+        return index, _train(task, overwrite=overwrite, progress=False)
+    except MtReproError as exc:
+        return index, _Failure(isinstance(exc, RunFailed), f"{task.config.out_dir}: {exc}")
 
 
 def _record_grid(out_dir: Path, choices: dict) -> None:
@@ -222,7 +332,8 @@ def is_demo_dir(directory: str | Path) -> bool:
     return (Path(directory) / GRID_FILE).is_file()
 
 
-def resume_demo(out_dir: str | Path, *, progress: bool = True) -> DemoResult:
+def resume_demo(out_dir: str | Path, *, progress: bool = True, jobs: int | None = 1,
+                threads: int | None = None) -> DemoResult:
     """Continue the grid last run into ``out_dir`` with its own choices: finished runs' results
     kept, an interrupted one resumed, the others started."""
     path = Path(out_dir) / GRID_FILE
@@ -239,7 +350,7 @@ def resume_demo(out_dir: str | Path, *, progress: bool = True) -> DemoResult:
                        "with the options it was started with (its finished runs are kept)")
     return run_demo(choices["n_labels"], choices["n_seeds"], choices["epochs"], out_dir, config=choices["config"],
                     methods=choices["methods"], sampling=choices["sampling"], mode=choices["mode"],
-                    progress=progress)
+                    progress=progress, jobs=jobs, threads=threads)
 
 
 def _run(config, run_dir: Path, method: str, data_seed: int, *, overwrite: bool, progress: bool) -> dict:
@@ -248,14 +359,22 @@ def _run(config, run_dir: Path, method: str, data_seed: int, *, overwrite: bool,
     logs), one that holds it interrupted is resumed, an empty one starts it (a directory that
     holds a run with other settings was refused before, unless ``overwrite``)."""
     what = f"data seed {data_seed}: {method.replace('_', ' ')}"
-    if not overwrite and (run_dir / CONFIG_FILE).is_file():
-        finished = (run_dir / SUMMARY_FILE).is_file()
-        _say(progress, f"{what}: {'finished already, its result kept' if finished else 'resuming it'}")
+    state = _kept_state(run_dir, overwrite)
+    if state is not None:
+        _say(progress, f"{what}: {state}")
         # at this --out's paths (it may have moved): the label file is used if its content is the run's
         return runs.resume(run_dir, overrides={"labels": config.labels, "out_dir": str(run_dir)}, progress=progress)
     trainer = runs.start(config, run_dir, overwrite=overwrite, progress=progress)
     _say(progress, f"{what}, {trainer.run_epochs} epochs of {trainer.data.steps_per_epoch} steps")
     return trainer.fit()
+
+
+def _kept_state(run_dir: Path, overwrite: bool) -> str | None:
+    """What becomes of a run directory that holds the run already (None: it holds none, or
+    ``overwrite`` starts it afresh)."""
+    if overwrite or not (run_dir / CONFIG_FILE).is_file():
+        return None
+    return KEPT if (run_dir / SUMMARY_FILE).is_file() else "resuming it"
 
 
 def _refuse_other_settings(config, method: str) -> None:
@@ -325,7 +444,7 @@ def render_table(result: DemoResult) -> str:
     reported = (f"{', '.join(by_teacher)} = the EMA teacher (as their papers report); " if by_teacher else "")
     notes = [
         f"{result.n_labels} labels, {len(digits.test_and_training_indices()[1]) - result.n_labels} "
-        f"unlabeled, {digits.N_TEST} test images (sklearn 8x8 digits); {step_note}; {seconds:.0f} s in all",
+        f"unlabeled, {digits.N_TEST} test images (sklearn 8x8 digits); {step_note}; {_timing(result, seconds)}",
         f"supervised = the network trained on the labeled images only; {reported}the others = their network. "
         "The other network of each run (the teacher, or the student where the teacher is reported): "
         f"supervised {_mean_std(result.other_errors('supervised'))}, {others}",
@@ -335,6 +454,13 @@ def render_table(result: DemoResult) -> str:
                      "(epochs rescaled to the same number of steps)")
     notes += [f"{m.replace('_', ' ')} - supervised: {paired_difference(result.errors(m), sup)}" for m in result.methods]
     return "\n".join(lines + [""] + notes)
+
+
+def _timing(result: DemoResult, seconds: float) -> str:
+    if result.wall_seconds is None or result.jobs == 1:
+        return f"{seconds:.0f} s in all"
+    return (f"{seconds:.0f} s of training, {result.wall_seconds:.0f} s wall time "
+            f"({result.jobs} runs at a time, {result.threads} torch thread{'s' if result.threads != 1 else ''} each)")
 
 
 def paired_difference(errors: list[float], supervised: list[float]) -> str:

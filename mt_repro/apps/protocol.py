@@ -22,6 +22,7 @@ from mt_repro.data.labels import write_label_file
 from mt_repro.data.registry import get_dataset
 from mt_repro.data.usb_splits import usb_split
 from mt_repro.engine import runs
+from mt_repro.engine.threads import use_threads
 
 LABEL_FILE = "protocol_labels.txt"
 
@@ -61,8 +62,10 @@ def default_out(protocol: str, dataset: str, n_labels: int, method: str, seed: i
 
 def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int, *,
              data_dir: str | Path | None = None, out: str | Path | None = None, overrides: str | None = None,
-             device: str = "auto", overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train one cell; returns the run's summary."""
+             device: str = "auto", overwrite: bool = False, progress: bool = True,
+             threads: int | None = None) -> dict[str, Any]:
+    """Train one cell (``threads``: torch's, None: chosen from the network's size); returns the
+    run's summary."""
     values: dict[str, Any] = {"device": device}
     if data_dir is not None:
         values["data_dir"] = str(Path(data_dir).resolve())
@@ -72,4 +75,5 @@ def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int,
     out.mkdir(parents=True, exist_ok=True)
     labels = write_protocol_labels(config, out / LABEL_FILE)
     config = config.replace(labels=str(labels.resolve())).validate()
+    use_threads(config, given=threads)
     return runs.train(config, out, overwrite=overwrite, progress=progress)

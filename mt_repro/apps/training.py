@@ -25,6 +25,7 @@ from mt_repro.data.labels import read_label_file
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import runs
 from mt_repro.engine.recipes import check_config
+from mt_repro.engine.threads import use_threads
 from mt_repro.engine.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, SUMMARY_FILE, Trainer
 from mt_repro.legacy import main_flags
 
@@ -47,6 +48,7 @@ class RunChoices:
     overrides: tuple[str, ...] = ()   # --set KEY=VALUE
     progress: bool = True
     overwrite: bool = False           # --out holds a run: replace it (else the run is refused)
+    threads: int | None = None        # --threads (None: chosen from the network's size)
 
     def run_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {"device": self.device}
@@ -91,6 +93,7 @@ def resnet_command(config_name: str, choices: RunChoices, *, label_file=None, da
     if own_file:
         _say_which_labels(config_name, label_file)
     log.info(describe_settings(config, out, overrides))
+    use_threads(config, given=choices.threads)
     return runs.train(config, out, overwrite=choices.overwrite, progress=choices.progress)
 
 
@@ -168,12 +171,14 @@ def convnet_command(dataset: str, n_labels: str | None, choices: RunChoices, *, 
     if shortened:
         log.info(shortened)
     log.info(describe_settings(config, out, overrides))
+    use_threads(config, given=choices.threads)
     return runs.train(config, out, overwrite=choices.overwrite, progress=choices.progress)
 
 
 def resume_command(run_dir: str | Path, overrides: Iterable[str] = (), *, epochs: int | None = None,
                    steps: int | None = None, progress: bool = True, data: str | Path | None = None,
-                   label_file: str | Path | None = None, arch: str | None = None) -> dict[str, Any]:
+                   label_file: str | Path | None = None, arch: str | None = None,
+                   threads: int | None = None) -> dict[str, Any]:
     """Continue a run directory of either recipe; ``--set`` in the run's own vocabulary, ``epochs``
     (the ResNet runs) or ``steps`` (the ConvNet runs) to lengthen it. ``data`` and ``label_file``:
     where the run's inputs are now, used if they hold what it started with (refused otherwise);
@@ -197,7 +202,8 @@ def resume_command(run_dir: str | Path, overrides: Iterable[str] = (), *, epochs
                 raise BadInput(f"{flag} does not apply to run {run_dir} (a {recipe}-recipe run: its split "
                                "is its data seed)")
             changes[key] = str(value)
-    return runs.resume(run_dir, overrides=changes, progress=progress)
+    chosen = use_threads(config, given=threads, say=False)   # said by resume, if there is training left
+    return runs.resume(run_dir, overrides=changes, progress=progress, threads=chosen)
 
 
 def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False) -> tuple[int, int]:

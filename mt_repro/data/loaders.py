@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SubsetRandomSampler
 
 from mt_repro.core.errors import BadInput
+from mt_repro.core.threads import available_cores
 from mt_repro.core.types import Batch
 from mt_repro.data.device_loader import DeviceBatches, images_in_memory
 from mt_repro.data.labels import apply_labels, read_label_file
@@ -145,14 +146,6 @@ def worker_count(requested: int) -> int:
     only queue for the same cores (and torch warns about each such loader)."""
     return min(requested, available_cores())
 
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the system has one, as
-    torch's DataLoader counts them), else all of the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _batch_sampler(config, n_train: int, labeled: list[int], unlabeled: list[int]):

@@ -31,6 +31,7 @@ from mt_repro.core.errors import BadInput
 from mt_repro.core.fileio import TEMPORARY_SUFFIX, write_text_atomic
 from mt_repro.core.hashing import content_hash
 from mt_repro.core.rng import seed_everything
+from mt_repro.core.threads import ThreadChoice
 from mt_repro.data.registry import get_dataset
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import distributed
@@ -278,7 +279,7 @@ def read_run_config(run_dir: str | Path):
 
 
 def resume(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
-           progress: bool = True) -> dict[str, Any]:
+           progress: bool = True, threads: ThreadChoice | None = None) -> dict[str, Any]:
     """Continue an interrupted run directory from its last checkpoint, bit for bit, from any
     working directory.
 
@@ -288,7 +289,8 @@ def resume(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     hold what the run started with (``checked_inputs``), refused otherwise. A run killed before
     its first checkpoint starts again from the beginning. A run that has finished (its summary
     written, its last checkpoint at its end, even with ``overrides``) is left untouched: its
-    summary is returned as a ``KeptSummary``. A Ctrl-C raises ``RunInterrupted``.
+    summary is returned as a ``KeptSummary``. A Ctrl-C raises ``RunInterrupted``. ``threads``:
+    the thread count the command chose (``mt_repro.engine.threads``), said once training goes on.
     """
     run_dir = Path(run_dir)
     overrides = dict(overrides or {})
@@ -307,6 +309,8 @@ def resume(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
             if told:
                 log.info(told)
             log.info(f"{run_dir} has no checkpoint yet: starting it again from the beginning")
+            if threads is not None:
+                log.info(threads.describe())
             trainer = _seeded_trainer(config, run_dir, progress=progress)
             record_inputs(trainer, hashes)
             for log_file in (trainer.training_log, trainer.validation_log, trainer.ema_validation_log):
@@ -326,6 +330,8 @@ def resume(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
         at = trainer.state   # its position as the evaluations' lines give it
         position = at.epoch + at.step_in_epoch / trainer.timeline.steps_per_epoch
         log.info(f"resuming {run_dir} at epoch {position:g}, step {at.global_step}")
+        if threads is not None:
+            log.info(threads.describe())
         trainer.record_config()
         if given or not recorded:
             record_inputs(trainer, hashes)
