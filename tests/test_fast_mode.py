@@ -1,17 +1,21 @@
 """Fast mode computes what faithful mode computes: batched augmentation equals the per-image
 transforms given the same parameters, and training steps fed the same minibatches give the
-same losses (float32 on the CPU; bf16 tolerance where a GPU with bf16 runs the test)."""
+same losses (float32 on the CPU; bf16 tolerance where a GPU with bf16 runs the test, and on a
+CPU with native bf16 arithmetic, checked in a process with the machine's own kernels)."""
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision import transforms
-
-import logging
 
 from conftest import assert_one_line_error
 from mt_repro.config import TrainConfig
@@ -160,6 +164,8 @@ def test_fast_steps_give_the_faithful_losses_on_the_same_minibatches(tmp_path, d
         zero_dropout(trainers[mode])
     assert trainers["fast"].speedups.channels_last
     bf16 = trainers["fast"].speedups.autocast_dtype is torch.bfloat16
+    if os.environ.get("MT_REPRO_EXPECT_BF16") == "1":   # (the bf16-CPU test below runs this one)
+        assert bf16
     steps = trainers["fast"].data.steps_per_epoch
     losses = {"faithful": [], "fast": []}
     for i, batch in zip(range(10), trainers["fast"].data.epoch(0)):
@@ -176,6 +182,27 @@ def test_fast_steps_give_the_faithful_losses_on_the_same_minibatches(tmp_path, d
                                    **(dict(rtol=5e-2, atol=5e-3) if bf16 else dict(rtol=1e-4, atol=1e-5)))
 
 
+NATIVE = {**os.environ, "MT_REPRO_TEST_NATIVE_ISA": "1"}
+for _pin in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES"):
+    NATIVE.pop(_pin, None)   # this session's AVX2 pin (conftest.py) hides a CPU's bf16 arithmetic
+
+
+def test_fast_mode_on_a_cpu_with_bf16_arithmetic_uses_it_within_the_bf16_tolerance():
+    """CPUs with AVX512-BF16 or AMX train fast mode in bf16 autocast (oneDNN's native bf16):
+    the loss and weight test above, run with the machine's own kernels, must then take its
+    bf16 branch and pass at the same tolerance as a GPU's bf16."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; from mt_repro.engine import fast_mode; "
+                            "print(fast_mode.bf16_supported(torch.device('cpu')))"],
+                           env=NATIVE, capture_output=True, text=True, check=True)
+    if probe.stdout.strip() != "True":
+        pytest.skip("this CPU has no native bf16 arithmetic: fast mode computes in float32 on it")
+    test = "tests/test_fast_mode.py::test_fast_steps_give_the_faithful_losses_on_the_same_minibatches[cpu]"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", test],
+                          env={**NATIVE, "MT_REPRO_EXPECT_BF16": "1"}, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:]
+
+
 def test_ema_update_with_foreach_matches_the_per_tensor_loop():
     from mt_repro.engine.ema import update_after_step as update_teacher
 
@@ -188,7 +215,8 @@ def test_ema_update_with_foreach_matches_the_per_tensor_loop():
     assert all(torch.equal(t, e) for t, e in zip(teacher.parameters(), expected))
 
 
-def test_fast_mode_falls_back_to_float32_without_bf16_and_says_so():
+def test_fast_mode_falls_back_to_float32_without_bf16_and_says_so(monkeypatch):
+    monkeypatch.setattr(fast_mode, "bf16_supported", lambda device: False)   # (whatever this CPU has)
     notes = []
     speedups = fast_mode.speedups_for("fast", False, torch.device("cpu"), note=notes.append)
     assert speedups.autocast_dtype is None and speedups.channels_last and speedups.precision == "float32"
@@ -197,7 +225,8 @@ def test_fast_mode_falls_back_to_float32_without_bf16_and_says_so():
     assert len(notes) == 1
 
 
-def test_a_fast_run_trains_resumes_and_reports_the_fallback(tmp_path, caplog):
+def test_a_fast_run_trains_resumes_and_reports_the_fallback(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(fast_mode, "bf16_supported", lambda device: False)
     config = digits_config(tmp_path, mode="fast", epochs=2, checkpoint_epochs=1)
     with caplog.at_level(logging.INFO, logger="mt_repro"):
         summary = runs.train(config, tmp_path / "run", progress=False)
