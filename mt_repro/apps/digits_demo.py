@@ -268,28 +268,37 @@ def _train_in_processes(tasks: list[_Task], jobs: int, threads: int, *, overwrit
     checkpoint when the grid is resumed."""
     outcomes: dict[int, _Outcome] = {}
     to_train = []
+    quiet = _OnceAndWarningsOnly()
     for index, task in enumerate(tasks):   # the workers are silent: what each run finds is said here
         state = _kept_state(Path(task.config.out_dir), overwrite)
         if state is not None:
             _say(progress, f"data seed {task.data_seed}: {task.method.replace('_', ' ')}: {state}")
         if state == KEPT:
-            outcomes[index] = _train(task, overwrite=overwrite, progress=False)
+            with _quiet(quiet):
+                outcomes[index] = _train(task, overwrite=overwrite, progress=False)
         else:
             to_train.append(index)
     if not to_train:
         return [outcomes[i] for i in range(len(tasks))]
     context = multiprocessing.get_context("spawn")
-    with context.Pool(min(jobs, len(to_train)), initializer=_start_worker, initargs=(threads,)) as pool:
+    pool = context.Pool(min(jobs, len(to_train)), initializer=_start_worker, initargs=(threads,))
+    try:
         work = [(index, tasks[index], overwrite) for index in to_train]
         for done, (index, outcome) in enumerate(pool.imap_unordered(_train_in_worker, work), start=1):
             if isinstance(outcome, _Failure):
-                raise outcome.error()   # the pool's other runs are stopped as it closes
+                raise outcome.error()   # the pool's other runs are stopped below
             outcomes[index] = outcome
             task = tasks[index]
             run = _demo_run(task, outcome)
             _say(progress, f"data seed {task.data_seed}: {task.method.replace('_', ' ')}: "
                            f"{run.test_error:.2f} % test error, {run.steps} steps, {run.seconds:.0f} s "
                            f"({done} of {len(to_train)} runs done)")
+        pool.close()   # all done: the workers exit on their own, releasing what they hold
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     return [outcomes[i] for i in range(len(tasks))]
 
 
