@@ -11,7 +11,7 @@ setup(
     + ["mt_repro.original_configs"],
     package_dir={"mt_repro.original_configs": "original_configs"},
     package_data={"mt_repro.original_configs": ["*.toml", "convnet/*.toml"], "mt_repro.configs": ["*.toml", "methods/*.toml", "protocols/*.toml"],
-                  "mt_repro.paper": ["*.csv"]},
+                  "mt_repro.paper": ["*.csv"], "mt_repro.data": ["*.sha256"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -25,6 +25,7 @@ setup(
         "libcst>=1.0.1",
         "scikit-learn",  # the bundled 8x8 digits of `mt-repro digits`
         "matplotlib",    # `mt-repro plot` and the HTML report
+        "tensorboard",   # each run's event files (mt_repro.logs.events)
     ],
     extras_require={"test": ["pytest", "pytest-xdist>=3.2", "hypothesis"]},
     entry_points={"console_scripts": ["mt-repro=mt_repro.cli:main"]},

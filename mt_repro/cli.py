@@ -278,10 +278,56 @@ def _common_run_options(fn):
         click.option("--device", default="auto", show_default=True),
         _THREADS_OPTION,
         click.option("--no-progress", is_flag=True),
+        *_DOWNLOAD_OPTIONS,
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+_DOWNLOAD_OPTIONS = [
+    click.option("--download", is_flag=True,
+                 help="fetch what --data (and the label file) would name into the data root, verified"),
+    click.option("--data-root", type=click.Path(path_type=Path),
+                 help="where downloads go (default $MT_REPRO_DATA, else ~/.cache/mt-repro)"),
+]
+
+
+_LAUNCHER_OPTIONS = [
+    click.option("--launcher", type=click.Choice(["serial", "local"]), default="serial", show_default=True,
+                 help="serial: one run after another here; local: one process per --devices slot"),
+    click.option("--devices", metavar="LIST",
+                 help="--launcher local: the slots, e.g. cuda:0,cuda:1,cuda:2,cuda:3 or cpu,cpu (a device may repeat)"),
+]
+
+
+def _launch_devices(launcher: str, devices: str | None) -> list[str] | None:
+    from mt_repro.engine.launch import parse_devices
+
+    if launcher == "serial":
+        if devices is not None:
+            raise BadInput("--devices lists the slots of --launcher local: give --launcher local too")
+        return None
+    return parse_devices(devices)
+
+
+def _apply_download(options: dict, dataset: str, *, config_name: str | None = None,
+                    extra: bool = False) -> None:
+    """``--download``: the dataset and label file a run lacks, fetched into ``--data-root``;
+    ``options`` then name them as ``--data`` and ``--label-dir`` would."""
+    if not options["download"]:
+        if options["data_root"] is not None:
+            raise BadInput("--data-root is where --download puts files: give --download too")
+        return
+    from mt_repro.apps import training
+    from mt_repro.data import downloads
+
+    options["data_dir"], label_dir = training.downloaded_inputs(
+        dataset, downloads.data_root(options["data_root"]), config_name=config_name,
+        data_seed=options.get("data_seed"), data_dir=options["data_dir"], label_file=options.get("label_file"),
+        label_dir=options.get("label_dir"), extra=extra)
+    if "label_dir" in options:
+        options["label_dir"] = label_dir
 
 
 _CIFAR10_DATA = ("CIFAR-10: cifar-10-python.tar.gz, its extracted batches directory or the by-image PNG "
@@ -443,6 +489,7 @@ def cifar10(ctx: click.Context, n_labels: str, arch: str, steps: int | None, exp
         if unused:
             raise BadInput(f"{', '.join(unused)} apply to the ResNet run, not to --arch convnet13 "
                            "(its length is --steps, its split --data-seed)")
+        _apply_download(options, "cifar10")
         summary = training.convnet_command("cifar10", _labels_of(ctx, n_labels, experiment), _choices(options, method),
                                            data_seed=options["data_seed"], steps=steps, experiment=experiment)
     else:
@@ -453,6 +500,7 @@ def cifar10(ctx: click.Context, n_labels: str, arch: str, steps: int | None, exp
         if n_labels not in ("1000", "4000"):
             raise BadInput("the ResNet run (Table 4) has 1000 or 4000 labels; for other label counts "
                            "use --arch convnet13")
+        _apply_download(options, "cifar10", config_name=f"cifar10_{n_labels}")
         summary = training.resnet_command(f"cifar10_{n_labels}", _choices(options, method),
                                           label_file=options["label_file"], data_seed=options["data_seed"],
                                           label_dir=options["label_dir"], gpus=options["gpus"],
@@ -484,6 +532,7 @@ def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None,
     if options["resume"] is not None:
         _resume(ctx, options["resume"], options["overrides"], steps=steps, no_progress=options["no_progress"])
         return
+    _apply_download(options, "svhn", extra=n_extra != "0")
     _print_summary(training.convnet_command("svhn", _labels_of(ctx, n_labels, experiment), _choices(options, method),
                                             n_extra=int(n_extra), data_seed=data_seed, steps=steps,
                                             experiment=experiment))
@@ -530,6 +579,7 @@ def imagenet(ctx: click.Context, n_labels: str, **options) -> None:
         _resume(ctx, options["resume"], options["overrides"], epochs=options["epochs"],
                 no_progress=options["no_progress"])
         return
+    _apply_download(options, "imagenet", config_name="imagenet_10pct")
     _print_summary(training.resnet_command(
         "imagenet_10pct", _choices(options, options["method"]), label_file=options["label_file"],
         data_seed=options["data_seed"], label_dir=options["label_dir"], gpus=options["gpus"],
@@ -574,9 +624,12 @@ def resume_command(ctx: click.Context, directory: Path, overrides: tuple[str, ..
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="applied to every run")
 @click.option("--dry-run", is_flag=True, help="list the grid, run nothing")
 @click.option("--device", default="auto", show_default=True)
+@_LAUNCHER_OPTIONS[0]
+@_LAUNCHER_OPTIONS[1]
+@_THREADS_OPTION
 @click.option("--no-progress", is_flag=True)
 def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, ...], dry_run: bool,
-             device: str, no_progress: bool) -> None:
+             device: str, launcher: str, devices: str | None, threads: int | None, no_progress: bool) -> None:
     """Run the grid of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
     resuming interrupted ones: svhn_250_vary_{consistency_cost,dropout,ema_decay,
     logit_distance_cost,perturbation,trust}."""
@@ -584,8 +637,9 @@ def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, 
     from mt_repro.apps import training
 
     choices = training.RunChoices(data_dir=data_dir, device=device, out=out, overrides=overrides,
-                                  progress=not no_progress)
-    total, done = training.ablation_command(name, choices, dry_run=dry_run)
+                                  progress=not no_progress, threads=threads)
+    total, done = training.ablation_command(name, choices, dry_run=dry_run, launcher=launcher,
+                                            devices=_launch_devices(launcher, devices))
     click.echo(f"{name}: {total} runs" + ("" if dry_run else f", {done} were already finished"))
 
 
@@ -747,27 +801,74 @@ def port_log_command(old: Path, new: Path) -> None:
     click.echo(port.port_log(old, new).line())
 
 
+@cli.command("download")
+@click.argument("what", nargs=-1, required=True, type=click.Choice(["cifar10", "svhn", "svhn-extra", "labels"]))
+@_DOWNLOAD_OPTIONS[1]
+def download_command(what: tuple[str, ...], data_root: Path | None) -> None:
+    """Fetch CIFAR-10, SVHN (svhn-extra: with extra_32x32.mat) or the original's label files
+    (labels: those its runners used) into the data root, each verified against its digest."""
+    from mt_repro.config.paper import load_paper_config
+    from mt_repro.data import downloads
+    from mt_repro.paper.tables import RESNET_CONFIGS
+
+    root = downloads.data_root(data_root)
+    for item in dict.fromkeys(what):
+        if item == "labels":
+            papers = [load_paper_config(name) for name in dict.fromkeys(RESNET_CONFIGS.values())]
+            wanted = list(dict.fromkeys(p.label_file_for(seed) for p in papers for seed in p.data_seeds))
+            paths = downloads.fetch(downloads.label_downloads(wanted), root, say=click.echo)
+            click.echo(f"label files: {len(paths)} in {root / downloads.LABELS_DIR} (--label-dir)")
+        else:
+            dataset = item.removesuffix("-extra")
+            downloads.fetch(downloads.dataset_downloads(dataset, extra=item.endswith("-extra")), root, say=click.echo)
+            click.echo(f"{dataset}: {downloads.dataset_path(dataset, root)} (--data)")
+
+
 # --- the paper's tables (mt_repro.paper) ---------------------------------------------------
 @cli.command("table")
 @click.argument("number", type=int)
 @click.option("--seeds", type=int, help="only the first N runs of each cell")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/paper"), show_default=True)
 @click.option("--dry-run", is_flag=True, help="list the runs and their cost, run nothing")
+@click.option("--status", is_flag=True, help="every run's state in --out; exit 1 if any failed")
 @click.option("--data", "data_dirs", multiple=True, metavar="DATASET=PATH",
               help="where each dataset is (e.g. cifar10=cifar-10-python.tar.gz)")
 @click.option("--label-dir", type=click.Path(path_type=Path), help="the original's data-local/labels (Table 4)")
 @click.option("--gpus", type=int, help="Table 4: scale batch and lr as for this many GPUs")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--no-progress", is_flag=True)
-def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, data_dirs: tuple[str, ...],
-                  label_dir: Path | None, gpus: int | None, device: str, no_progress: bool) -> None:
+@_DOWNLOAD_OPTIONS[0]
+@_DOWNLOAD_OPTIONS[1]
+@_LAUNCHER_OPTIONS[0]
+@_LAUNCHER_OPTIONS[1]
+@_THREADS_OPTION
+def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, status: bool, data_dirs: tuple[str, ...],
+                  label_dir: Path | None, gpus: int | None, device: str, no_progress: bool,
+                  download: bool, data_root: Path | None, launcher: str, devices: str | None,
+                  threads: int | None) -> None:
     """Run (or resume) every run behind Table NUMBER of the paper, with its configurations and
     data seeds; finished runs are skipped. Compare them afterwards with `mt-repro compare OUT`."""
     from mt_repro.paper import tables
 
-    if dry_run:
+    if dry_run or status:
+        from mt_repro.paper import status as run_status
+
+        if dry_run and status:
+            raise BadInput("give --dry-run (the plan) or --status (the runs' states), not both")
+        if status:
+            states = run_status.run_states(number, out, seeds)
+            for line in run_status.describe_states(states):
+                click.echo(line)
+            failed = [s for s in states if s.state == "failed"]
+            if failed:
+                raise RunFailed(f"{len(failed)} of Table {number}'s runs failed; the first: "
+                                f"{failed[0].run.directory}: {failed[0].detail}")
+            return
         runs = tables.planned_runs(number, seeds)
         for line in tables.describe_plan(runs):
+            click.echo(line)
+        click.echo("estimated cost on one device, from committed benchmarks:")
+        for line in run_status.device_hours(runs):
             click.echo(line)
         finished = sum((out / run.directory / "summary.json").is_file() for run in runs)
         click.echo(f"{finished} of them already finished in {out}")
@@ -778,10 +879,41 @@ def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, data
         if not sep or not dataset or not path:
             raise BadInput(f"--data expects DATASET=PATH, got {item!r}")
         parsed[dataset] = path
+    waiting: dict[str, str] = {}
+    if download:
+        label_dir = _download_for_table(number, seeds, parsed, label_dir, data_root, waiting)
+    elif data_root is not None:
+        raise BadInput("--data-root is where --download puts files: give --download too")
     counts = tables.run_table(number, out, seeds=seeds, data_dirs=parsed, label_dir=label_dir, gpus=gpus,
-                              device=device, progress=not no_progress)
+                              device=device, progress=not no_progress, waiting=waiting, launcher=launcher,
+                              devices=_launch_devices(launcher, devices), threads=threads)
+    wait = f", {counts['waiting']} waiting for their data" if counts["waiting"] else ""
     click.echo(f"Table {number}: {counts['started']} run(s) started, {counts['resumed']} resumed, "
-               f"{counts['skipped']} already finished; compare with: mt-repro compare {out} --table {number}")
+               f"{counts['skipped']} already finished{wait}; compare with: mt-repro compare {out} --table {number}")
+
+
+def _download_for_table(number: int, seeds: int | None, data_dirs: dict[str, str], label_dir: Path | None,
+                        data_root: Path | None, waiting: dict[str, str]) -> Path | None:
+    """``table --download``: every dataset the table's runs need and ``--data`` does not name,
+    and their label files, fetched; a dataset that cannot be downloaded (ImageNet) makes its
+    runs wait. Returns the label directory the runs use."""
+    from mt_repro.data import downloads
+    from mt_repro.paper import tables
+
+    root = downloads.data_root(data_root)
+    planned = tables.planned_runs(number, seeds)
+    datasets, label_files = tables.inputs_needed(planned, data_dirs)
+    for dataset, extra in datasets.items():
+        if dataset in downloads.MANUAL:
+            waiting[dataset] = f"pass --data {dataset}=DIR ({downloads.MANUAL[dataset].split(':')[0]})"
+            continue
+        downloads.fetch(downloads.dataset_downloads(dataset, extra=extra), root, say=click.echo)
+        data_dirs[dataset] = str(downloads.dataset_path(dataset, root))
+    if label_dir is not None:
+        return label_dir
+    wanted = [path for dataset, paths in label_files.items() if dataset not in waiting for path in paths]
+    downloads.fetch(downloads.label_downloads(wanted), root, say=click.echo)
+    return root / downloads.LABELS_DIR
 
 
 @cli.command("compare")

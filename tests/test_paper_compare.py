@@ -252,12 +252,12 @@ def test_table_4_runs_are_started_once_then_skipped(tmp_path, monkeypatch, origi
 
     monkeypatch.setattr(runs, "train", fake_train)
     kwargs = dict(seeds=1, data_dirs={"cifar10": "c", "imagenet": "i"}, label_dir=original_labels, progress=False)
-    assert tables.run_table(4, tmp_path, **kwargs) == {"skipped": 0, "resumed": 0, "started": 3}
+    assert tables.run_table(4, tmp_path, **kwargs) == {"skipped": 0, "resumed": 0, "started": 3, "waiting": 0}
     assert [Path(s[0]).relative_to(original_labels).as_posix() for s in started] == [
         "cifar10/4000_balanced_labels/10.txt", "cifar10/1000_balanced_labels/10.txt",
         "ilsvrc2012/128000_balanced_labels/00.txt"]
     assert started[0][1:] == (512, 300) and started[2][1:] == (400, 60)   # the paper's GPU counts
-    assert tables.run_table(4, tmp_path, **kwargs) == {"skipped": 3, "resumed": 0, "started": 0}
+    assert tables.run_table(4, tmp_path, **kwargs) == {"skipped": 3, "resumed": 0, "started": 0, "waiting": 0}
 
 
 def test_table_1_runs_go_to_the_convnet_runner_with_the_runners_settings(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from mt_repro.apps import training
 from mt_repro.core import fileio
 from mt_repro.core.errors import BadInput, one_line, printable
 from mt_repro.data import synthetic
+from mt_repro.config import compose
 from mt_repro.engine import runs
 from mt_repro.engine.trainer import remove_run_files, run_files
 from mt_repro.logs.runlog import read_rows
@@ -286,6 +287,8 @@ def test_ablation_grid_skips_finished_resumes_interrupted_and_starts_new_runs(tm
     monkeypatch.setattr(runs, "train", fake_train)
     monkeypatch.setattr(runs, "resume", fake_resume)
     name = "svhn_250_vary_ema_decay"
+    # the interrupted run's config.json is a stand-in: its settings are those of a run of the grid
+    monkeypatch.setattr(runs, "read_run_config", lambda directory: compose.convnet_run(name, n_labeled=250))
     choices = training.RunChoices(data_dir=tmp_path / "svhn", out=tmp_path, device="cpu")
     directories = []
     monkeypatch.setattr(training.log, "info", lambda line: directories.append(line))

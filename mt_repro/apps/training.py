@@ -21,9 +21,10 @@ from mt_repro.config.paper import load_paper_config
 from mt_repro.config.train import HINTS as TRAIN_HINTS
 from mt_repro.core.errors import BadInput
 from mt_repro.core.rng import seed_everything
+from mt_repro.data import downloads
 from mt_repro.data.labels import read_label_file
 from mt_repro.engine import checkpoint as ckpt
-from mt_repro.engine import runs
+from mt_repro.engine import launch, runs
 from mt_repro.engine.recipes import check_config
 from mt_repro.engine.threads import use_threads
 from mt_repro.engine.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, SUMMARY_FILE, Trainer
@@ -206,17 +207,18 @@ def resume_command(run_dir: str | Path, overrides: Iterable[str] = (), *, epochs
     return runs.resume(run_dir, overrides=changes, progress=progress, threads=chosen)
 
 
-def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False) -> tuple[int, int]:
+def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False, launcher: str = "serial",
+                     devices: list[str] | None = None) -> tuple[int, int]:
     """Every run of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
-    resuming interrupted ones; returns (runs, already finished)."""
+    resuming interrupted ones, serially or in local processes (``mt_repro.engine.launch``);
+    returns (runs, already finished)."""
     if name not in ablation_names():  # (the runners of single runs are not grids)
         raise BadInput(f"no ablation {name!r}; the ablations: {', '.join(ablation_names())}")
     experiment = load_experiment(name)
-    grid = experiment.ablation_runs()
     overrides = parse_overrides(choices.overrides, CONVNET_HINTS)
     out = Path(choices.out or "results/ablations")
-    done = 0
-    for number, (data_seed, changes) in enumerate(grid, 1):
+    grid = []
+    for data_seed, changes in experiment.ablation_runs():
         label = "_".join(f"{k}={v}" for k, v in changes.items())
         directory = out / name / f"seed{data_seed}" / label
         if dry_run:
@@ -224,19 +226,23 @@ def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False) -
                      f"{data_seed}, {label}")
             continue
         if (directory / SUMMARY_FILE).is_file():
-            done += 1
+            grid.append(launch.GridRun(directory, None, label))
             continue
         if choices.data_dir is None:
             raise BadInput("pass --data: the directory of the SVHN .mat files")
-        log.info(f"[{number}/{len(grid)}] {directory}")
-        if (directory / CONFIG_FILE).is_file():  # the data given again, if it moved: checked to be the run's
-            runs.resume(directory, overrides={"data_dir": str(choices.data_dir)}, progress=choices.progress)
-            continue
-        config = compose.convnet_run(name, n_labeled=experiment.n_labeled[0], method=experiment.methods[0],
-                                     data_seed=data_seed, run=choices.run_values(),
-                                     overrides={**changes, **overrides})
-        runs.train(config, directory, progress=choices.progress)
-    return len(grid), done
+        config = None
+        if not (directory / CONFIG_FILE).is_file():
+            config = compose.convnet_run(name, n_labeled=experiment.n_labeled[0], method=experiment.methods[0],
+                                         data_seed=data_seed, run=choices.run_values(),
+                                         overrides={**changes, **overrides})
+        # a resumed run takes the data given again, if it moved: checked to be the run's
+        grid.append(launch.GridRun(directory, config, f"data seed {data_seed}, {label}",
+                                   resume_overrides={"data_dir": str(choices.data_dir)}))
+    if dry_run:
+        return len(experiment.ablation_runs()), 0
+    counts = launch.launch(grid, launcher=launcher, devices=devices, threads=choices.threads,
+                           progress=choices.progress)
+    return len(grid), counts.skipped
 
 
 def legacy_main(argv: Iterable[str]) -> list[str] | dict[str, Any]:
@@ -278,3 +284,20 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}",
             f"  checkpoint {summary['checkpoint']}",
             f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl"]
+
+
+def downloaded_inputs(dataset: str, root: Path, *, config_name: str | None = None, data_seed: int | None = None,
+                      data_dir=None, label_file=None, label_dir=None, extra: bool = False) -> tuple[Any, Any]:
+    """``--download``: what a run of ``dataset`` lacks, fetched into ``root`` and verified (the
+    dataset unless ``--data`` names it; a ResNet run's label file unless ``--label-file`` or
+    ``--label-dir`` names one). Returns the run's ``(data_dir, label_dir)``."""
+    if data_dir is None:
+        downloads.fetch(downloads.dataset_downloads(dataset, extra=extra), root, say=log.info)
+        data_dir = downloads.dataset_path(dataset, root)
+    if config_name is not None and label_file is None and label_dir is None:
+        paper = load_paper_config(config_name)
+        seed = paper.data_seeds[0] if data_seed is None else data_seed
+        if seed in paper.data_seeds:   # (another seed is refused with the recipe's seeds, later)
+            downloads.fetch(downloads.label_downloads([paper.label_file_for(seed)]), root, say=log.info)
+        label_dir = root / downloads.LABELS_DIR
+    return data_dir, label_dir

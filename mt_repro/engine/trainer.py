@@ -39,6 +39,7 @@ from mt_repro.engine.meters import MeterSet
 from mt_repro.engine.optimizers import OPTIMIZERS
 from mt_repro.engine.schedules import SCHEDULES, StepHyper, apply
 from mt_repro.engine.timelines import TIMELINES
+from mt_repro.logs import events
 from mt_repro.logs.runlog import RunLog
 from mt_repro.methods import registry as methods
 from mt_repro.models import get_model
@@ -62,19 +63,23 @@ def run_files(out_dir: str | Path) -> list[Path]:
     checkpoints = out_dir / CHECKPOINT_DIR
     if checkpoints.is_dir():
         found += sorted(p for p in _entries(checkpoints) if _is_checkpoint_file(p.name))
+    event_files = out_dir / events.EVENTS_DIR
+    if event_files.is_dir() and not event_files.is_symlink():
+        found += sorted(p for p in _entries(event_files) if p.name.startswith("events.out.tfevents."))
     return [p for p in found if p.is_symlink() or not p.is_dir()]
 
 
 def remove_run_files(out_dir: str | Path) -> list[Path]:
-    """Remove the files of the run in ``out_dir`` (``run_files``), and ``checkpoints/`` if that
-    leaves it empty; nothing else in the directory is touched. Returns what was removed."""
+    """Remove the files of the run in ``out_dir`` (``run_files``), and ``checkpoints/`` and
+    ``tensorboard/`` if that leaves them empty; nothing else in the directory is touched.
+    Returns what was removed."""
     removed = []
     for path in run_files(out_dir):
         path.unlink()
         removed.append(path)
-    checkpoints = Path(out_dir) / CHECKPOINT_DIR
-    if checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir()):
-        checkpoints.rmdir()
+    for directory in (Path(out_dir) / CHECKPOINT_DIR, Path(out_dir) / events.EVENTS_DIR):
+        if directory.is_dir() and not directory.is_symlink() and not any(directory.iterdir()):
+            directory.rmdir()
     return removed
 
 
@@ -147,6 +152,7 @@ class Trainer:
         self.meters = MeterSet()
         self.last_eval = Evaluation()
         self.resumed = False
+        self.event_files: events.EventFiles | None = None
         self.overwrite = overwrite
 
     def say(self, line: str) -> None:
@@ -230,6 +236,10 @@ class Trainer:
         if record_config:
             self.record_config()
         self.training_log, self.validation_log, self.ema_validation_log = (RunLog(self.out_dir / name) for name in LOGS)
+        if events.enabled():
+            self.training_log, self.validation_log, self.ema_validation_log = (
+                events.TeeLog(run_log, self._event_files, name.removesuffix(".jsonl"))
+                for run_log, name in zip((self.training_log, self.validation_log, self.ema_validation_log), LOGS))
 
     def record_config(self) -> None:
         """The run's settings in its ``config.json``."""
@@ -296,7 +306,20 @@ class Trainer:
                 self.end_of_epoch(epoch + 1)
         finally:
             bar.close()
-        return self.write_summary()
+        summary = self.write_summary()
+        if self.event_files is not None:
+            self.event_files.close()
+        return summary
+
+    def _event_files(self) -> events.EventFiles:
+        """The run's TensorBoard writer, made at the first row it gets. A resumed run's starts
+        afresh from the rows its logs kept (those up to its checkpoint), so that the event
+        files hold what the logs hold and nothing the interrupted process logged after it."""
+        if self.event_files is None:
+            logs = {name.removesuffix(".jsonl"): log_file for name, log_file in
+                    zip(LOGS, (self.training_log, self.validation_log, self.ema_validation_log))}
+            self.event_files = events.EventFiles.replaying(self.out_dir, logs if self.resumed else {})
+        return self.event_files
 
     def train_one_epoch(self, epoch: int, bar: tqdm | None = None) -> None:
         # a resumed run's epoch goes on where its checkpoint was taken

@@ -29,7 +29,8 @@ from mt_repro.config.compose import convnet_experiment_for, convnet_run, resnet_
 from mt_repro.config.convnet import load_experiment
 from mt_repro.config.paper import load_paper_config
 from mt_repro.core.errors import BadInput, RunFailed
-from mt_repro.engine import provenance, runs
+from mt_repro.engine import provenance
+from mt_repro.engine.launch import GridRun, launch
 from mt_repro.engine.recipes import check_config
 from mt_repro.paper.report import check_output
 from mt_repro.paper.results import CellKey, PaperNumber, all_labels, check_table_number, scheduled_numbers
@@ -136,20 +137,49 @@ def describe_plan(runs: list[PlannedRun]) -> list[str]:
     return lines
 
 
+def inputs_needed(planned: list[PlannedRun], data_dirs: dict[str, str]
+                  ) -> tuple[dict[str, bool], dict[str, list[str]]]:
+    """What ``--download`` fetches for ``planned``: each dataset ``data_dirs`` does not name (with
+    whether a run adds SVHN's extra images), and by dataset the original label files of the
+    ResNet runs (relative to ``data-local/labels``), in the order of the runs."""
+    datasets: dict[str, bool] = {}
+    label_files: dict[str, list[str]] = {}
+    for run in planned:
+        if run.key.dataset not in data_dirs:
+            datasets[run.key.dataset] = datasets.get(run.key.dataset, False) or bool(run.key.extra_unlabeled)
+        if not run.convnet:
+            files = label_files.setdefault(run.key.dataset, [])
+            path = load_paper_config(run.config).label_file_for(run.data_seed)
+            if path not in files:
+                files.append(path)
+    return datasets, label_files
+
+
 def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = None,
               data_dirs: dict[str, str] | None = None, label_dir=None, gpus: int | None = None,
-              device: str = "auto", progress: bool = True) -> dict[str, int]:
+              device: str = "auto", progress: bool = True, waiting: dict[str, str] | None = None,
+              launcher: str = "serial", devices: list[str] | None = None, threads: int | None = None
+              ) -> dict[str, int]:
     """Run, resume or skip every planned run of ``table`` under ``out_dir``; returns counts.
     Every run's settings are composed and checked before the first one starts, and runs that
-    will differ from the paper's recipe (``gpus`` other than the paper's) are named then."""
+    will differ from the paper's recipe (``gpus`` other than the paper's) are named then.
+    ``waiting``: datasets whose runs wait (not run, counted), each with the reason, said once.
+    ``launcher``, ``devices``, ``threads``: how the runs are run (``mt_repro.engine.launch``)."""
     out_dir = check_output(out_dir, "--out", directory=True)
     data_dirs = data_dirs or {}
+    waiting = waiting or {}
     planned = planned_runs(table, seeds)
+    left = [run for run in planned if run.key.dataset in waiting]
+    for dataset, reason in waiting.items():
+        count = sum(run.key.dataset == dataset for run in left)
+        if count:
+            log.warning(f"Table {table}'s {count} {dataset} run(s) wait: {reason}")
+    planned = [run for run in planned if run.key.dataset not in waiting]
     for run in planned:   # every dataset the table needs, before hours of training
         data_dir_for(run, data_dirs)
     if label_dir is None and any(not run.convnet for run in planned):
-        raise BadInput("Table 4 needs the original label files: --label-dir pointing at the original "
-                       "code's data-local/labels")
+        raise BadInput("Table 4 needs the original label files: --download fetches them, or --label-dir "
+                       "points at the original code's data-local/labels")
     configs = {}
     for run in planned:   # every run's settings, composed and checked before the first starts
         directory = out_dir / run.directory
@@ -159,21 +189,10 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
         check_config(configs[run])
     for line in differences_from_the_paper(configs):
         log.warning(line)
-    counts = {"skipped": 0, "resumed": 0, "started": 0}
-    for number, run in enumerate(planned, 1):
-        directory = out_dir / run.directory
-        if (directory / "summary.json").is_file():
-            counts["skipped"] += 1
-            continue
-        resume = run not in configs
-        log.info(f"[{number}/{len(planned)}] {'resuming' if resume else 'starting'} {run.key.describe()}, "
-                 f"data seed {run.data_seed}: {directory}")
-        if resume:
-            runs.resume(directory, progress=progress)
-        else:
-            runs.train(configs[run], directory, progress=progress)
-        counts["resumed" if resume else "started"] += 1
-    return counts
+    grid = [GridRun(out_dir / run.directory, configs.get(run), f"{run.key.describe()}, data seed {run.data_seed}")
+            for run in planned]
+    counts = launch(grid, launcher=launcher, devices=devices, threads=threads, progress=progress)
+    return {"skipped": counts.skipped, "resumed": counts.resumed, "started": counts.started, "waiting": len(left)}
 
 
 def differences_from_the_paper(configs: dict[PlannedRun, object]) -> list[str]:

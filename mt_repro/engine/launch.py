@@ -1,0 +1,243 @@
+"""Running a grid of runs (a paper table, an ablation): one after another, or in local
+processes, one per device slot.
+
+* ``serial``: in this process, with progress bars.
+* ``local``: ``devices`` lists the slots, e.g. ``cuda:0,cuda:1,cuda:2,cuda:3``, or
+  ``cuda:0,cuda:0`` for two small runs on one GPU, or ``cpu,cpu``. Each slot is a spawned
+  worker process that takes the next run off a queue. A CUDA slot's process sees only its GPU
+  (``CUDA_VISIBLE_DEVICES``, set before torch touches CUDA), and a CPU slot gets its share of
+  the cores as torch threads (``mt_repro.core.threads``).
+
+Either way every run is trained into its directory or, if the directory holds one already,
+resumed from its last checkpoint; finished runs are skipped. A run that fails writes its error
+to ``failed.txt`` in its directory (``mt-repro table N --status`` reads it; it is removed when
+the run starts again). A run that fails for its input (``BadInput``: data or a label file that
+is not what it should be, which the other runs share) stops the grid at once. After any other
+failure (divergence, memory, a crash) the other runs go on, and the launch raises at the end,
+naming the failures. The workers ignore Ctrl-C (this process takes it and stops them), and they die with
+this process (``PR_SET_PDEATHSIG`` on Linux). A launcher that is killed therefore leaves
+interrupted runs, and launching the same grid again resumes them.
+
+A run's numbers do not depend on the launcher, only on its settings, device and thread count.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from mt_repro.core.errors import BadInput, MtReproError, RunFailed, printable
+from mt_repro.core.threads import choose_threads
+from mt_repro.engine import runs
+from mt_repro.engine.threads import network_parameters
+from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
+
+log = logging.getLogger(__name__)
+
+FAILED_FILE = "failed.txt"
+LAUNCHERS = ("serial", "local")
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of a grid: its directory, the settings to start it with, and what a resume
+    changes (where its data is now)."""
+
+    directory: Path
+    config: Any
+    label: str
+    resume_overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class LaunchCounts:
+    started: int = 0
+    resumed: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def parse_devices(text: str | None) -> list[str]:
+    """``--devices``: comma-separated ``cpu``, ``cuda`` or ``cuda:N`` slots (a device may repeat)."""
+    if not text:
+        raise BadInput("--launcher local needs --devices, e.g. --devices cuda:0,cuda:1 or --devices cpu,cpu")
+    slots = [item.strip() for item in text.split(",")]
+    for slot in slots:
+        kind, _, index = slot.partition(":")
+        if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+            raise BadInput(f"--devices: {slot!r} is not a device (cpu, cuda or cuda:N)")
+        if kind == "cuda" and index and torch.cuda.is_available() and int(index) >= torch.cuda.device_count():
+            raise BadInput(f"--devices: {slot} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    return slots
+
+
+def launch(grid: list[GridRun], *, launcher: str = "serial", devices: list[str] | None = None,
+           threads: int | None = None, progress: bool = True, say: Callable[[str], None] = log.info) -> LaunchCounts:
+    """Train, resume or skip every run of ``grid``; raises ``RunFailed`` at the end if any failed.
+    ``threads``: torch threads per run (``--threads``), else chosen for each run's network and
+    the runs that share the cores (``mt_repro.core.threads``)."""
+    if launcher not in LAUNCHERS:
+        raise BadInput(f"--launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
+    counts = LaunchCounts()
+    todo = []
+    for run in grid:
+        if (run.directory / SUMMARY_FILE).is_file():
+            counts.skipped += 1
+        else:
+            todo.append(run)
+    if launcher == "serial":
+        for number, run in enumerate(todo, 1):
+            resume = (run.directory / CONFIG_FILE).is_file()
+            say(f"[{number}/{len(todo)}] {'resuming' if resume else 'starting'} {run.label}: {run.directory}")
+            outcome = _run_one(run, None, threads, 1, progress, say)
+            _count(counts, run, outcome, resume)
+    else:
+        _launch_local(todo, devices or [], threads, counts, say)
+    if counts.failed:
+        raise RunFailed(f"{len(counts.failed)} of {len(grid)} runs failed (each wrote {FAILED_FILE}); "
+                        f"the first: {counts.failed[0]}")
+    return counts
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    resumed: bool
+    summary: dict | None = None
+    error: str | None = None       # a failure's one line
+    seconds: float = 0.0
+    bad_input: bool = False        # the failure was the input's (BadInput): the grid stops
+
+
+def _count(counts: LaunchCounts, run: GridRun, outcome: _Outcome, resumed: bool) -> None:
+    if outcome.bad_input:
+        raise BadInput(f"{run.directory}: {outcome.error.split(': ', 1)[1]}")
+    if outcome.error is not None:
+        counts.failed.append(f"{run.directory}: {outcome.error}")
+    elif resumed:
+        counts.resumed += 1
+    else:
+        counts.started += 1
+
+
+def _run_one(run: GridRun, device: str | None, threads: int | None, sharing: int, progress: bool,
+             say: Callable[[str], None] | None = None) -> _Outcome:
+    """Start or resume ``run`` (on ``device`` if given) with its thread count (``sharing``: runs
+    that share the cores), recording a failure in its directory."""
+    failed = run.directory / FAILED_FILE
+    failed.unlink(missing_ok=True)
+    resume = (run.directory / CONFIG_FILE).is_file()
+    start = time.time()
+    try:
+        config = runs.read_run_config(run.directory) if resume else run.config
+        choice = choose_threads(network_parameters(config), given=threads, processes=sharing)
+        torch.set_num_threads(choice.threads)
+        if say is not None:
+            say(choice.describe())
+        if resume:
+            overrides = {**run.resume_overrides, **({"device": device} if device else {})}
+            summary = runs.resume(run.directory, overrides=overrides or None, progress=progress)
+        else:
+            config = run.config if device is None else dataclasses.replace(run.config, device=device)
+            summary = runs.train(config, run.directory, progress=progress)
+    except Exception as exc:   # recorded for `table --status`; the grid goes on
+        line = printable(f"{type(exc).__name__}: {exc}").splitlines()[0] if str(exc) else type(exc).__name__
+        run.directory.mkdir(parents=True, exist_ok=True)
+        failed.write_text(line + "\n")
+        if not isinstance(exc, MtReproError):
+            log.exception(f"{run.directory}: {line}")
+        return _Outcome(resume, error=line, bad_input=isinstance(exc, BadInput))
+    return _Outcome(resume, dict(summary or {}), seconds=time.time() - start)
+
+
+# --- local processes -------------------------------------------------------------------------
+def _launch_local(todo: list[GridRun], devices: list[str], threads: int | None, counts: LaunchCounts,
+                  say) -> None:
+    if not todo:
+        return
+    devices = devices[:len(todo)]
+    context = multiprocessing.get_context("spawn")   # a forked torch may hang in its thread pool
+    tasks, results = context.Queue(), context.Queue()
+    for index, run in enumerate(todo):
+        tasks.put((index, run))
+    workers = []
+    for slot in devices:
+        tasks.put(None)
+        worker = context.Process(target=_worker, args=(slot, threads, len(devices), tasks, results), daemon=True)
+        worker.start()
+        workers.append(worker)
+    say(f"{len(todo)} run(s) on {len(workers)} slot(s): {', '.join(devices)}")
+    finished = False
+    try:
+        for done in range(1, len(todo) + 1):
+            index, slot, outcome = _next_result(results, workers)
+            run = todo[index]
+            what = f"failed: {outcome.error}" if outcome.error else f"{_error_text(outcome.summary)}, {outcome.seconds:.0f} s"
+            say(f"[{done}/{len(todo)}] {run.label} on {slot}: {what} ({run.directory})")
+            _count(counts, run, outcome, outcome.resumed)
+        finished = True
+    except KeyboardInterrupt:
+        say("stopping the runs: launch the same grid again to resume them from their last checkpoints")
+        raise
+    finally:
+        for worker in workers:   # done: each exits after its last run; otherwise stopped now
+            worker.join(timeout=60 if finished else 0)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(timeout=30)
+        tasks.close()
+        results.close()
+
+
+def _next_result(results, workers) -> tuple[int, str, _Outcome]:
+    """The next finished run; a worker that died without a word is a failed launch."""
+    while True:
+        try:
+            return results.get(timeout=1.0)
+        except Exception:   # queue.Empty: check the workers are alive
+            if all(not w.is_alive() for w in workers) and results.empty():
+                codes = ", ".join(str(w.exitcode) for w in workers)
+                raise RunFailed(f"every worker process stopped before the grid was done (exit codes {codes}); "
+                                "launch it again to resume") from None
+
+
+def _error_text(summary: dict | None) -> str:
+    if not summary:
+        return "done"
+    parts = [f"{name.split('_')[0]} {summary[name]:.2f} %" for name in ("teacher_error1", "student_error1")
+             if isinstance(summary.get(name), (int, float))]
+    return "test error " + ", ".join(parts) if parts else "done"
+
+
+def _worker(slot: str, threads: int | None, slots: int, tasks, results) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    device = slot
+    if slot.startswith("cuda:"):   # this process sees its GPU alone, as cuda:0
+        os.environ["CUDA_VISIBLE_DEVICES"] = slot.split(":")[1]
+        device = "cuda"
+    logging.getLogger("mt_repro").setLevel(logging.WARNING)
+    while (item := tasks.get()) is not None:
+        index, run = item
+        results.put((index, slot, _run_one(run, device, threads, slots, progress=False)))
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the launcher dies, so that a killed launcher leaves
+    no run training unseen (elsewhere workers are daemons, stopped when the launcher exits)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        if os.getppid() == 1:   # the launcher died before the line above
+            os._exit(1)

@@ -1,0 +1,95 @@
+"""TensorBoard event files beside a run's ``.jsonl`` logs, which stay the record.
+
+Every number of every logged row (but its epoch, the logs' index) becomes a scalar, tagged
+``<log>/<column>`` (``training/loss``, ``validation/error1/avg``, ``ema_validation/error1/avg``),
+at the row's global step. The event files go under ``<run>/tensorboard/``, so
+``tensorboard --logdir results/`` shows every run. A resumed run writes its event files afresh,
+from the rows its logs kept (up to its checkpoint) on: the event files hold what the logs hold,
+never what an interrupted process logged after its last checkpoint. (TensorBoard's own
+``purge_step`` left duplicate steps behind.)
+
+Written when the ``tensorboard`` package is installed (``pip install tensorboard``), unless
+``MT_REPRO_TENSORBOARD=0``. Without the package, the run says once that it writes no event files.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+EVENTS_DIR = "tensorboard"
+SWITCH_ENV = "MT_REPRO_TENSORBOARD"
+_told = False
+
+
+def enabled() -> bool:
+    """Event files are written: the package is there and the switch is not off."""
+    global _told
+    if os.environ.get(SWITCH_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if importlib.util.find_spec("tensorboard") is None:
+        if not _told:
+            log.info(f"no TensorBoard event files: the tensorboard package is not installed "
+                     f"(pip install tensorboard; {SWITCH_ENV}=0 silences this)")
+            _told = True
+        return False
+    return True
+
+
+class EventFiles:
+    """One writer for a run's event files."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        from torch.utils.tensorboard import SummaryWriter  # only when enabled(): tensorboard is optional
+
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / EVENTS_DIR))
+
+    @classmethod
+    def replaying(cls, run_dir: str | os.PathLike, logs: dict[str, Any]) -> "EventFiles":
+        """A writer whose files replace the run's earlier event files, holding the rows of
+        ``logs`` (name -> run log) to begin with."""
+        directory = Path(run_dir) / EVENTS_DIR
+        if logs and directory.is_dir() and not directory.is_symlink():
+            for old in directory.glob("events.out.tfevents.*"):
+                old.unlink()
+        files = cls(run_dir)
+        for name, run_log in logs.items():
+            for row in run_log.rows():   # (without the logs' own index, as ``TeeLog`` records them)
+                files.record(name, {k: v for k, v in row.items() if k != run_log.index})
+        return files
+
+    def record(self, log_name: str, row: dict[str, Any]) -> None:
+        step = row.get("step")
+        if not isinstance(step, int):
+            return
+        for column, value in row.items():
+            if column != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                self.writer.add_scalar(f"{log_name}/{column}", value, step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class TeeLog:
+    """A run log that also writes each row's numbers to the event files (``event_files``: the
+    run's writer, made when first asked for)."""
+
+    def __init__(self, run_log, event_files: Callable[[], EventFiles], log_name: str):
+        self.run_log, self.event_files, self.log_name = run_log, event_files, log_name
+
+    def record(self, index_value: float, values: dict[str, Any]) -> None:
+        files = self.event_files()   # (first: a resumed run's writer replays the rows logged before this one)
+        self.run_log.record(index_value, values)
+        files.record(self.log_name, values)
+
+    def __getattr__(self, name: str):   # rows(), truncate(), path: the run log's
+        return getattr(self.run_log, name)

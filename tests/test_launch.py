@@ -1,0 +1,158 @@
+"""Grids on local processes (``mt_repro.engine.launch``, ``--launcher local --devices``): the
+same results as one run after another, a killed launcher resumed, failures recorded."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_line_error
+from mt_repro.core.errors import BadInput, RunFailed
+from mt_repro.data import synthetic
+from mt_repro.engine import launch
+
+GRID = "svhn_250_vary_logit_distance_cost"   # 24 runs
+TINY = ["width=0.0625", "batch_size=20", "training_length=30", "evaluation_span=10", "print_span=5",
+        "rampup_length=2", "rampdown_length=2", "test_phase=true"]
+TIMINGS = ("batch_time", "data_time")
+
+
+@pytest.fixture(scope="module")
+def svhn(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("svhn")
+    synthetic.write_svhn_mat(directory, n_train=800, n_test=40, seed=3)
+    return directory
+
+
+def ablation_argv(data: Path, out: Path, *extra: str) -> list[str]:
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    return [sys.executable, "-m", "mt_repro.cli", "ablation", GRID, "--data", str(data), "--out", str(out),
+            "--device", "cpu", "--no-progress", *sets, *extra]
+
+
+def results(out: Path) -> dict[str, object]:
+    """Every run's summary errors and steps, and its evaluation logs without timings."""
+    found = {}
+    for summary in sorted(out.rglob("summary.json")):
+        run = summary.parent
+        values = json.loads(summary.read_text())
+        logs = [[{k: v for k, v in json.loads(line).items() if not k.startswith(TIMINGS)}
+                 for line in (run / name).read_text().splitlines()]
+                for name in ("validation.jsonl", "ema_validation.jsonl")]
+        found[run.relative_to(out).as_posix()] = (values["student_error1"], values["teacher_error1"],
+                                                  values["global_step"], logs)
+    return found
+
+
+def workers_of(pid: int) -> int:
+    """Spawned worker processes of ``pid`` alive now (not its resource tracker)."""
+    count = 0
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        count += b"spawn_main" in cmdline
+    return count
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the worker processes")
+def test_a_grid_runs_two_at_a_time_and_a_killed_launch_resumes_to_the_serial_results(svhn, tmp_path):
+    serial = tmp_path / "serial"
+    done = subprocess.run(ablation_argv(svhn, serial), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = results(serial)
+    assert len(expected) == 24
+
+    local = tmp_path / "local"
+    argv = ablation_argv(svhn, local, "--launcher", "local", "--devices", "cpu,cpu")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    most_workers, deadline = 0, time.monotonic() + 600
+    # killed once 6 runs are done and another is mid-way
+    while len(list(local.rglob("summary.json"))) < 6 or \
+            len(list(local.rglob("config.json"))) <= len(list(local.rglob("summary.json"))):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        most_workers = max(most_workers, workers_of(process.pid))
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)   # the launcher, not its workers: they must die with it
+    process.communicate()
+    assert most_workers == 2
+    time.sleep(1)
+    finished_at_kill = len(list(local.rglob("summary.json")))
+    assert 6 <= finished_at_kill < 24
+    started = [p.parent for p in local.rglob("config.json")]
+    assert len(started) > finished_at_kill   # runs were interrupted mid-way, left to resume
+
+    again = subprocess.run(argv, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"24 runs, {finished_at_kill} were already finished" in again.stdout
+    assert "Warning" not in again.stderr, again.stderr
+    assert results(local) == expected
+
+
+def digits_grid(tmp_path, n: int, broken: int | None = None) -> list[launch.GridRun]:
+    from mt_repro.apps import digits_demo
+    from mt_repro.config.compose import load_demo_config
+    from mt_repro.data import digits
+    from mt_repro.data.labels import write_label_file
+
+    labels = tmp_path / "labels.txt"
+    write_label_file(labels, digits.label_file_entries(100, 0))
+    grid = []
+    for index in range(n):
+        config = digits_demo.demo_configs(load_demo_config(), "supervised", 100, labels, 0, 1, tmp_path, mode="fast")
+        if index == broken:
+            config = config.replace(labels=str(tmp_path / "no-such-labels.txt"))
+        grid.append(launch.GridRun(tmp_path / f"run{index}", config, f"run {index}"))
+    return grid
+
+
+def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path):
+    from mt_repro.engine.trainer import remove_run_files
+
+    grid = digits_grid(tmp_path, 3)
+    diverging = grid[1].config.replace(lr=float("inf"))   # a run that fails on its own: it diverges
+    grid[1] = launch.GridRun(grid[1].directory, diverging, grid[1].label)
+    with pytest.raises(RunFailed, match=r"1 of 3 runs failed \(each wrote failed.txt\); the first: .*run1: "
+                                        r"RunFailed: training diverged"):
+        launch.launch(grid, launcher="local", devices=["cpu", "cpu"])
+    assert (tmp_path / "run0" / "summary.json").is_file() and (tmp_path / "run2" / "summary.json").is_file()
+    assert "training diverged" in (tmp_path / "run1" / launch.FAILED_FILE).read_text()
+    remove_run_files(tmp_path / "run1")   # started again afresh, with a learning rate that works
+    counts = launch.launch(digits_grid(tmp_path, 3), launcher="serial", progress=False)
+    assert (counts.started, counts.skipped, counts.failed) == (1, 2, [])
+    assert not (tmp_path / "run1" / launch.FAILED_FILE).exists()
+
+
+@pytest.mark.parametrize("launcher, devices", [("serial", None), ("local", ["cpu", "cpu"])])
+def test_a_run_whose_input_is_bad_stops_the_grid_with_exit_2(tmp_path, launcher, devices):
+    grid = digits_grid(tmp_path, 4, broken=0)
+    with pytest.raises(BadInput, match=r"run0: label file .*no-such-labels.txt does not exist"):
+        launch.launch(grid, launcher=launcher, devices=devices, progress=False)
+    assert "no-such-labels.txt" in (tmp_path / "run0" / launch.FAILED_FILE).read_text()
+    if launcher == "serial":
+        assert not any((tmp_path / f"run{i}").exists() for i in (1, 2, 3))
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "--launcher local needs --devices"), ("", "--launcher local needs --devices"),
+    ("gpu0", "'gpu0' is not a device"), ("cuda:x", "'cuda:x' is not a device"), ("cpu:1", "'cpu:1' is not a device"),
+])
+def test_bad_device_lists(text, message):
+    with pytest.raises(BadInput, match=message):
+        launch.parse_devices(text)
+    assert launch.parse_devices("cuda:0,cuda:0,cpu") == ["cuda:0", "cuda:0", "cpu"]
+
+
+def test_devices_without_the_local_launcher_are_refused(cli, tmp_path):
+    assert_one_line_error(cli("ablation", GRID, "--devices", "cpu,cpu", "--out", tmp_path),
+                          "--devices lists the slots of --launcher local")
+    assert_one_line_error(cli("table", "1", "--launcher", "local", "--out", tmp_path),
+                          "--launcher local needs --devices")
