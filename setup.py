@@ -27,6 +27,7 @@ setup(
         "matplotlib",    # `mt-repro plot` and the HTML report
         "tensorboard",   # each run's event files (mt_repro.logs.events)
     ],
-    extras_require={"test": ["pytest", "pytest-xdist>=3.2", "hypothesis"]},
+    extras_require={"test": ["pytest", "pytest-xdist>=3.2", "hypothesis", "submitit"],
+                    "slurm": ["submitit"]},   # --launcher slurm
     entry_points={"console_scripts": ["mt-repro=mt_repro.cli:main"]},
 )

@@ -294,17 +294,62 @@ _DOWNLOAD_OPTIONS = [
 
 
 _LAUNCHER_OPTIONS = [
-    click.option("--launcher", type=click.Choice(["serial", "local"]), default="serial", show_default=True,
-                 help="serial: one run after another here; local: one process per --devices slot"),
+    click.option("--launcher", type=click.Choice(["serial", "local", "slurm"]), default="serial", show_default=True,
+                 help="serial: one run after another here; local: one process per --devices slot; "
+                      "slurm: one job per run (an array job, through submitit)"),
     click.option("--devices", metavar="LIST",
                  help="--launcher local: the slots, e.g. cuda:0,cuda:1,cuda:2,cuda:3 or cpu,cpu (a device may repeat)"),
+    click.option("--slurm-partition", help="--launcher slurm: the partition"),
+    click.option("--slurm-time", type=int, default=24 * 60, show_default=True, help="--launcher slurm: minutes per job"),
+    click.option("--gpus-per-run", type=int, default=1, show_default=True, help="--launcher slurm"),
+    click.option("--cpus-per-run", type=int, default=8, show_default=True, help="--launcher slurm"),
+    click.option("--slurm-setup", multiple=True, metavar="LINE",
+                 help="--launcher slurm: a shell line each job runs first (module load ..., source venv/bin/activate)"),
+    click.option("--slurm-executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True,
+                 help="local: submitit's local executor, the same jobs without a Slurm cluster"),
+    click.option("--wait", is_flag=True, help="--launcher slurm: wait for the jobs (else: follow them with --status)"),
 ]
+
+
+def _with_launcher_options(fn):
+    for option in reversed(_LAUNCHER_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _launcher_choices(options: dict, out: Path) -> dict:
+    """``launcher``, ``devices`` and ``slurm`` for ``mt_repro.engine.launch.launch``, from the
+    launcher options (removed from ``options``); each option only with its launcher."""
+    from mt_repro.engine.launch import SlurmSettings
+
+    launcher = options.pop("launcher")
+    devices = _launch_devices(launcher, options.pop("devices"))
+    names = ("slurm_partition", "slurm_time", "gpus_per_run", "cpus_per_run", "slurm_setup", "slurm_executor", "wait")
+    slurm = {name: options.pop(name) for name in names}
+    if launcher != "slurm":
+        defaults = {"slurm_partition": None, "slurm_time": 24 * 60, "gpus_per_run": 1, "cpus_per_run": 8,
+                    "slurm_setup": (), "slurm_executor": "slurm", "wait": False}
+        given = [name for name in names if slurm[name] != defaults[name]]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise BadInput(f"{flags}: options of --launcher slurm, not of --launcher {launcher}")
+        return {"launcher": launcher, "devices": devices}
+    for name, value in (("--slurm-time", slurm["slurm_time"]), ("--cpus-per-run", slurm["cpus_per_run"])):
+        if value < 1:
+            raise BadInput(f"{name} must be at least 1, got {value}")
+    if slurm["gpus_per_run"] < 0:
+        raise BadInput(f"--gpus-per-run must be 0 or more, got {slurm['gpus_per_run']}")
+    settings = SlurmSettings(folder=Path(out) / "slurm-jobs", partition=slurm["slurm_partition"],
+                             time_min=slurm["slurm_time"], gpus_per_run=slurm["gpus_per_run"],
+                             cpus_per_run=slurm["cpus_per_run"], setup=tuple(slurm["slurm_setup"]),
+                             executor=slurm["slurm_executor"], wait=slurm["wait"])
+    return {"launcher": launcher, "devices": None, "slurm": settings}
 
 
 def _launch_devices(launcher: str, devices: str | None) -> list[str] | None:
     from mt_repro.engine.launch import parse_devices
 
-    if launcher == "serial":
+    if launcher != "local":
         if devices is not None:
             raise BadInput("--devices lists the slots of --launcher local: give --launcher local too")
         return None
@@ -624,12 +669,11 @@ def resume_command(ctx: click.Context, directory: Path, overrides: tuple[str, ..
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="applied to every run")
 @click.option("--dry-run", is_flag=True, help="list the grid, run nothing")
 @click.option("--device", default="auto", show_default=True)
-@_LAUNCHER_OPTIONS[0]
-@_LAUNCHER_OPTIONS[1]
+@_with_launcher_options
 @_THREADS_OPTION
 @click.option("--no-progress", is_flag=True)
 def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, ...], dry_run: bool,
-             device: str, launcher: str, devices: str | None, threads: int | None, no_progress: bool) -> None:
+             device: str, threads: int | None, no_progress: bool, **launcher_options) -> None:
     """Run the grid of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
     resuming interrupted ones: svhn_250_vary_{consistency_cost,dropout,ema_decay,
     logit_distance_cost,perturbation,trust}."""
@@ -638,8 +682,8 @@ def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, 
 
     choices = training.RunChoices(data_dir=data_dir, device=device, out=out, overrides=overrides,
                                   progress=not no_progress, threads=threads)
-    total, done = training.ablation_command(name, choices, dry_run=dry_run, launcher=launcher,
-                                            devices=_launch_devices(launcher, devices))
+    total, done = training.ablation_command(name, choices, dry_run=dry_run,
+                                            **_launcher_choices(launcher_options, out))
     click.echo(f"{name}: {total} runs" + ("" if dry_run else f", {done} were already finished"))
 
 
@@ -839,13 +883,11 @@ def download_command(what: tuple[str, ...], data_root: Path | None) -> None:
 @click.option("--no-progress", is_flag=True)
 @_DOWNLOAD_OPTIONS[0]
 @_DOWNLOAD_OPTIONS[1]
-@_LAUNCHER_OPTIONS[0]
-@_LAUNCHER_OPTIONS[1]
+@_with_launcher_options
 @_THREADS_OPTION
 def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, status: bool, data_dirs: tuple[str, ...],
                   label_dir: Path | None, gpus: int | None, device: str, no_progress: bool,
-                  download: bool, data_root: Path | None, launcher: str, devices: str | None,
-                  threads: int | None) -> None:
+                  download: bool, data_root: Path | None, threads: int | None, **launcher_options) -> None:
     """Run (or resume) every run behind Table NUMBER of the paper, with its configurations and
     data seeds; finished runs are skipped. Compare them afterwards with `mt-repro compare OUT`."""
     from mt_repro.paper import tables
@@ -885,8 +927,8 @@ def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, stat
     elif data_root is not None:
         raise BadInput("--data-root is where --download puts files: give --download too")
     counts = tables.run_table(number, out, seeds=seeds, data_dirs=parsed, label_dir=label_dir, gpus=gpus,
-                              device=device, progress=not no_progress, waiting=waiting, launcher=launcher,
-                              devices=_launch_devices(launcher, devices), threads=threads)
+                              device=device, progress=not no_progress, waiting=waiting, threads=threads,
+                              **_launcher_choices(launcher_options, out))
     wait = f", {counts['waiting']} waiting for their data" if counts["waiting"] else ""
     click.echo(f"Table {number}: {counts['started']} run(s) started, {counts['resumed']} resumed, "
                f"{counts['skipped']} already finished{wait}; compare with: mt-repro compare {out} --table {number}")

@@ -2,6 +2,7 @@
 same results as one run after another, a killed launcher resumed, failures recorded."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -97,17 +98,19 @@ def test_a_grid_runs_two_at_a_time_and_a_killed_launch_resumes_to_the_serial_res
     assert results(local) == expected
 
 
-def digits_grid(tmp_path, n: int, broken: int | None = None) -> list[launch.GridRun]:
+def digits_grid(tmp_path, n: int, broken: int | None = None, epochs: int = 1) -> list[launch.GridRun]:
     from mt_repro.apps import digits_demo
     from mt_repro.config.compose import load_demo_config
     from mt_repro.data import digits
     from mt_repro.data.labels import write_label_file
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     labels = tmp_path / "labels.txt"
     write_label_file(labels, digits.label_file_entries(100, 0))
     grid = []
     for index in range(n):
-        config = digits_demo.demo_configs(load_demo_config(), "supervised", 100, labels, 0, 1, tmp_path, mode="fast")
+        config = digits_demo.demo_configs(load_demo_config(), "supervised", 100, labels, 0, epochs, tmp_path,
+                                          mode="fast").replace(checkpoint_epochs=1, seed=index)
         if index == broken:
             config = config.replace(labels=str(tmp_path / "no-such-labels.txt"))
         grid.append(launch.GridRun(tmp_path / f"run{index}", config, f"run {index}"))
@@ -156,3 +159,96 @@ def test_devices_without_the_local_launcher_are_refused(cli, tmp_path):
                           "--devices lists the slots of --launcher local")
     assert_one_line_error(cli("table", "1", "--launcher", "local", "--out", tmp_path),
                           "--launcher local needs --devices")
+    assert_one_line_error(cli("ablation", GRID, "--slurm-partition", "gpu", "--wait", "--out", tmp_path),
+                          "--slurm-partition, --wait: options of --launcher slurm, not of --launcher serial")
+
+
+# --- Slurm through submitit (its local executor: the same jobs, on a machine without Slurm) ---
+submitit = pytest.importorskip("submitit")
+
+
+def run_results(directory: Path) -> tuple:
+    summary = json.loads((directory / "summary.json").read_text())
+    logs = [[{k: v for k, v in json.loads(line).items() if not k.startswith(TIMINGS)}
+             for line in (directory / name).read_text().splitlines()]
+            for name in ("training.jsonl", "validation.jsonl", "ema_validation.jsonl")]
+    return summary["student_error1"], summary["teacher_error1"], summary["global_step"], logs
+
+
+@pytest.fixture
+def submitted(monkeypatch) -> dict:
+    """submitit's executor replaced by one that records what it is given (jobs 4242_0, 4242_1, ...)."""
+    seen = {}
+
+    class Recorder:
+        def __init__(self, folder, cluster):
+            seen.update(folder=folder, cluster=cluster)
+
+        def update_parameters(self, **parameters):
+            seen.update(parameters)
+
+        def map_array(self, fn, runs):
+            seen["runs"] = runs
+            return [type("Job", (), {"job_id": f"4242_{i}"})() for i in range(len(runs))]
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Recorder)
+    return seen
+
+
+@pytest.mark.slow
+def test_slurm_jobs_give_the_serial_results_and_a_cancelled_job_resumes_when_submitted_again(tmp_path):
+    """Through submitit's local executor: the jobs' runs equal serial runs; a job cancelled
+    mid-run leaves its run interrupted, and the same grid submitted again resumes it from its
+    checkpoint (what a requeued job does: ``GridJob.checkpoint`` resubmits the same run)."""
+    serial = digits_grid(tmp_path / "serial", 2, epochs=6)
+    launch.launch(serial, launcher="serial", progress=False)
+    grid = digits_grid(tmp_path / "slurm", 2, epochs=6)
+    settings = launch.SlurmSettings(tmp_path / "jobs", executor="local", time_min=10, gpus_per_run=0,
+                                    cpus_per_run=1)
+    first, second = launch.launch(grid, launcher="slurm", slurm=settings).jobs
+    checkpoint = grid[0].directory / "checkpoints" / "checkpoint.2.ckpt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():   # cancelled once it has checkpointed twice, mid-run
+        assert time.monotonic() < deadline and not first.done(), first.stderr()
+        time.sleep(0.02)
+    first.cancel(check=False)
+    assert second.result().error is None
+    deadline = time.monotonic() + 60
+    while not first.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert not (grid[0].directory / "summary.json").exists()
+    again = launch.launch(digits_grid(tmp_path / "slurm", 2, epochs=6), launcher="slurm",
+                          slurm=dataclasses.replace(settings, wait=True))
+    assert again.skipped == 1 and (again.resumed, again.started, again.failed) == (1, 0, [])
+    for ours, theirs in zip(grid, serial):
+        assert run_results(ours.directory) == run_results(theirs.directory)
+    requeued = launch.GridJob(None).checkpoint(grid[0])
+    assert requeued.function.__class__ is launch.GridJob and requeued.args == (grid[0],)
+
+
+def test_slurm_settings_reach_submitit(tmp_path, submitted):
+    seen = submitted
+    settings = launch.SlurmSettings(tmp_path / "jobs", partition="gpu", time_min=300, gpus_per_run=1,
+                                    cpus_per_run=10, setup=("module load cuda",), array_parallelism=8)
+    said = []
+    counts = launch.launch(digits_grid(tmp_path, 3), launcher="slurm", slurm=settings, say=said.append)
+    assert seen["cluster"] == "slurm" and seen["slurm_partition"] == "gpu" and seen["timeout_min"] == 300
+    assert (seen["gpus_per_node"], seen["cpus_per_task"], seen["slurm_array_parallelism"]) == (1, 10, 8)
+    assert seen["slurm_setup"] == ["module load cuda"] and len(seen["runs"]) == 3 and len(counts.jobs) == 3
+    assert "submitted 3 run(s) as array job 4242" in said[-1]
+
+
+def test_the_slurm_options_of_the_command_line(cli, svhn, tmp_path, submitted):
+    seen = submitted
+    code, out, err = cli("ablation", GRID, "--data", svhn, "--out", tmp_path, "--launcher", "slurm",
+                         "--slurm-partition", "a100", "--slurm-time", "90", "--gpus-per-run", "1",
+                         "--cpus-per-run", "6", "--slurm-setup", "module load cuda/12", "--slurm-setup",
+                         "source ~/venv/bin/activate")
+    assert code == 0, err
+    assert seen["folder"] == str(tmp_path / "slurm-jobs") and seen["cluster"] == "slurm"
+    assert (seen["slurm_partition"], seen["timeout_min"], seen["gpus_per_node"], seen["cpus_per_task"]) == \
+        ("a100", 90, 1, 6)
+    assert seen["slurm_setup"] == ["module load cuda/12", "source ~/venv/bin/activate"] and len(seen["runs"]) == 24
+    assert_one_line_error(cli("ablation", GRID, "--data", svhn, "--out", tmp_path, "--launcher", "slurm",
+                              "--slurm-time", "0"), "--slurm-time must be at least 1")

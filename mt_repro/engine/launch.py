@@ -7,6 +7,12 @@ processes, one per device slot.
   worker process that takes the next run off a queue. A CUDA slot's process sees only its GPU
   (``CUDA_VISIBLE_DEVICES``, set before torch touches CUDA), and a CPU slot gets its share of
   the cores as torch threads (``mt_repro.core.threads``).
+* ``slurm``: one job per run, submitted as one array job through submitit (``SlurmSettings``:
+  partition, time limit, GPUs and CPUs per run, setup lines). A job that Slurm preempts or
+  times out is requeued and resumes its run from the last checkpoint. The launch returns once
+  the jobs are submitted (``mt-repro table N --status`` follows them), or waits for them.
+  ``executor="local"`` runs the same jobs through submitit's local executor, on a machine
+  without Slurm (the suite tests the path that way).
 
 Either way every run is trained into its directory or, if the directory holds one already,
 resumed from its last checkpoint; finished runs are skipped. A run that fails writes its error
@@ -45,7 +51,7 @@ from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
 log = logging.getLogger(__name__)
 
 FAILED_FILE = "failed.txt"
-LAUNCHERS = ("serial", "local")
+LAUNCHERS = ("serial", "local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class LaunchCounts:
     resumed: int = 0
     skipped: int = 0
     failed: list[str] = field(default_factory=list)
+    jobs: list = field(default_factory=list)   # --launcher slurm: the submitit jobs
 
 
 def parse_devices(text: str | None) -> list[str]:
@@ -81,8 +88,24 @@ def parse_devices(text: str | None) -> list[str]:
     return slots
 
 
+@dataclass(frozen=True)
+class SlurmSettings:
+    """How ``--launcher slurm`` submits each run."""
+
+    folder: Path                  # submitit's job files and the jobs' stdout/stderr
+    partition: str | None = None
+    time_min: int = 24 * 60
+    gpus_per_run: int = 1
+    cpus_per_run: int = 8
+    setup: tuple[str, ...] = ()   # shell lines run before each job (module load, conda activate, ...)
+    array_parallelism: int = 256
+    executor: str = "slurm"       # or "local": submitit's local executor
+    wait: bool = False            # wait for every job, and count their outcomes
+
+
 def launch(grid: list[GridRun], *, launcher: str = "serial", devices: list[str] | None = None,
-           threads: int | None = None, progress: bool = True, say: Callable[[str], None] = log.info) -> LaunchCounts:
+           threads: int | None = None, progress: bool = True, say: Callable[[str], None] = log.info,
+           slurm: SlurmSettings | None = None) -> LaunchCounts:
     """Train, resume or skip every run of ``grid``; raises ``RunFailed`` at the end if any failed.
     ``threads``: torch threads per run (``--threads``), else chosen for each run's network and
     the runs that share the cores (``mt_repro.core.threads``)."""
@@ -101,8 +124,10 @@ def launch(grid: list[GridRun], *, launcher: str = "serial", devices: list[str] 
             say(f"[{number}/{len(todo)}] {'resuming' if resume else 'starting'} {run.label}: {run.directory}")
             outcome = _run_one(run, None, threads, 1, progress, say)
             _count(counts, run, outcome, resume)
-    else:
+    elif launcher == "local":
         _launch_local(todo, devices or [], threads, counts, say)
+    else:
+        _launch_slurm(todo, slurm or SlurmSettings(Path("slurm")), threads, counts, say)
     if counts.failed:
         raise RunFailed(f"{len(counts.failed)} of {len(grid)} runs failed (each wrote {FAILED_FILE}); "
                         f"the first: {counts.failed[0]}")
@@ -241,3 +266,53 @@ def _die_with_parent() -> None:
             pass
         if os.getppid() == 1:   # the launcher died before the line above
             os._exit(1)
+
+
+# --- Slurm, through submitit ---------------------------------------------------------------------
+def _launch_slurm(todo: list[GridRun], settings: SlurmSettings, threads: int | None, counts: LaunchCounts,
+                  say) -> None:
+    if not todo:
+        return
+    try:
+        import submitit  # only --launcher slurm needs it: an optional dependency
+    except ImportError:
+        raise BadInput("--launcher slurm needs submitit: pip install submitit") from None
+    if settings.executor not in ("slurm", "local"):
+        raise BadInput(f"--slurm-executor {settings.executor!r}: slurm or local")
+    executor = submitit.AutoExecutor(folder=str(settings.folder),
+                                     cluster="local" if settings.executor == "local" else "slurm")
+    executor.update_parameters(name="mt-repro", timeout_min=settings.time_min, gpus_per_node=settings.gpus_per_run,
+                               cpus_per_task=settings.cpus_per_run, tasks_per_node=1, nodes=1,
+                               slurm_partition=settings.partition, slurm_setup=list(settings.setup),
+                               slurm_array_parallelism=settings.array_parallelism)
+    jobs = executor.map_array(GridJob(threads), todo)
+    counts.jobs = jobs
+    array = str(jobs[0].job_id).split("_")[0]
+    say(f"submitted {len(jobs)} run(s) as {'array job ' + array if settings.executor == 'slurm' else 'local jobs'} "
+        f"(job files in {settings.folder}); follow them with --status")
+    if not settings.wait:
+        return
+    for job, run in zip(jobs, todo):
+        try:
+            outcome = job.result()
+        except Exception as exc:   # the job itself failed (killed, out of memory, a node gone)
+            line = printable(str(exc)).strip().splitlines()
+            outcome = _Outcome(False, error=f"job {job.job_id}: {line[-1] if line else type(exc).__name__}")
+        _count(counts, run, outcome, outcome.resumed)
+
+
+class GridJob:
+    """One run of a grid as a submitit job: start it or resume it (``_run_one``). Preempted or
+    timed out, the job asks to be requeued with the same run, which then resumes from its last
+    checkpoint (submitit's ``checkpoint`` protocol)."""
+
+    def __init__(self, threads: int | None):
+        self.threads = threads
+
+    def __call__(self, run: GridRun) -> _Outcome:
+        return _run_one(run, None, self.threads, 1, progress=False)
+
+    def checkpoint(self, run: GridRun):
+        import submitit  # (only ever called inside a submitit job)
+
+        return submitit.helpers.DelayedSubmission(self, run)

@@ -30,7 +30,7 @@ from mt_repro.config.convnet import load_experiment
 from mt_repro.config.paper import load_paper_config
 from mt_repro.core.errors import BadInput, RunFailed
 from mt_repro.engine import provenance
-from mt_repro.engine.launch import GridRun, launch
+from mt_repro.engine.launch import GridRun, SlurmSettings, launch
 from mt_repro.engine.recipes import check_config
 from mt_repro.paper.report import check_output
 from mt_repro.paper.results import CellKey, PaperNumber, all_labels, check_table_number, scheduled_numbers
@@ -158,13 +158,13 @@ def inputs_needed(planned: list[PlannedRun], data_dirs: dict[str, str]
 def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = None,
               data_dirs: dict[str, str] | None = None, label_dir=None, gpus: int | None = None,
               device: str = "auto", progress: bool = True, waiting: dict[str, str] | None = None,
-              launcher: str = "serial", devices: list[str] | None = None, threads: int | None = None
-              ) -> dict[str, int]:
+              launcher: str = "serial", devices: list[str] | None = None, threads: int | None = None,
+              slurm: SlurmSettings | None = None) -> dict[str, int]:
     """Run, resume or skip every planned run of ``table`` under ``out_dir``; returns counts.
     Every run's settings are composed and checked before the first one starts, and runs that
     will differ from the paper's recipe (``gpus`` other than the paper's) are named then.
     ``waiting``: datasets whose runs wait (not run, counted), each with the reason, said once.
-    ``launcher``, ``devices``, ``threads``: how the runs are run (``mt_repro.engine.launch``)."""
+    ``launcher``, ``devices``, ``threads``, ``slurm``: how the runs are run (``mt_repro.engine.launch``)."""
     out_dir = check_output(out_dir, "--out", directory=True)
     data_dirs = data_dirs or {}
     waiting = waiting or {}
@@ -191,7 +191,7 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
         log.warning(line)
     grid = [GridRun(out_dir / run.directory, configs.get(run), f"{run.key.describe()}, data seed {run.data_seed}")
             for run in planned]
-    counts = launch(grid, launcher=launcher, devices=devices, threads=threads, progress=progress)
+    counts = launch(grid, launcher=launcher, devices=devices, threads=threads, progress=progress, slurm=slurm)
     return {"skipped": counts.skipped, "resumed": counts.resumed, "started": counts.started, "waiting": len(left)}
 
 
