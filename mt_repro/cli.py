@@ -188,6 +188,19 @@ _THREADS_OPTION = click.option(
          "every core this process may use for a larger one)")
 
 
+def _wandb_on(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--wandb``: every run this command trains, here or in its worker processes, logs to W&B."""
+    if value:
+        from mt_repro.logs import wandb_log
+
+        os.environ[wandb_log.SWITCH_ENV] = "1"
+        wandb_log.enabled()   # the package is there, or one line now
+
+
+_WANDB_OPTION = click.option("--wandb", is_flag=True, expose_value=False, callback=_wandb_on,
+                             help="also log each run to Weights & Biases (WANDB_MODE=offline works without a network)")
+
+
 @cli.command()
 @click.option("--labels", "n_labels", type=int, help="labeled training images (default: the demo config's, 100)")
 @click.option("--seeds", "n_seeds", type=int, help="data seeds 0..N-1 (default: the demo config's, 3)")
@@ -210,6 +223,7 @@ _THREADS_OPTION = click.option(
 @click.option("--jobs", type=int, help="runs trained at once, each in its own process (default: as many as the "
                                        "cores this process may use hold at the chosen thread count)")
 @_THREADS_OPTION
+@_WANDB_OPTION
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def digits(ctx: click.Context, n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
@@ -277,6 +291,7 @@ def _common_run_options(fn):
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override any setting"),
         click.option("--device", default="auto", show_default=True),
         _THREADS_OPTION,
+        _WANDB_OPTION,
         click.option("--no-progress", is_flag=True),
         *_DOWNLOAD_OPTIONS,
     ]
@@ -597,6 +612,7 @@ def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None,
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="--out holds a run: remove its files and start afresh")
 @_THREADS_OPTION
+@_WANDB_OPTION
 @click.option("--no-progress", is_flag=True)
 def protocol_command(protocol: str, dataset: str, n_labels: int, method: str, seed: int, data_dir: Path | None,
                      out: Path | None, overrides: tuple[str, ...], device: str, overwrite: bool,
@@ -641,6 +657,7 @@ def imagenet(ctx: click.Context, n_labels: str, **options) -> None:
 @click.option("--label-file", type=click.Path(path_type=Path),
               help="where the run's label file is now: used if its content is the run's, else refused")
 @_THREADS_OPTION
+@_WANDB_OPTION
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def resume_command(ctx: click.Context, directory: Path, overrides: tuple[str, ...], epochs: int | None,
@@ -671,6 +688,7 @@ def resume_command(ctx: click.Context, directory: Path, overrides: tuple[str, ..
 @click.option("--device", default="auto", show_default=True)
 @_with_launcher_options
 @_THREADS_OPTION
+@_WANDB_OPTION
 @click.option("--no-progress", is_flag=True)
 def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, ...], dry_run: bool,
              device: str, threads: int | None, no_progress: bool, **launcher_options) -> None:
@@ -885,6 +903,7 @@ def download_command(what: tuple[str, ...], data_root: Path | None) -> None:
 @_DOWNLOAD_OPTIONS[1]
 @_with_launcher_options
 @_THREADS_OPTION
+@_WANDB_OPTION
 def table_command(number: int, seeds: int | None, out: Path, dry_run: bool, status: bool, data_dirs: tuple[str, ...],
                   label_dir: Path | None, gpus: int | None, device: str, no_progress: bool,
                   download: bool, data_root: Path | None, threads: int | None, **launcher_options) -> None:

@@ -39,7 +39,7 @@ from mt_repro.engine.meters import MeterSet
 from mt_repro.engine.optimizers import OPTIMIZERS
 from mt_repro.engine.schedules import SCHEDULES, StepHyper, apply
 from mt_repro.engine.timelines import TIMELINES
-from mt_repro.logs import events
+from mt_repro.logs import events, wandb_log
 from mt_repro.logs.runlog import RunLog
 from mt_repro.methods import registry as methods
 from mt_repro.models import get_model
@@ -57,7 +57,7 @@ def run_files(out_dir: str | Path) -> list[Path]:
     """The files of a run in ``out_dir`` (none: it holds no run): its config, summary and logs,
     its checkpoints, and temporary files of theirs that a killed write left behind."""
     out_dir = Path(out_dir)
-    names = (CONFIG_FILE, SUMMARY_FILE, INPUTS_FILE, *LOGS)
+    names = (CONFIG_FILE, SUMMARY_FILE, INPUTS_FILE, *LOGS, wandb_log.ID_FILE)
     found = [out_dir / name for name in names if os.path.lexists(out_dir / name)]
     found += sorted(p for p in _entries(out_dir) if _is_temporary_of(p.name, names))
     checkpoints = out_dir / CHECKPOINT_DIR
@@ -152,7 +152,7 @@ class Trainer:
         self.meters = MeterSet()
         self.last_eval = Evaluation()
         self.resumed = False
-        self.event_files: events.EventFiles | None = None
+        self.log_sinks: list | None = None
         self.overwrite = overwrite
 
     def say(self, line: str) -> None:
@@ -236,9 +236,9 @@ class Trainer:
         if record_config:
             self.record_config()
         self.training_log, self.validation_log, self.ema_validation_log = (RunLog(self.out_dir / name) for name in LOGS)
-        if events.enabled():
+        if events.enabled() or wandb_log.enabled():
             self.training_log, self.validation_log, self.ema_validation_log = (
-                events.TeeLog(run_log, self._event_files, name.removesuffix(".jsonl"))
+                events.TeeLog(run_log, self._log_sinks, name.removesuffix(".jsonl"))
                 for run_log, name in zip((self.training_log, self.validation_log, self.ema_validation_log), LOGS))
 
     def record_config(self) -> None:
@@ -307,19 +307,23 @@ class Trainer:
         finally:
             bar.close()
         summary = self.write_summary()
-        if self.event_files is not None:
-            self.event_files.close()
+        for sink in self.log_sinks or []:
+            sink.close()
         return summary
 
-    def _event_files(self) -> events.EventFiles:
-        """The run's TensorBoard writer, made at the first row it gets. A resumed run's starts
-        afresh from the rows its logs kept (those up to its checkpoint), so that the event
-        files hold what the logs hold and nothing the interrupted process logged after it."""
-        if self.event_files is None:
-            logs = {name.removesuffix(".jsonl"): log_file for name, log_file in
-                    zip(LOGS, (self.training_log, self.validation_log, self.ema_validation_log))}
-            self.event_files = events.EventFiles.replaying(self.out_dir, logs if self.resumed else {})
-        return self.event_files
+    def _log_sinks(self) -> list:
+        """Where the logs' rows go besides the ``.jsonl`` files, made at the first row: the
+        TensorBoard writer (a resumed run's starts afresh from the rows its logs kept, those up
+        to its checkpoint, so that the event files hold what the logs hold) and the W&B run."""
+        if self.log_sinks is None:
+            self.log_sinks = []
+            if events.enabled():
+                logs = {name.removesuffix(".jsonl"): log_file for name, log_file in
+                        zip(LOGS, (self.training_log, self.validation_log, self.ema_validation_log))}
+                self.log_sinks.append(events.EventFiles.replaying(self.out_dir, logs if self.resumed else {}))
+            if wandb_log.enabled():
+                self.log_sinks.append(wandb_log.WandbRun(self.out_dir, to_saved(self.config)))
+        return self.log_sinks
 
     def train_one_epoch(self, epoch: int, bar: tqdm | None = None) -> None:
         # a resumed run's epoch goes on where its checkpoint was taken

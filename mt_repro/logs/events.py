@@ -80,16 +80,17 @@ class EventFiles:
 
 
 class TeeLog:
-    """A run log that also writes each row's numbers to the event files (``event_files``: the
-    run's writer, made when first asked for)."""
+    """A run log that also hands each row to the run's other sinks: its event files, its W&B
+    run (``sinks``: made when first asked for; each has ``record(log_name, row)``)."""
 
-    def __init__(self, run_log, event_files: Callable[[], EventFiles], log_name: str):
-        self.run_log, self.event_files, self.log_name = run_log, event_files, log_name
+    def __init__(self, run_log, sinks: Callable[[], list], log_name: str):
+        self.run_log, self.sinks, self.log_name = run_log, sinks, log_name
 
     def record(self, index_value: float, values: dict[str, Any]) -> None:
-        files = self.event_files()   # (first: a resumed run's writer replays the rows logged before this one)
+        sinks = self.sinks()   # (first: a resumed run's event files replay the rows logged before this one)
         self.run_log.record(index_value, values)
-        files.record(self.log_name, values)
+        for sink in sinks:
+            sink.record(self.log_name, values)
 
     def __getattr__(self, name: str):   # rows(), truncate(), path: the run log's
         return getattr(self.run_log, name)
