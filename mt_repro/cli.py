@@ -342,12 +342,9 @@ def _launcher_choices(options: dict, out: Path) -> dict:
     names = ("slurm_partition", "slurm_time", "gpus_per_run", "cpus_per_run", "slurm_setup", "slurm_executor", "wait")
     slurm = {name: options.pop(name) for name in names}
     if launcher != "slurm":
-        defaults = {"slurm_partition": None, "slurm_time": 24 * 60, "gpus_per_run": 1, "cpus_per_run": 8,
-                    "slurm_setup": (), "slurm_executor": "slurm", "wait": False}
-        given = [name for name in names if slurm[name] != defaults[name]]
+        given = _given(click.get_current_context(), names)
         if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise BadInput(f"{flags}: options of --launcher slurm, not of --launcher {launcher}")
+            raise BadInput(f"{', '.join(given)}: options of --launcher slurm, not of --launcher {launcher}")
         return {"launcher": launcher, "devices": devices}
     for name, value in (("--slurm-time", slurm["slurm_time"]), ("--cpus-per-run", slurm["cpus_per_run"])):
         if value < 1:

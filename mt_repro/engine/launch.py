@@ -33,6 +33,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import time
@@ -43,9 +44,8 @@ from typing import Any, Callable
 import torch
 
 from mt_repro.core.errors import BadInput, MtReproError, RunFailed, printable
-from mt_repro.core.threads import choose_threads
 from mt_repro.engine import runs
-from mt_repro.engine.threads import network_parameters
+from mt_repro.engine.threads import use_threads
 from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def launch(grid: list[GridRun], *, launcher: str = "serial", devices: list[str] 
         for number, run in enumerate(todo, 1):
             resume = (run.directory / CONFIG_FILE).is_file()
             say(f"[{number}/{len(todo)}] {'resuming' if resume else 'starting'} {run.label}: {run.directory}")
-            outcome = _run_one(run, None, threads, 1, progress, say)
+            outcome = _run_one(run, None, threads, 1, progress, say_threads=True)
             _count(counts, run, outcome, resume)
     elif launcher == "local":
         _launch_local(todo, devices or [], threads, counts, say)
@@ -140,12 +140,12 @@ class _Outcome:
     summary: dict | None = None
     error: str | None = None       # a failure's one line
     seconds: float = 0.0
-    bad_input: bool = False        # the failure was the input's (BadInput): the grid stops
+    bad_input: str | None = None   # the failure was the input's (BadInput, its message): the grid stops
 
 
 def _count(counts: LaunchCounts, run: GridRun, outcome: _Outcome, resumed: bool) -> None:
-    if outcome.bad_input:
-        raise BadInput(f"{run.directory}: {outcome.error.split(': ', 1)[1]}")
+    if outcome.bad_input is not None:
+        raise BadInput(f"{run.directory}: {outcome.bad_input}")
     if outcome.error is not None:
         counts.failed.append(f"{run.directory}: {outcome.error}")
     elif resumed:
@@ -155,19 +155,16 @@ def _count(counts: LaunchCounts, run: GridRun, outcome: _Outcome, resumed: bool)
 
 
 def _run_one(run: GridRun, device: str | None, threads: int | None, sharing: int, progress: bool,
-             say: Callable[[str], None] | None = None) -> _Outcome:
+             say_threads: bool = False) -> _Outcome:
     """Start or resume ``run`` (on ``device`` if given) with its thread count (``sharing``: runs
-    that share the cores), recording a failure in its directory."""
+    that share the cores; said if ``say_threads``), recording a failure in its directory."""
     failed = run.directory / FAILED_FILE
     failed.unlink(missing_ok=True)
     resume = (run.directory / CONFIG_FILE).is_file()
     start = time.time()
     try:
         config = runs.read_run_config(run.directory) if resume else run.config
-        choice = choose_threads(network_parameters(config), given=threads, processes=sharing)
-        torch.set_num_threads(choice.threads)
-        if say is not None:
-            say(choice.describe())
+        use_threads(config, given=threads, processes=sharing, say=say_threads)
         if resume:
             overrides = {**run.resume_overrides, **({"device": device} if device else {})}
             summary = runs.resume(run.directory, overrides=overrides or None, progress=progress)
@@ -180,7 +177,7 @@ def _run_one(run: GridRun, device: str | None, threads: int | None, sharing: int
         failed.write_text(line + "\n")
         if not isinstance(exc, MtReproError):
             log.exception(f"{run.directory}: {line}")
-        return _Outcome(resume, error=line, bad_input=isinstance(exc, BadInput))
+        return _Outcome(resume, error=line, bad_input=str(exc) if isinstance(exc, BadInput) else None)
     return _Outcome(resume, dict(summary or {}), seconds=time.time() - start)
 
 
@@ -228,7 +225,7 @@ def _next_result(results, workers) -> tuple[int, str, _Outcome]:
     while True:
         try:
             return results.get(timeout=1.0)
-        except Exception:   # queue.Empty: check the workers are alive
+        except queue.Empty:   # check the workers are alive
             if all(not w.is_alive() for w in workers) and results.empty():
                 codes = ", ".join(str(w.exitcode) for w in workers)
                 raise RunFailed(f"every worker process stopped before the grid was done (exit codes {codes}); "
