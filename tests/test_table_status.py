@@ -115,3 +115,38 @@ def test_every_step_rate_is_the_one_in_its_committed_result_file():
         assert f"batch {rate.batch_size} " in text, rate
         row = next(line for line in text.splitlines() if line.startswith(rate.mode + " "))
         assert float(row.split()[4 if "autocast" in row else 3]) == pytest.approx(rate.steps_per_s, abs=5e-4), rate
+
+
+def _truncated(path):
+    path.write_text('{"dataset": "cifar10", "arch": "cifar_sha')
+
+
+def _huge(path):   # a sparse file past the text-file limit (64 MiB)
+    path.write_text("x")
+    os.truncate(path, 70 << 20)
+
+
+def _nested(path):
+    path.write_text("[" * 100_000 + "]" * 100_000)
+
+
+def _dev_zero(path):
+    path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("damage", [_truncated, _huge, _nested, _dev_zero], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("name", ["summary.json", status.FAILED_FILE, "training.jsonl"])
+def test_status_reads_damaged_run_files_in_one_line_each(cli, tmp_path, name, damage):
+    run = table4_runs()[0]
+    directory = tmp_path / run.directory
+    directory.mkdir(parents=True)
+    if name == "training.jsonl":
+        (directory / "config.json").write_text("{}")
+    damage(directory / name)
+    code, out, err = cli("table", "4", "--seeds", "2", "--status", "--out", tmp_path)
+    line = next(line for line in out.splitlines() if line.startswith(run.key.describe()) and "seed 10 " in line)
+    assert len(line) < 600 and len(out.splitlines()) == len(table4_runs()) + 1
+    if name == "training.jsonl":
+        assert code == 0 and re.search(r"(running|interrupted)", line)
+    else:
+        assert code == 1 and " failed " in line and err.count("\n") == 1 and len(err) < 1000

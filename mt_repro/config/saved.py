@@ -28,10 +28,11 @@ def to_saved(config) -> dict[str, Any]:
     return {"recipe": config.recipe.name, **config.to_dict()}
 
 
-def read_saved(path: str | os.PathLike) -> Any:
-    """The values of a run's ``config.json``: a regular file within TEXT_FILE_BYTES, nested no
-    deeper than NESTING (checked on the text before json, which recurses, parses it)."""
-    text = read_text(path, "run settings")
+def read_saved(path: str | os.PathLike, what: str = "run settings") -> Any:
+    """The values of a run's ``config.json`` (or another of its JSON files, ``what`` it is): a
+    regular file within TEXT_FILE_BYTES, nested no deeper than NESTING (checked on the text
+    before json, which recurses, parses it)."""
+    text = read_text(path, what)
     NESTING.check_depth(json_depth(text), str(path))
     try:
         return json.loads(text)

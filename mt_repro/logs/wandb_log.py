@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mt_repro.core.errors import BadInput
+from mt_repro.core.limits import read_text
 
 SWITCH_ENV = "MT_REPRO_WANDB"
 ID_FILE = "wandb_id.txt"
@@ -43,7 +44,7 @@ class WandbRun:
         run_dir = Path(run_dir)
         id_file = run_dir / ID_FILE
         # (an id of W&B's form from the OS's randomness: the run's seeded generators are not touched)
-        run_id = id_file.read_text().strip() if id_file.is_file() else \
+        run_id = read_text(id_file, "W&B run id").strip() if id_file.exists() or id_file.is_symlink() else \
             "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
         id_file.write_text(run_id + "\n")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "mt-repro"), name=run_dir.name, id=run_id,

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mt_repro.config.saved import read_saved
 from mt_repro.core.errors import BadInput
 from mt_repro.engine import provenance as provenance_of
 from mt_repro.engine.runs import read_run_config
@@ -119,10 +120,7 @@ def read_run(directory: str | os.PathLike) -> RunResult:
 # --- ours ---------------------------------------------------------------------------------
 def _read_ours(directory: Path) -> RunResult:
     path = directory / SUMMARY
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path} cannot be read: {exc}") from None
+    summary = read_saved(path, "run summary")   # (a regular file, bounded in size and nesting)
     if not isinstance(summary, dict) or not isinstance(summary.get("dataset"), str) \
             or not isinstance(summary.get("arch"), str):
         raise BadInput(f"{path} is not a run summary (no dataset/arch)")

@@ -26,9 +26,11 @@ from importlib import resources
 from pathlib import Path
 
 from mt_repro.core.errors import BadInput, printable
+from mt_repro.core.limits import read_text, regular_file
+from mt_repro.engine.launch import FAILED_FILE
+from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
 from mt_repro.logs.runlog import read_rows
 from mt_repro.paper.runs import read_run
-from mt_repro.engine.launch import FAILED_FILE
 from mt_repro.paper.tables import PlannedRun, planned_runs
 
 RUNNING_WITHIN_S = 600
@@ -49,19 +51,24 @@ def run_states(table: int, out_dir: str | Path, seeds: int | None = None, now: f
 
 
 def _state(run: PlannedRun, directory: Path, now: float) -> RunState:
-    if (directory / "summary.json").is_file():
+    summary = directory / SUMMARY_FILE
+    if summary.exists() or summary.is_symlink():
         try:
+            regular_file(summary, "run summary")   # (read_run would take a link to a device for no summary)
             result = read_run(directory)
         except BadInput as exc:
-            return RunState(run, "failed", f"finished, but its summary cannot be read: {exc}")
+            return RunState(run, "failed", _shortened(f"finished, but its summary cannot be read: {exc}"))
         errors = ", ".join(f"{value:.2f} % {'top-5' if metric.startswith('top5') else 'test'} error"
                            for metric, value in sorted(result.errors.items(), key=lambda item: item[0] != "test_error_pct"))
         return RunState(run, "done", f"{errors} ({result.network})")
     failed = directory / FAILED_FILE
-    if failed.is_file():
-        lines = [line for line in failed.read_text(errors="replace")[-4096:].splitlines() if line.strip()]
-        return RunState(run, "failed", printable(lines[-1]) if lines else "failed (no message)")
-    if (directory / "config.json").is_file():
+    if failed.exists() or failed.is_symlink():
+        try:
+            lines = [line for line in read_text(failed, "failure record").splitlines() if line.strip()]
+        except BadInput as exc:
+            return RunState(run, "failed", f"(its {FAILED_FILE}: {exc})")
+        return RunState(run, "failed", _shortened(printable(lines[-1])) if lines else "failed (no message)")
+    if (directory / CONFIG_FILE).is_file():
         log = directory / "training.jsonl"
         try:
             rows = read_rows(log)
@@ -74,6 +81,11 @@ def _state(run: PlannedRun, directory: Path, now: float) -> RunState:
         recent = log.exists() and now - log.stat().st_mtime < RUNNING_WITHIN_S
         return RunState(run, "running" if recent else "interrupted", where)
     return RunState(run, "pending", "")
+
+
+def _shortened(line: str, limit: int = 300) -> str:
+    """A file's line as a status detail: at most ``limit`` characters."""
+    return line if len(line) <= limit else line[:limit] + f"... ({len(line):,} characters)"
 
 
 def describe_states(states: list[RunState]) -> list[str]:
