@@ -211,6 +211,9 @@ _WANDB_OPTION = click.option("--wandb", is_flag=True, expose_value=False, callba
               help="semi-supervised method(s) to put beside supervised-only")
 @click.option("--sampling", type=click.Choice(["two_stream", "uniform"]), default="two_stream", show_default=True,
               help="minibatches of the semi-supervised methods: a fixed labeled share, or drawn from all images")
+@click.option("--pretrain", metavar="NAME",
+              help="pre-train an encoder on each seed first (moco: no labels, the same steps), train every row "
+                   "again from it, and compare its linear probe with a random encoder's")
 @click.option("--mode", type=click.Choice(MODES), default="faithful", show_default=True,
               help="fast: the same training, batched augmentation and faster kernels")
 @click.option("--overwrite", is_flag=True,
@@ -227,24 +230,25 @@ _WANDB_OPTION = click.option("--wandb", is_flag=True, expose_value=False, callba
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def digits(ctx: click.Context, n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
-           config: Path | None, methods: str, sampling: str, mode: str, overwrite: bool, resume: Path | None,
-           jobs: int | None, threads: int | None, no_progress: bool) -> None:
+           config: Path | None, methods: str, sampling: str, pretrain: str | None, mode: str, overwrite: bool,
+           resume: Path | None, jobs: int | None, threads: int | None, no_progress: bool) -> None:
     """Supervised-only against Mean Teacher (or any methods) on scikit-learn's bundled 8x8
     digits (real data, no download): minutes on a laptop CPU, test error over several seeds."""
     from mt_repro.apps import digits_demo
-    from mt_repro.methods.registry import method_names
+    from mt_repro.methods.registry import method_class, method_names
 
     if resume is not None:
         _resume_demo(ctx, resume, "resume", "--resume continues the demo with the options it was started with",
                      no_progress, jobs=jobs, threads=threads)
         return
-    chosen = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = ([m for m in method_names() if not method_class(m).pretraining] if methods == "all"
+              else [m.strip() for m in methods.split(",") if m.strip()])
     if "mean_teacher" in chosen:  # first, as in the paper's tables
         chosen.remove("mean_teacher")
         chosen.insert(0, "mean_teacher")
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config, methods=chosen,
                                   sampling=sampling, mode=mode, progress=not no_progress, overwrite=overwrite,
-                                  jobs=jobs, threads=threads)
+                                  jobs=jobs, threads=threads, pretrain=pretrain)
     _print_demo(result, out)
 
 
@@ -263,7 +267,7 @@ def _draw_demo(result, path: Path) -> Path:
     """The table as a figure beside it: each method's test error per seed and mean ± std."""
     from mt_repro.paper import plot
 
-    rows = [("supervised", result.errors("supervised"))] + [(m, result.errors(m)) for m in result.methods]
+    rows = [(row, result.errors(row)) for row in result.rows]
     title = f"digits, {result.n_labels} labels: test error of the network each method's paper reports"
     return plot.write_result_figure(rows, path, title)
 
@@ -289,6 +293,9 @@ def _common_run_options(fn):
         click.option("--mode", type=click.Choice(MODES), help=_MODE_HELP),
         click.option("--compile", "compile_model", is_flag=True, help="fast mode: torch.compile the networks"),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override any setting"),
+        click.option("--init-from", type=click.Path(path_type=Path),
+                     help="a checkpoint whose encoder (all but the heads) starts student and teacher, "
+                          "e.g. a --method moco run's checkpoints/last.ckpt (ResNet-recipe runs)"),
         click.option("--device", default="auto", show_default=True),
         _THREADS_OPTION,
         _WANDB_OPTION,
@@ -515,7 +522,7 @@ def _choices(options: dict, method: str | None):
     return RunChoices(method=method, data_dir=options["data_dir"], seed=options["seed"], device=options["device"],
                       mode=options["mode"], compile=options["compile_model"], out=options["out"],
                       overrides=options["overrides"], progress=not options["no_progress"],
-                      overwrite=options["overwrite"], threads=options["threads"])
+                      overwrite=options["overwrite"], threads=options["threads"], init_from=options["init_from"])
 
 
 @cli.command()

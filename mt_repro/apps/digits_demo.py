@@ -43,8 +43,9 @@ from mt_repro.data.labels import write_label_file
 from mt_repro.engine import runs
 from mt_repro.engine.recipes import check_config
 from mt_repro.engine.threads import network_parameters
-from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
-from mt_repro.methods.registry import method_class
+from mt_repro.engine.probe import linear_probe_errors
+from mt_repro.engine.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, SUMMARY_FILE
+from mt_repro.methods.registry import method_class, method_names
 
 log = logging.getLogger(__name__)
 BASELINE = "supervised"
@@ -60,6 +61,22 @@ class DemoRun:
     other_error: float     # the other model: EMA of the supervised weights / MT student
     steps: int
     seconds: float
+    pretrained: str | None = None   # the pre-training method whose encoder the run started from
+
+    @property
+    def row(self) -> str:
+        """The table's row: the method, or "moco → mean_teacher" for one started from an encoder."""
+        return self.method if self.pretrained is None else f"{self.pretrained} → {self.method}"
+
+
+@dataclass
+class Probe:
+    """Linear-probe test error (%) of one data seed's encoders (``linear_probe``)."""
+    data_seed: int
+    random_encoder: float
+    pretrained_encoder: float
+    knn_error: float          # the pre-training run's own kNN monitor, at its end
+    steps: int                # of the pre-training run
 
 
 @dataclass
@@ -72,12 +89,20 @@ class DemoResult:
     wall_seconds: float | None = None   # of the whole grid
     jobs: int = 1                       # runs at a time
     threads: int | None = None          # torch threads per run
+    pretrain: str | None = None         # a pre-training method: its encoder starts a second run of each row
+    probes: list[Probe] = field(default_factory=list)
 
-    def errors(self, method: str) -> list[float]:
-        return [r.test_error for r in self.runs if r.method == method]
+    def errors(self, row: str) -> list[float]:
+        return [r.test_error for r in self.runs if r.row == row]
 
-    def other_errors(self, method: str) -> list[float]:
-        return [r.other_error for r in self.runs if r.method == method]
+    def other_errors(self, row: str) -> list[float]:
+        return [r.other_error for r in self.runs if r.row == row]
+
+    @property
+    def rows(self) -> list[str]:
+        """Supervised, the methods, then (with a pre-training) each of them from its encoder."""
+        scratch = [BASELINE, *self.methods]
+        return scratch + ([f"{self.pretrain} → {m}" for m in scratch] if self.pretrain else [])
 
     def table(self) -> str:
         return render_table(self)
@@ -85,19 +110,25 @@ class DemoResult:
 
 def demo_configs(demo: DemoConfig, method: str, n_labels: int, label_file: Path, data_seed: int,
                  epochs: int | None, out_dir: Path, sampling: str = "two_stream",
-                 mode: str = "faithful") -> TrainConfig:
+                 mode: str = "faithful", pretrained: str | None = None) -> TrainConfig:
     """The settings of ``method``'s run for one data seed: the demo's, the method's ``[digits]``
     table, the seed's labels; ``epochs`` (default: the demo's) rescales the learning-rate
-    ramp-down with it. Supervised-only, and every method with ``sampling="uniform"``
-    (minibatches drawn from all training images), gets its epochs and every schedule in epochs
-    rescaled so that it takes Mean Teacher's number of SGD steps."""
+    ramp-down with it. Supervised-only, every method with ``sampling="uniform"`` (minibatches
+    drawn from all training images) and a pre-training method get their epochs and every
+    schedule in epochs rescaled so that they take Mean Teacher's number of SGD steps.
+    ``pretrained``: the run starts from the encoder of that pre-training method's run of the
+    seed (``init_from``), in a directory of its own."""
     reference = _mean_teacher_budget(demo, label_file, data_seed, epochs, out_dir)
-    suffix = "" if sampling == "two_stream" or method == BASELINE else f"_{sampling}"
+    own_sampling = method == BASELINE or method_class(method).pretraining
+    suffix = "" if sampling == "two_stream" or own_sampling else f"_{sampling}"
+    overrides = {"epochs": reference.epochs, "lr_rampdown_epochs": reference.lr_rampdown_epochs,
+                 # one evaluation, after the last epoch: in the run's logs and summary.json
+                 "evaluation_epochs": reference.epochs, "mode": mode}
+    if pretrained is not None:
+        suffix += f"_from_{pretrained}"
+        overrides["init_from"] = str(pretraining_checkpoint(out_dir, pretrained, data_seed))
     config = digits_run(demo, method, label_file=label_file, data_seed=data_seed,
-                        out_dir=out_dir / f"{method}{suffix}_{data_seed}",
-                        overrides={"epochs": reference.epochs, "lr_rampdown_epochs": reference.lr_rampdown_epochs,
-                                   # one evaluation, after the last epoch: in the run's logs and summary.json
-                                   "evaluation_epochs": reference.epochs, "mode": mode})
+                        out_dir=out_dir / f"{method}{suffix}_{data_seed}", overrides=overrides)
     mt_steps = _steps_per_epoch(n_labels, reference)
     if method == BASELINE:
         sup_steps = n_labels // config.batch_size
@@ -107,12 +138,17 @@ def demo_configs(demo: DemoConfig, method: str, n_labels: int, label_file: Path,
                            f"{reference.batch_size} with {reference.labeled_batch_size} labeled)")
         epochs_matched = max(1, round(reference.epochs * mt_steps / sup_steps))
         return _rescaled(config, epochs_matched, mt_steps / sup_steps, reference)
-    if sampling == "uniform":
+    if sampling == "uniform" or config.sampling == "uniform":  # the latter: a pre-training method
         per_epoch = len(digits.test_and_training_indices()[1]) // config.batch_size
         epochs_matched = max(1, round(reference.epochs * mt_steps / per_epoch))
         config = config.replace(sampling="uniform", labeled_batch_size=None)
         return _rescaled(config, epochs_matched, epochs_matched / config.epochs, config, consistency=True)
     return config
+
+
+def pretraining_checkpoint(out_dir: Path, pretrain: str, data_seed: int) -> Path:
+    """The last checkpoint of the seed's pre-training run: the encoder its other runs start from."""
+    return out_dir / f"{pretrain}_{data_seed}" / CHECKPOINT_DIR / LAST_CHECKPOINT
 
 
 def _mean_teacher_budget(demo: DemoConfig, label_file: Path, data_seed: int, epochs: int | None,
@@ -151,15 +187,23 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
              out_dir: str | Path = "results/digits", *, config: str | Path | None = None,
              methods: list[str] | None = None, sampling: str = "two_stream", mode: str = "faithful",
              progress: bool = True, overwrite: bool = False, jobs: int | None = 1,
-             threads: int | None = None) -> DemoResult:
+             threads: int | None = None, pretrain: str | None = None) -> DemoResult:
     """The demo's grid: every method and supervised-only on each data seed. ``jobs`` runs at
     once, each in its own process (None: as many as the cores hold at the chosen thread count;
     ``mt-repro digits`` does that); ``threads``: torch threads per run (None: chosen from the
     network's size, ``mt_repro.core.threads``). A run's result depends on its thread count (sums
-    in another order), never on ``jobs``: each run seeds itself."""
+    in another order), never on ``jobs``: each run seeds itself. ``pretrain``: a pre-training
+    method (``moco``) trained on each seed first (all training images, no labels, Mean
+    Teacher's number of steps); then every row is trained a second time from its encoder, and
+    the encoder's linear probe is compared with a random encoder's."""
     methods = [m for m in (methods or ["mean_teacher"]) if m != BASELINE]
     for method in methods:
-        method_class(method)  # an unknown name fails here, before anything runs
+        if method_class(method).pretraining:  # an unknown name fails here too, before anything runs
+            raise BadInput(f"{method} is a pre-training method (it learns no classes): give it as "
+                           f"--pretrain {method}, and the methods to train from its encoder as --method")
+    if pretrain is not None and not method_class(pretrain).pretraining:
+        raise BadInput(f"--pretrain {pretrain}: not a pre-training method; those are: "
+                       f"{', '.join(pretraining_methods()) or 'none'}")
     if sampling not in SAMPLINGS:
         raise BadInput(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     demo = load_demo_config(config)
@@ -170,39 +214,68 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
     if epochs is not None and epochs < 1:
         raise BadInput(f"--epochs must be at least 1, got {epochs}")
     out_dir = Path(out_dir)
-    plan = [_seed_plan(demo, data_seed, n_labels, [BASELINE, *methods], epochs, out_dir, sampling, mode)
+    plan = [_seed_plan(demo, data_seed, n_labels, [BASELINE, *methods], epochs, out_dir, sampling, mode, pretrain)
             for data_seed in range(n_seeds)]
     for seed_plan in plan:  # every run's settings checked before the first one starts
-        for method, cfg in seed_plan.configs:
-            check_config(cfg)
+        for task in seed_plan.tasks:
+            check_config(task.config)
             if not overwrite:
-                _refuse_other_settings(cfg, method)
-    tasks = [_Task(method, seed_plan.data_seed, cfg) for seed_plan in plan for method, cfg in seed_plan.configs]
-    choice = choose_threads(network_parameters(tasks[0].config), given=threads)
-    jobs = parallel_runs(len(tasks), given_jobs=jobs, threads_per_run=choice.threads)
+                _refuse_other_settings(task.config, task.method)
+    # the pre-training runs and those from scratch first; then the runs from the encoders
+    phases = [[task for seed_plan in plan for task in seed_plan.tasks if task.phase == phase] for phase in (0, 1)]
+    choice = choose_threads(network_parameters(phases[0][0].config), given=threads)
+    jobs = parallel_runs(len(phases[0]), given_jobs=jobs, threads_per_run=choice.threads)
     _say(progress, choice.describe() + (f"; {jobs} runs at a time, each in its own process (--jobs N to choose)"
                                         if jobs > 1 else ""))
     _record_grid(out_dir, dict(n_labels=n_labels, n_seeds=n_seeds, epochs=epochs, methods=methods,
-                               sampling=sampling, mode=mode, config=None if config is None else os.path.abspath(config)))
+                               sampling=sampling, mode=mode, config=None if config is None else os.path.abspath(config),
+                               pretrain=pretrain))
     for seed_plan in plan:
         _write_labels(seed_plan, out_dir)
-    result = DemoResult(n_labels, list(range(n_seeds)), list(methods), sampling=sampling)
+    result = DemoResult(n_labels, list(range(n_seeds)), list(methods), sampling=sampling, pretrain=pretrain)
     start = time.time()
+    outcomes: list[_Outcome] = []
     try:
-        if jobs == 1:
-            torch.set_num_threads(choice.threads)
-            quiet = _OnceAndWarningsOnly()
-            outcomes = []
-            for task in tasks:
-                with _quiet(quiet):
-                    outcomes.append(_train(task, overwrite=overwrite, progress=progress))
-        else:
-            outcomes = _train_in_processes(tasks, jobs, choice.threads, overwrite=overwrite, progress=progress)
+        for tasks in phases:
+            outcomes += _train_all(tasks, jobs, choice.threads, overwrite=overwrite, progress=progress)
     except KeyboardInterrupt as exc:  # named by the grid: `mt-repro resume OUT` continues all of it
         raise runs.RunInterrupted(out_dir) from exc
-    result.runs = [_demo_run(task, outcome) for task, outcome in zip(tasks, outcomes)]
+    tasks = phases[0] + phases[1]
+    result.runs = [_demo_run(task, outcome) for task, outcome in zip(tasks, outcomes)
+                   if not method_class(task.method).pretraining]
+    if pretrain is not None:
+        pretrained = {task.data_seed: outcome.summary for task, outcome in zip(tasks, outcomes)
+                      if task.method == pretrain}
+        result.probes = [_probe(seed_plan, pretrain, out_dir, pretrained[seed_plan.data_seed]) for seed_plan in plan]
     result.wall_seconds, result.jobs, result.threads = time.time() - start, jobs, choice.threads
     return result
+
+
+def pretraining_methods() -> list[str]:
+    return [name for name in method_names() if method_class(name).pretraining]
+
+
+def _train_all(tasks: list["_Task"], jobs: int, threads: int, *, overwrite: bool, progress: bool) -> list["_Outcome"]:
+    if not tasks:
+        return []
+    if jobs == 1:
+        torch.set_num_threads(threads)
+        quiet = _OnceAndWarningsOnly()
+        outcomes = []
+        for task in tasks:
+            with _quiet(quiet):
+                outcomes.append(_train(task, overwrite=overwrite, progress=progress))
+        return outcomes
+    return _train_in_processes(tasks, jobs, threads, overwrite=overwrite, progress=progress)
+
+
+def _probe(plan: "_SeedPlan", pretrain: str, out_dir: Path, summary: dict) -> Probe:
+    """Linear-probe test error of the seed's pre-trained encoder and of a random one (the
+    network as the seed's runs initialise it), on the seed's labeled images; ``summary``: the
+    pre-training run's."""
+    scratch = next(task.config for task in plan.tasks if task.method == BASELINE and task.phase == 0)
+    errors = linear_probe_errors(scratch, pretraining_checkpoint(out_dir, pretrain, plan.data_seed))
+    return Probe(plan.data_seed, errors[0], errors[1], summary["student_error1"], summary["global_step"])
 
 
 @dataclass
@@ -210,7 +283,7 @@ class _SeedPlan:
     data_seed: int
     label_file: Path
     label_entries: list
-    configs: list[tuple[str, TrainConfig]]   # (method, its run's settings), supervised first
+    tasks: list["_Task"]   # supervised first
 
 
 @dataclass(frozen=True)
@@ -219,6 +292,8 @@ class _Task:
     method: str
     data_seed: int
     config: TrainConfig
+    pretrained: str | None = None  # the run starts from this pre-training method's encoder
+    phase: int = 0                 # 1: after the pre-training runs (it reads their checkpoints)
 
 
 @dataclass(frozen=True)
@@ -228,12 +303,18 @@ class _Outcome:
 
 
 def _seed_plan(demo: DemoConfig, data_seed: int, n_labels: int, methods: list[str], epochs: int | None,
-               out_dir: Path, sampling: str, mode: str) -> _SeedPlan:
+               out_dir: Path, sampling: str, mode: str, pretrain: str | None = None) -> _SeedPlan:
     entries = digits.label_file_entries(n_labels, data_seed)  # checks n_labels first
     label_file = out_dir / "labels" / f"{n_labels}_{data_seed}.txt"
-    configs = [(m, demo_configs(demo, m, n_labels, label_file, data_seed, epochs, out_dir, sampling, mode))
-               for m in methods]
-    return _SeedPlan(data_seed, label_file, entries, configs)
+
+    def configs(method: str, pretrained: str | None = None) -> TrainConfig:
+        return demo_configs(demo, method, n_labels, label_file, data_seed, epochs, out_dir, sampling, mode, pretrained)
+
+    tasks = [_Task(m, data_seed, configs(m)) for m in methods]
+    if pretrain is not None:
+        tasks.insert(0, _Task(pretrain, data_seed, configs(pretrain)))
+        tasks += [_Task(m, data_seed, configs(m, pretrain), pretrain, phase=1) for m in methods]
+    return _SeedPlan(data_seed, label_file, entries, tasks)
 
 
 def _write_labels(plan: _SeedPlan, out_dir: Path) -> None:
@@ -249,12 +330,17 @@ def _demo_run(task: _Task, outcome: _Outcome) -> DemoRun:
     student, teacher = summary["student_error1"], summary["teacher_error1"]
     # Each method is judged by the network its paper reports (Mean Teacher: the teacher).
     reported, other = (teacher, student) if reported_model(task.method) == "teacher" else (student, teacher)
-    return DemoRun(task.method, task.data_seed, reported, other, summary["global_step"], outcome.seconds)
+    return DemoRun(task.method, task.data_seed, reported, other, summary["global_step"], outcome.seconds,
+                   task.pretrained)
+
+
+def _task_name(task: _Task) -> str:
+    return (task.method if task.pretrained is None else f"{task.pretrained} → {task.method}").replace("_", " ")
 
 
 def _train(task: _Task, *, overwrite: bool, progress: bool) -> _Outcome:
     start = time.time()
-    summary = _run(task.config, Path(task.config.out_dir), task.method, task.data_seed,
+    summary = _run(task.config, Path(task.config.out_dir), _task_name(task), task.data_seed,
                    overwrite=overwrite, progress=progress)
     return _Outcome(dict(summary), time.time() - start)
 
@@ -272,7 +358,7 @@ def _train_in_processes(tasks: list[_Task], jobs: int, threads: int, *, overwrit
     for index, task in enumerate(tasks):   # the workers are silent: what each run finds is said here
         state = _kept_state(Path(task.config.out_dir), overwrite)
         if state is not None:
-            _say(progress, f"data seed {task.data_seed}: {task.method.replace('_', ' ')}: {state}")
+            _say(progress, f"data seed {task.data_seed}: {_task_name(task)}: {state}")
         if state == KEPT:
             with _quiet(quiet):
                 outcomes[index] = _train(task, overwrite=overwrite, progress=False)
@@ -290,8 +376,9 @@ def _train_in_processes(tasks: list[_Task], jobs: int, threads: int, *, overwrit
             outcomes[index] = outcome
             task = tasks[index]
             run = _demo_run(task, outcome)
-            _say(progress, f"data seed {task.data_seed}: {task.method.replace('_', ' ')}: "
-                           f"{run.test_error:.2f} % test error, {run.steps} steps, {run.seconds:.0f} s "
+            measure = "kNN error" if method_class(task.method).evaluation == "knn" else "test error"
+            _say(progress, f"data seed {task.data_seed}: {_task_name(task)}: "
+                           f"{run.test_error:.2f} % {measure}, {run.steps} steps, {run.seconds:.0f} s "
                            f"({done} of {len(to_train)} runs done)")
         pool.close()   # all done: the workers exit on their own, releasing what they hold
     except BaseException:
@@ -354,12 +441,13 @@ def resume_demo(out_dir: str | Path, *, progress: bool = True, jobs: int | None 
              "mode": str, "config": (str, type(None))}
     if (not isinstance(choices, dict) or choices.get("command") != "digits"
             or any(not isinstance(choices.get(k), t) or isinstance(choices.get(k), bool) for k, t in types.items())
-            or not all(isinstance(m, str) for m in choices["methods"]) or choices["mode"] not in MODES):
+            or not all(isinstance(m, str) for m in choices["methods"]) or choices["mode"] not in MODES
+            or not isinstance(choices.get("pretrain"), (str, type(None)))):
         raise BadInput(f"{path} is not the record of a digits demo: run `mt-repro digits --out {out_dir}` "
                        "with the options it was started with (its finished runs are kept)")
     return run_demo(choices["n_labels"], choices["n_seeds"], choices["epochs"], out_dir, config=choices["config"],
                     methods=choices["methods"], sampling=choices["sampling"], mode=choices["mode"],
-                    progress=progress, jobs=jobs, threads=threads)
+                    progress=progress, jobs=jobs, threads=threads, pretrain=choices.get("pretrain"))
 
 
 def _run(config, run_dir: Path, method: str, data_seed: int, *, overwrite: bool, progress: bool) -> dict:
@@ -367,12 +455,15 @@ def _run(config, run_dir: Path, method: str, data_seed: int, *, overwrite: bool,
     very run finished gives its summary (nothing is trained again, nothing is added to its
     logs), one that holds it interrupted is resumed, an empty one starts it (a directory that
     holds a run with other settings was refused before, unless ``overwrite``)."""
-    what = f"data seed {data_seed}: {method.replace('_', ' ')}"
+    what = f"data seed {data_seed}: {method}"
     state = _kept_state(run_dir, overwrite)
     if state is not None:
         _say(progress, f"{what}: {state}")
         # at this --out's paths (it may have moved): the label file is used if its content is the run's
-        return runs.resume(run_dir, overrides={"labels": config.labels, "out_dir": str(run_dir)}, progress=progress)
+        moved = {"labels": config.labels, "out_dir": str(run_dir)}
+        if config.init_from is not None:  # the pre-trained encoder moved with --out
+            moved["init_from"] = config.init_from
+        return runs.resume(run_dir, overrides=moved, progress=progress)
     trainer = runs.start(config, run_dir, overwrite=overwrite, progress=progress)
     _say(progress, f"{what}, {trainer.run_epochs} epochs of {trainer.data.steps_per_epoch} steps")
     return trainer.fit()
@@ -435,20 +526,24 @@ def _mean_std(values: list[float]) -> str:
 
 
 def render_table(result: DemoResult) -> str:
-    rows = [(BASELINE, result.errors(BASELINE))]
-    rows += [(m.replace("_", " "), result.errors(m)) for m in result.methods]
+    rows = [(row.replace("_", " "), result.errors(row)) for row in result.rows]
     header = ["test error %"] + [f"seed {s}" for s in result.seeds] + ["mean ± std"]
     body = [[name] + [f"{v:.2f}" for v in values] + [_mean_std(values)] for name, values in rows]
+    if result.probes:
+        body.append(["linear probe, random encoder"] + [f"{p.random_encoder:.2f}" for p in result.probes]
+                    + [_mean_std([p.random_encoder for p in result.probes])])
+        body.append([f"linear probe, {result.pretrain} encoder"] + [f"{p.pretrained_encoder:.2f}" for p in result.probes]
+                    + [_mean_std([p.pretrained_encoder for p in result.probes])])
     widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    sup = result.errors("supervised")
+    sup = result.errors(BASELINE)
     seconds = sum(r.seconds for r in result.runs)
     steps = sorted({r.steps for r in result.runs})
     step_note = (f"{steps[0]} SGD steps per run for every method" if len(steps) == 1
                  else f"{'/'.join(map(str, steps))} SGD steps per run")
-    others = ", ".join(f"{m.replace('_', ' ')} {_mean_std(result.other_errors(m))}" for m in result.methods)
+    others = ", ".join(f"{row.replace('_', ' ')} {_mean_std(result.other_errors(row))}" for row in result.rows[1:])
     by_teacher = [m.replace("_", " ") for m in result.methods if reported_model(m) == "teacher"]
     reported = (f"{', '.join(by_teacher)} = the EMA teacher (as their papers report); " if by_teacher else "")
     notes = [
@@ -456,12 +551,26 @@ def render_table(result: DemoResult) -> str:
         f"unlabeled, {digits.N_TEST} test images (sklearn 8x8 digits); {step_note}; {_timing(result, seconds)}",
         f"supervised = the network trained on the labeled images only; {reported}the others = their network. "
         "The other network of each run (the teacher, or the student where the teacher is reported): "
-        f"supervised {_mean_std(result.other_errors('supervised'))}, {others}",
+        f"supervised {_mean_std(result.other_errors(BASELINE))}, {others}",
     ]
     if result.sampling != "two_stream":
         notes.append(f"semi-supervised minibatches: {result.sampling} sampling of all training images "
                      "(epochs rescaled to the same number of steps)")
+    if result.pretrain:
+        knn = [p.knn_error for p in result.probes]
+        pretrain_steps = "/".join(map(str, sorted({p.steps for p in result.probes})))
+        notes.append(f"{result.pretrain} → X = X trained from the seed's {result.pretrain} encoder (pre-trained on "
+                     f"every training image, no labels, {pretrain_steps} steps; its kNN "
+                     f"monitor at the end: {_mean_std(knn)} % error), heads initialised afresh; linear probe = "
+                     "logistic regression on the frozen encoder's features of the labeled images, tested on the "
+                     "test images (random encoder: the network as the seed initialises it)")
     notes += [f"{m.replace('_', ' ')} - supervised: {paired_difference(result.errors(m), sup)}" for m in result.methods]
+    if result.pretrain:
+        notes += [f"{result.pretrain} → {m.replace('_', ' ')} - {m.replace('_', ' ')}: "
+                  f"{paired_difference(result.errors(f'{result.pretrain} → {m}'), result.errors(m))}"
+                  for m in [BASELINE, *result.methods]]
+        notes.append(f"linear probe, {result.pretrain} - random encoder: "
+                     f"{paired_difference([p.pretrained_encoder for p in result.probes], [p.random_encoder for p in result.probes])}")
     return "\n".join(lines + [""] + notes)
 
 

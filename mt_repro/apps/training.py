@@ -50,9 +50,12 @@ class RunChoices:
     progress: bool = True
     overwrite: bool = False           # --out holds a run: replace it (else the run is refused)
     threads: int | None = None        # --threads (None: chosen from the network's size)
+    init_from: str | Path | None = None   # --init-from: a pre-trained encoder's checkpoint
 
     def run_values(self) -> dict[str, Any]:
         values: dict[str, Any] = {"device": self.device}
+        if self.init_from is not None:
+            values["init_from"] = str(self.init_from)
         if self.data_dir is not None:
             values["data_dir"] = str(self.data_dir)
         if self.seed is not None:

@@ -71,6 +71,9 @@ class TrainConfig:
     # DataParallel over that many GPUs did (mt_repro.engine.distributed); None: one per process.
     batch_shards: int | None = None
     dist_timeout_s: float = 600.0  # how long a process of a torchrun run waits for its peers
+    # A checkpoint whose encoder (the network less its heads) starts the student and
+    # the teacher of a new run: a pre-trained one (mt-repro digits --pretrain moco, --method moco).
+    init_from: str | None = None
     damaged_images: str = "refuse"  # images of a by-image tree that do not decode: "refuse" or "skip" them
 
     def validate(self) -> "TrainConfig":

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SubsetRandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset, SubsetRandomSampler
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.threads import available_cores
@@ -37,12 +37,15 @@ _log = logging.getLogger("mt_repro.data")
 class LoaderData:
     """Training minibatches epoch by epoch, and the evaluation loader."""
 
-    def __init__(self, train_loader, eval_loader, num_classes: int, n_labeled: int, n_unlabeled: int):
+    def __init__(self, train_loader, eval_loader, num_classes: int, n_labeled: int, n_unlabeled: int,
+                 labeled_loader: Callable[[], DataLoader] | None = None):
         self.train_loader = train_loader
         self.eval_loader = eval_loader
         self.num_classes = num_classes
         self.n_labeled = n_labeled
         self.n_unlabeled = n_unlabeled
+        self._labeled_loader = labeled_loader
+        self._labeled: DataLoader | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -66,6 +69,15 @@ class LoaderData:
 
     def evaluation(self):
         return self.eval_loader
+
+    def labeled_images(self) -> DataLoader:
+        """The labeled training images through the evaluation transform, in order: the memory
+        bank of a kNN monitor (``mt_repro.engine.evaluation.knn_evaluate``)."""
+        if self._labeled_loader is None:
+            raise BadInput("this run's data has no labeled training images to compare with")
+        if self._labeled is None:
+            self._labeled = self._labeled_loader()
+        return self._labeled
 
     def init_batch(self) -> torch.Tensor:
         raise BadInput("this network is initialised from a minibatch of raw images, which the "
@@ -118,7 +130,14 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
     eval_loader = DataLoader(eval_set, batch_size=config.batch_size, shuffle=False,
                              num_workers=worker_count(2 * config.workers),  # evaluation needs images twice as fast
                              pin_memory=pin, drop_last=False, **_kept_busy(config))
-    return LoaderData(train_loader, eval_loader, spec.num_classes, len(labeled), len(unlabeled))
+
+    def labeled_loader() -> DataLoader:  # built when asked for: only feature monitors read it
+        images = spec.open_part(root, config.train_subdir, spec.eval_transform(), damaged)
+        return DataLoader(Subset(images, labeled), batch_size=config.batch_size, shuffle=False,
+                          num_workers=worker_count(config.workers), pin_memory=pin)
+
+    return LoaderData(train_loader, eval_loader, spec.num_classes, len(labeled), len(unlabeled),
+                      labeled_loader if labeled else None)
 
 
 def _without_skipped(labels: dict[str, str], train_set: Dataset) -> dict[str, str]:

@@ -51,8 +51,9 @@ class Input:
     what: str    # its name in messages
 
 
-INPUTS = (Input("data_dir", "--data", "data"), Input("labels", "--label-file", "label file"))
-LOCATIONS = ("data_dir", "labels", "out_dir")   # settings that say where, not how, a run trains
+INPUTS = (Input("data_dir", "--data", "data"), Input("labels", "--label-file", "label file"),
+          Input("init_from", "--init-from", "pre-trained encoder"))
+LOCATIONS = ("data_dir", "labels", "out_dir", "init_from")   # settings that say where, not how, a run trains
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -105,9 +106,15 @@ def start(config, out_dir: Path, *, overwrite: bool = False, progress: bool = Tr
 
 
 def _seeded_trainer(config, out_dir: Path, *, overwrite: bool = False, progress: bool = True) -> Trainer:
+    """A new run's trainer, its networks started from a pre-trained encoder if it names one (no
+    random number is drawn for that: a run from scratch and from the encoder see the same
+    minibatches)."""
     if config.run_seed is not None:
         seed_everything(config.run_seed)
-    return Trainer(config, out_dir, progress=progress, overwrite=overwrite).build()
+    trainer = Trainer(config, out_dir, progress=progress, overwrite=overwrite).build()
+    if getattr(config, "init_from", None):
+        trainer.load_encoder(config.init_from)
+    return trainer
 
 
 @contextlib.contextmanager

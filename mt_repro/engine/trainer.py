@@ -33,7 +33,7 @@ from mt_repro.data.registry import get_dataset
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import distributed, fast_mode, provenance, recipes
 from mt_repro.engine.ema import TEACHER_INITS, TEACHER_UPDATES
-from mt_repro.engine.evaluation import evaluate_model
+from mt_repro.engine.evaluation import evaluate_model, knn_evaluate
 from mt_repro.engine.provenance import INPUTS_FILE
 from mt_repro.engine.meters import MeterSet
 from mt_repro.engine.optimizers import OPTIMIZERS
@@ -43,6 +43,7 @@ from mt_repro.logs import events, wandb_log
 from mt_repro.logs.runlog import RunLog
 from mt_repro.methods import registry as methods
 from mt_repro.models import get_model
+from mt_repro.core.networks import encoder_state
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class Trainer:
                                                note=log.warning if self.is_main else None)
         fast_mode.set_float32_precision(self.speedups, self.device)
         method_class = methods.method_class(cfg.method)
-        self.data = recipes.training_data(cfg, self.device, method_class.sample_extras)
+        self.data = recipes.training_data(cfg, self.device, method_class.extras_for(cfg))
         build_network = self._network_builder()
         student = build_network()
         teacher = TEACHER_INITS[recipe.teacher_init](cfg, student, build_network)
@@ -278,6 +279,29 @@ class Trainer:
         self.resumed = True
         if not keep_logs:
             self.drop_rows_after_checkpoint()
+
+    def load_encoder(self, path: str | Path) -> None:
+        """Student and teacher start from the encoder of checkpoint ``path`` (its student: a
+        pre-training method's query encoder); their heads keep their own initialisation."""
+        state = ckpt.load_checkpoint(path)
+        if state.get("arch") != self.config.arch:
+            raise BadInput(f"--init-from {path} holds a {state.get('arch')} network; this run trains "
+                           f"{self.config.arch}")
+        encoder = encoder_state(ckpt.without_prefix(state["state_dict"]))
+        for network in (self.method.student, self.method.teacher):
+            own = encoder_state(network.state_dict())
+            missing, unexpected = sorted(set(own) - set(encoder)), sorted(set(encoder) - set(own))
+            if missing or unexpected:
+                raise BadInput(f"--init-from {path} does not fit {self.config.arch}: "
+                               f"{len(missing)} missing, {len(unexpected)} unexpected entries "
+                               f"({', '.join((missing + unexpected)[:3])})")
+            try:
+                network.load_state_dict(encoder, strict=False)
+            except RuntimeError as exc:
+                raise BadInput(f"--init-from {path} does not fit {self.config.arch}: "
+                               f"{str(exc).splitlines()[-1].strip()[:200]}") from None
+        self.say(f"student and teacher start from the encoder of {path} "
+                 f"(step {state.get('global_step')} of its run; its heads initialised afresh)")
 
     def drop_rows_after_checkpoint(self) -> None:
         """Rows written after the loaded checkpoint by the interrupted run will be written again."""
@@ -402,10 +426,16 @@ class Trainer:
                      {name: prepare(value) for name, value in batch.extras.items()})
 
     def evaluate(self, model: torch.nn.Module, name: str = "model") -> dict[str, float]:
-        """Precision@1/@5 and class cost on head 1, in eval mode (running statistics); with a
-        progress bar of its own (the training bar waits, full or not, meanwhile)."""
-        return evaluate_model(model, self.data.evaluation(), self.device, self.speedups,
-                              progress=f"evaluating the {name}" if self.progress else None)
+        """Precision@1/@5 and class cost on head 1, in eval mode (running statistics), or for a
+        method evaluated by its features, their kNN's precision against the labeled training
+        images; with a progress bar of its own (the training bar waits, full or not, meanwhile)."""
+        progress = f"evaluating the {name}" if self.progress else None
+        if self.method.evaluation == "knn":
+            options = self.method.options
+            return knn_evaluate(model, self.data.labeled_images(), self.data.evaluation(), self.device,
+                                self.data.num_classes, k=options.knn_k, temperature=options.knn_temperature,
+                                speedups=self.speedups, progress=progress)
+        return evaluate_model(model, self.data.evaluation(), self.device, self.speedups, progress=progress)
 
     def evaluate_both(self) -> bool:
         """Evaluate student then teacher, log both; whether the teacher is the best so far."""
@@ -418,8 +448,9 @@ class Trainer:
         self.last_eval = Evaluation(student, teacher)
         is_best = teacher["top1/avg"] > state.best_prec1
         state.best_prec1 = max(teacher["top1/avg"], state.best_prec1)
-        self.say(f"epoch {position:g}, step {state.global_step}: student error {student['error1/avg']:.2f}%  "
-                 f"teacher error {teacher['error1/avg']:.2f}%")
+        measure = "kNN error" if method.evaluation == "knn" else "error"
+        self.say(f"epoch {position:g}, step {state.global_step}: student {measure} {student['error1/avg']:.2f}%  "
+                 f"teacher {measure} {teacher['error1/avg']:.2f}%")
         return is_best
 
     def evaluate_and_checkpoint(self) -> None:
@@ -470,6 +501,7 @@ class Trainer:
             "dataset": cfg.dataset,
             "arch": cfg.arch,
             "method": cfg.method,   # the cell of `mt-repro compare` (mt_repro.paper.runs)
+            "evaluation": self.method.evaluation,   # "knn": the errors are of a kNN on the features
             "recipe": self.recipe.name,
             **cfg.run_description(),   # labels, data_seed, extra_unlabeled, experiment
             "n_labeled": n_labeled,

@@ -32,6 +32,10 @@ from torch import nn
 from mt_repro.core.types import SAMPLE_EXTRAS, Batch, StepContext, StepResult
 
 REPORTED_MODELS = ("student", "teacher")
+# How the engine evaluates a method's networks: "classifier", their classification head on the
+# evaluation images (every semi-supervised method); "knn", their features by a weighted kNN
+# against the labeled training images (a pre-training method, whose heads learn no classes).
+EVALUATIONS = ("classifier", "knn")
 
 
 @runtime_checkable
@@ -41,11 +45,16 @@ class Method(Protocol):
     reported_model: ClassVar[str]              # which network the method's paper reports
     updates_teacher: ClassVar[bool]            # the engine's EMA update of the teacher after each step
     multi_process: ClassVar[bool]              # runs under several processes (torchrun)
+    evaluation: ClassVar[str]                  # one of EVALUATIONS
+    pretraining: ClassVar[bool]                # learns an encoder for other runs (init_from), no classes
     student: nn.Module
     teacher: nn.Module
 
     @classmethod
     def check_config(cls, config) -> None: ...
+
+    @classmethod
+    def extras_for(cls, config) -> tuple[str, ...]: ...
 
     def losses(self, batch: Batch, step: StepContext) -> StepResult: ...
 
@@ -62,8 +71,9 @@ class Method(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-REQUIRED = ("losses", "check_config", "end_of_epoch", "schedule_position", "run_epochs", "extra_parameters",
-            "state_dict", "load_state_dict", "sample_extras", "reported_model", "updates_teacher", "multi_process")
+REQUIRED = ("losses", "check_config", "extras_for", "end_of_epoch", "schedule_position", "run_epochs", "extra_parameters",
+            "state_dict", "load_state_dict", "sample_extras", "reported_model", "updates_teacher", "multi_process",
+            "evaluation", "pretraining")
 
 NetworkBuilder = Callable[[], nn.Module]
 
@@ -78,10 +88,20 @@ class MethodHooks:
     # Whether the method runs under several processes: one student forward pass per step and
     # no networks beyond student and teacher (mt_repro.engine.distributed).
     multi_process: ClassVar[bool] = False
+    evaluation: ClassVar[str] = "classifier"
+    # A pre-training method (MoCo) leaves an encoder; it is not a row of a semi-supervised
+    # table (``--method all`` leaves it out).
+    pretraining: ClassVar[bool] = False
 
     @classmethod
     def check_config(cls, config) -> None:
         """Refuse (``BadInput``, with the reason) a configuration the method cannot run."""
+
+    @classmethod
+    def extras_for(cls, config) -> tuple[str, ...]:
+        """The sample extras a run of ``config`` needs: ``sample_extras``, unless one of the
+        method's options asks for more (self-training's RandAugment noise)."""
+        return cls.sample_extras
 
     def end_of_epoch(self, epochs_done: int) -> None:
         pass
@@ -117,3 +137,5 @@ def check_method_class(cls: type) -> None:
         raise TypeError(f"{cls.__name__} asks for unknown sample extras {unknown}")
     if cls.reported_model not in REPORTED_MODELS:
         raise TypeError(f"{cls.__name__}.reported_model must be one of {REPORTED_MODELS}")
+    if cls.evaluation not in EVALUATIONS:
+        raise TypeError(f"{cls.__name__}.evaluation must be one of {EVALUATIONS}")
