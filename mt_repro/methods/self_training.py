@@ -13,29 +13,53 @@ trains on the labels alone; at the end of each generation the student's weights 
 teacher (the run's teacher network, so it is evaluated and checkpointed as the teacher) and
 the student goes on from those weights (Xie et al. start each student from scratch). The
 consistency ramp-up, too, starts again in each generation.
+
+Two settings for robustness, as the noisy-student recipe adds them (``[options]``):
+
+* ``noise = "randaugment"``: the student sees the strong view (the weak translation and flip,
+  RandAugment and Cutout, ``mt_repro.data.randaugment``) instead of the pipeline's augmented
+  view: Xie et al.'s input noise (their RandAugment; their other noises, dropout and stochastic
+  depth, are the network's own). The teacher still predicts on the clean images.
+* ``swa = true``: each next teacher is the stochastic weight average (Izmailov et al. 2018,
+  ``torch.optim.swa_utils.AveragedModel``) of the student's weights at the end of each epoch of
+  the last ``1 − swa_start`` of the generation, not its last weights; the student goes on from
+  its own. The batch-norm statistics are averaged with the weights (``use_buffers``), not
+  recomputed by ``update_bn``'s pass over the training images, which a method does not make.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, step_result
-from mt_repro.methods.registry import register
+from mt_repro.methods.fixmatch import STRONG, refuse_without_strong_view
+from mt_repro.methods.registry import method_options, register
+
+NOISES = ("pipeline", "randaugment")
 
 
 @dataclass(frozen=True)
 class SelfTrainingOptions:
     temperature: float = 1.0
     generations: int = 3
+    noise: str = "pipeline"     # the student's input: the pipeline's view, or "randaugment"
+    swa: bool = False           # each next teacher: the SWA of the student over the generation's end
+    swa_start: float = 0.75     # the fraction of a generation's epochs after which SWA averages
 
     def check(self) -> None:
         if self.temperature <= 0 or self.generations < 2:
             raise BadInput("self_training: temperature must be positive and generations at least 2 "
                            "(the first has no teacher)")
+        if self.noise not in NOISES:
+            raise BadInput(f"self_training: noise must be one of {', '.join(NOISES)} (got {self.noise!r})")
+        if not 0 <= self.swa_start < 1:
+            raise BadInput(f"self_training: swa_start must be in [0, 1) (got {self.swa_start})")
 
 
 def distillation_cost(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -52,8 +76,20 @@ class SelfTraining(EMAMethod):
     updates_teacher = False  # the teacher changes only between generations
     mean_over_parts = True  # Xie et al.'s Algorithm 1: (1/n) Σ over labeled + (1/m) Σ over pseudo-labeled
 
+    def __init__(self, config, student, teacher, options=None, *, build_network=None):
+        super().__init__(config, student, teacher, options, build_network=build_network)
+        self.average = AveragedModel(student, use_buffers=True) if self.options.swa else None
+
+    @classmethod
+    def extras_for(cls, config) -> tuple[str, ...]:
+        if method_options("self_training", config.method_options).noise == "randaugment":
+            return (*cls.sample_extras, STRONG)
+        return cls.sample_extras
+
     @classmethod
     def check_config(cls, config) -> None:
+        if method_options("self_training", config.method_options).noise == "randaugment":
+            refuse_without_strong_view(config, "self_training with noise = \"randaugment\"")
         if config.recipe.timeline != "epochs":
             raise BadInput("self_training chains whole trainings of the run's epochs; the ConvNet "
                            "recipe measures its runs in steps (training_length): train it with the "
@@ -75,7 +111,8 @@ class SelfTraining(EMAMethod):
         targets, clean_input, epoch = batch.targets, batch.extras.get("clean_input"), step.epoch
         if clean_input is None:
             raise ValueError("self_training needs the clean images")
-        logits, _ = self.student(batch.student_input)
+        noisy = batch.extras[STRONG] if self.options.noise == "randaugment" else batch.student_input
+        logits, _ = self.student(noisy)
         class_loss = self.class_loss(logits, targets)
         self.teacher.eval()
         with torch.no_grad():
@@ -92,5 +129,20 @@ class SelfTraining(EMAMethod):
         return step_result(class_loss + distillation, values, logits, teacher_logits, targets)
 
     def end_of_epoch(self, epochs_done: int) -> None:
-        if epochs_done % self.config.epochs == 0 and epochs_done < self.run_epochs(self.config.epochs):
-            self.teacher.load_state_dict(self.student.state_dict())
+        epochs = self.config.epochs
+        within = epochs_done - (epochs_done - 1) // epochs * epochs   # 1 .. epochs in its generation
+        if self.average is not None and within > self.options.swa_start * epochs:
+            self.average.update_parameters(self.student)
+        if epochs_done % epochs == 0 and epochs_done < self.run_epochs(epochs):
+            if self.average is None:
+                self.teacher.load_state_dict(self.student.state_dict())
+            else:
+                self.teacher.load_state_dict(self.average.module.state_dict())
+                self.average = AveragedModel(self.student, use_buffers=True)  # the next generation's
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.average is None else {"swa": self.average.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.average is not None and "swa" in state:
+            self.average.load_state_dict(state["swa"])
