@@ -144,3 +144,29 @@ def pytest_sessionfinish(session):
     cache = getattr(session.config, "cache", None)
     if cache and not hasattr(session.config, "workerinput") and _module_seconds:
         cache.set(MODULE_DURATIONS_KEY, {**cache.get(MODULE_DURATIONS_KEY, {}), **_module_seconds})
+
+
+def straight_and_resumed(config, tmp_path: Path, monkeypatch, *, stop_at_step: int = 30):
+    """Train ``config`` straight into ``tmp_path/straight``, and again into ``tmp_path/resumed``
+    with a Ctrl-C at step ``stop_at_step`` and a resume; (the straight run's summary, the resumed
+    one's, the two last checkpoints)."""
+    from mt_repro.engine import checkpoint as ckpt
+    from mt_repro.engine import runs
+    from mt_repro.engine.trainer import Trainer
+
+    straight = runs.train(config, tmp_path / "straight", progress=False)
+    original = Trainer.train_step
+
+    def interrupted(self, batch, hp, epoch):
+        if self.state.global_step == stop_at_step:
+            raise KeyboardInterrupt
+        return original(self, batch, hp, epoch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = runs.resume(tmp_path / "resumed", progress=False)
+    checkpoints = tuple(ckpt.load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt")
+                        for run in ("straight", "resumed"))
+    return straight, resumed, checkpoints

@@ -228,24 +228,9 @@ def test_worker_processes_draw_their_own_reproducible_strong_views(tmp_path):
 
 
 def test_a_fixmatch_run_resumes_with_the_same_strong_views(tmp_path, monkeypatch):
-    from mt_repro.engine import checkpoint as ckpt
-    from mt_repro.engine import runs
-    from mt_repro.engine.trainer import Trainer
+    from conftest import straight_and_resumed
 
     config = digits_config(tmp_path, epochs=2, lr_rampdown_epochs=3)
-    runs.train(config, tmp_path / "straight", progress=False)
-    original = Trainer.train_step
-
-    def crash_in_epoch_two(self, batch, hp, epoch):
-        if self.state.global_step == 30:
-            raise KeyboardInterrupt
-        return original(self, batch, hp, epoch)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        runs.train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
-    runs.resume(tmp_path / "resumed", progress=False)
-    a, b = (ckpt.load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("straight", "resumed"))
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, monkeypatch)
     for key in ("state_dict", "ema_state_dict"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])

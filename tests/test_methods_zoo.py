@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, straight_and_resumed
 from mt_repro.config import TrainConfig
 from mt_repro.config.methods import method_settings, settings_names
 from mt_repro.core.errors import BadInput, RunFailed
@@ -693,22 +693,7 @@ def digits_config(tmp_path, **changes) -> TrainConfig:
 
 def test_temporal_ensembling_resumes_bit_for_bit(tmp_path, monkeypatch):
     config = digits_config(tmp_path, method="temporal_ensembling", epochs=2, lr_rampdown_epochs=3)
-    runs.train(config, tmp_path / "straight", progress=False)
-
-    original = Trainer.train_step
-
-    def crash_in_epoch_two(self, batch, hp, epoch):
-        if self.state.global_step == 30:
-            raise KeyboardInterrupt
-        return original(self, batch, hp, epoch)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        runs.train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
-    runs.resume(tmp_path / "resumed", progress=False)
-
-    a, b = (ckpt.load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("straight", "resumed"))
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, monkeypatch)
     for key in ("state_dict", "ema_state_dict"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
     ensemble_a, ensemble_b = (s["mt_repro"]["method_state"]["predictions"]["ensemble"] for s in (a, b))

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, straight_and_resumed
 from mt_repro import models
 from mt_repro.config import TrainConfig
 from mt_repro.core.errors import BadInput
@@ -21,7 +21,6 @@ from mt_repro.core.types import Batch, StepContext
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import runs
 from mt_repro.engine.evaluation import knn_predictions, linear_probe
-from mt_repro.engine.trainer import Trainer
 from mt_repro.methods import registry
 from mt_repro.methods.moco import KeyQueue, MoCo, info_nce, momentum_update
 
@@ -212,22 +211,9 @@ def digits_moco_config(tmp_path, **changes):
 
 def test_a_resumed_moco_run_equals_a_straight_one_bit_for_bit(tmp_path, monkeypatch):
     config = digits_moco_config(tmp_path, epochs=2, lr_rampdown_epochs=3)
-    summary = runs.train(config, tmp_path / "straight", progress=False)
+    summary, resumed, (a, b) = straight_and_resumed(config, tmp_path, monkeypatch)
     assert summary["evaluation"] == "knn" and 0 <= summary["student_error1"] <= 100
-    original = Trainer.train_step
-
-    def crash_in_epoch_two(self, batch, hp, epoch):
-        if self.state.global_step == 30:
-            raise KeyboardInterrupt
-        return original(self, batch, hp, epoch)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        runs.train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
-    resumed = runs.resume(tmp_path / "resumed", progress=False)
     assert resumed["student_error1"] == summary["student_error1"]
-    a, b = (ckpt.load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("straight", "resumed"))
     for key in ("state_dict", "ema_state_dict"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
     state_a, state_b = (s["mt_repro"]["method_state"] for s in (a, b))
