@@ -186,7 +186,7 @@ def test_the_digits_demo_writes_its_table_as_a_figure_beside_it(cli, tmp_path):
     from mt_repro import cli as cli_module
 
     errors = {"supervised": [4.8, 3.4, 3.4], "mean_teacher": [2.6, 2.6, 2.8], "vat": [1.8, 1.8, 2.8]}
-    result = SimpleNamespace(table=lambda: "the table", methods=["mean_teacher", "vat"], n_labels=100,
+    result = SimpleNamespace(table=lambda: "the table", rows=list(errors), n_labels=100,
                              errors=lambda method: errors[method])
     cli_module._print_demo(result, tmp_path)
     assert (tmp_path / "results.txt").read_text() == "the table\n"
@@ -319,7 +319,7 @@ def test_the_readme_figures_are_small_and_what_the_command_beside_them_draws(tmp
         rows = readme_demo_table(lines, index)
         assert rows and rows[0][0] == "supervised", rows
         errors = dict(rows)
-        result = SimpleNamespace(table=lambda: "", methods=[name for name, _ in rows[1:]], n_labels=int(labels[1]),
+        result = SimpleNamespace(table=lambda: "", rows=[name for name, _ in rows], n_labels=int(labels[1]),
                                  errors=lambda method, errors=errors: errors[method])
         cli_module._print_demo(result, tmp_path)   # as the demo ends: its table, then its figure
         # the numbers drawn, recorded in the file: exactly the table printed beside the figure
