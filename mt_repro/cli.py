@@ -208,7 +208,8 @@ _WANDB_OPTION = click.option("--wandb", is_flag=True, expose_value=False, callba
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/digits"), show_default=True)
 @click.option("--config", type=click.Path(path_type=Path), help="a demo config (default: the bundled digits.toml)")
 @click.option("--method", "methods", default="mean_teacher", show_default=True, metavar="NAME[,NAME]|all",
-              help="semi-supervised method(s) to put beside supervised-only")
+              help="semi-supervised method(s) to put beside supervised-only; a variant changes options of "
+                   "its method: self_training[noise=randaugment,swa=true]")
 @click.option("--sampling", type=click.Choice(["two_stream", "uniform"]), default="two_stream", show_default=True,
               help="minibatches of the semi-supervised methods: a fixed labeled share, or drawn from all images")
 @click.option("--pretrain", metavar="NAME",
@@ -216,6 +217,9 @@ _WANDB_OPTION = click.option("--wandb", is_flag=True, expose_value=False, callba
                    "again from it, and compare its linear probe with a random encoder's")
 @click.option("--mode", type=click.Choice(MODES), default="faithful", show_default=True,
               help="fast: the same training, batched augmentation and faster kernels")
+@click.option("--corruptions", is_flag=True,
+              help="then evaluate each run under the common corruptions (generated, 5 severities): clean error, "
+                   "mean corruption error, mCE and relative mCE against supervised-only")
 @click.option("--overwrite", is_flag=True,
               help="OUT holds the demo's runs: run them afresh, removing each run's files first "
                    "(config.json, summary.json, inputs.json, the three .jsonl logs, "
@@ -230,25 +234,25 @@ _WANDB_OPTION = click.option("--wandb", is_flag=True, expose_value=False, callba
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def digits(ctx: click.Context, n_labels: int | None, n_seeds: int | None, epochs: int | None, out: Path,
-           config: Path | None, methods: str, sampling: str, pretrain: str | None, mode: str, overwrite: bool,
-           resume: Path | None, jobs: int | None, threads: int | None, no_progress: bool) -> None:
+           config: Path | None, methods: str, sampling: str, pretrain: str | None, mode: str, corruptions: bool,
+           overwrite: bool, resume: Path | None, jobs: int | None, threads: int | None, no_progress: bool) -> None:
     """Supervised-only against Mean Teacher (or any methods) on scikit-learn's bundled 8x8
     digits (real data, no download): minutes on a laptop CPU, test error over several seeds."""
     from mt_repro.apps import digits_demo
-    from mt_repro.methods.registry import method_class, method_names
+    from mt_repro.methods.registry import method_class, method_names, split_method_list
 
     if resume is not None:
         _resume_demo(ctx, resume, "resume", "--resume continues the demo with the options it was started with",
                      no_progress, jobs=jobs, threads=threads)
         return
     chosen = ([m for m in method_names() if not method_class(m).pretraining] if methods == "all"
-              else [m.strip() for m in methods.split(",") if m.strip()])
+              else split_method_list(methods))
     if "mean_teacher" in chosen:  # first, as in the paper's tables
         chosen.remove("mean_teacher")
         chosen.insert(0, "mean_teacher")
     result = digits_demo.run_demo(n_labels, n_seeds, epochs, out, config=config, methods=chosen,
                                   sampling=sampling, mode=mode, progress=not no_progress, overwrite=overwrite,
-                                  jobs=jobs, threads=threads, pretrain=pretrain)
+                                  jobs=jobs, threads=threads, pretrain=pretrain, corruptions=corruptions)
     _print_demo(result, out)
 
 
@@ -787,28 +791,76 @@ def inspect_command(file: Path, trust: bool) -> None:
     click.echo("\n".join(inspect.inspect_file(file, trust=trust, warn=_warn)))
 
 
+_GENERATE = ""   # --corruptions without a directory
+
+
 @cli.command("evaluate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-              help="data: by-image tree (CIFAR-10 also: tarball or batches directory)")
-@click.option("--dataset", default="cifar10", show_default=True, help="a dataset of the ResNet runs")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path),
+              help="data: by-image tree (CIFAR-10 also: tarball or batches directory); default: the run's, "
+                   "when CHECKPOINT lies in RUN/checkpoints/ (the digits need none)")
+@click.option("--dataset", help="a dataset of the ResNet runs (default: the run's, else cifar10)")
 @click.option("--eval-subdir", help="split to evaluate (default: test, for imagenet val)")
 @click.option("--arch", help="architecture (default: the checkpoint's arch key)")
+@click.option("--corruptions", "corruptions_dir", is_flag=False, flag_value=_GENERATE, metavar="[DIR]",
+              help="error under the common corruptions (Hendrycks & Dietterich 2019) at 5 severities: read from "
+                   "the published CIFAR-10-C / CIFAR-100-C directory DIR, or without DIR generated from the "
+                   "test images (any dataset). Writes JSON, CSV and a plot (--out)")
+@click.option("--corruption", "corruption_names", metavar="NAME[,NAME]",
+              help="only these corruptions (default: all there are; frost needs --frost-images)")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="with --corruptions: a checkpoint to compare with (CE, mCE, relative mCE), on the same images")
+@click.option("--baseline-network", type=click.Choice(["student", "teacher"]),
+              help="the baseline's network every network is compared with (default: the one of the same name)")
+@click.option("--corruption-seed", default=0, show_default=True, help="seed of the generated corruptions")
+@click.option("--frost-images", type=click.Path(path_type=Path),
+              help="the benchmark's frost photographs (frost1.png ... frost5.jpg of ImageNet-C/create_c/)")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="with --corruptions: where the results go (default: RUN/corruptions/, or beside CHECKPOINT)")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--workers", default=4, show_default=True, help="loading processes (x2, as the original; at most one per CPU core)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--trust", is_flag=True, help=_TRUST_HELP)
 @click.option("--no-progress", is_flag=True)
-def evaluate_command(checkpoint: Path, data_dir: Path, dataset: str, eval_subdir: str | None,
-                     arch: str | None, batch_size: int, workers: int, device: str, trust: bool,
-                     no_progress: bool) -> None:
-    """Student and teacher prec@1/prec@5 of a checkpoint, as the original's validation."""
+def evaluate_command(checkpoint: Path, data_dir: Path | None, dataset: str | None, eval_subdir: str | None,
+                     arch: str | None, corruptions_dir: str | None, corruption_names: str | None,
+                     baseline: Path | None, baseline_network: str | None, corruption_seed: int,
+                     frost_images: Path | None, out: Path | None, batch_size: int, workers: int, device: str,
+                     trust: bool, no_progress: bool) -> None:
+    """Student and teacher prec@1/prec@5 of a checkpoint, as the original's validation; with
+    --corruptions, their error under the common corruptions."""
     from mt_repro.apps import evaluate
 
-    result = evaluate.evaluate_checkpoint(
-        checkpoint, data_dir, dataset=dataset, eval_subdir=eval_subdir, arch=arch,
-        batch_size=batch_size, workers=workers, device=device, trust=trust, warn=_warn, progress=not no_progress)
-    click.echo("\n".join(result.lines()))
+    if corruptions_dir is None:
+        given = [flag for flag, value in (("--corruption", corruption_names), ("--baseline", baseline),
+                                          ("--baseline-network", baseline_network),
+                                          ("--frost-images", frost_images), ("--out", out)) if value is not None]
+        if given:
+            raise BadInput(f"{', '.join(given)} go with --corruptions")
+        result = evaluate.evaluate_checkpoint(
+            checkpoint, data_dir, dataset=dataset, eval_subdir=eval_subdir, arch=arch,
+            batch_size=batch_size, workers=workers, device=device, trust=trust, warn=_warn, progress=not no_progress)
+        click.echo("\n".join(result.lines()))
+        return
+    from mt_repro.apps import robustness
+
+    if eval_subdir is not None:
+        raise BadInput("--eval-subdir: the corruptions are of the test part")
+    names = None if corruption_names is None else [n.strip() for n in corruption_names.split(",") if n.strip()]
+    measured = robustness.evaluate_corruptions(
+        checkpoint, data_dir, dataset=dataset, published=corruptions_dir or None, baseline=baseline,
+        baseline_network=baseline_network, names=names, seed=corruption_seed, frost_dir=frost_images,
+        arch=arch, batch_size=batch_size, device=device, trust=trust, warn=_warn,
+        progress=None if no_progress else (lambda what: click.echo(f"corrupting: {what}", err=True)))
+    click.echo("\n".join(measured.lines()))
+    from mt_repro.engine.robustness import severity_curves
+    from mt_repro.paper import plot
+
+    out_dir = out or robustness.default_out_dir(checkpoint)
+    written = robustness.write_results(measured, out_dir, Path(checkpoint).stem)
+    title = f"{Path(checkpoint).name} ({measured.arch}), {measured.dataset}: {measured.source}"
+    written.append(plot.write_severity_figure(severity_curves(measured), out_dir / f"{Path(checkpoint).stem}.png", title))
+    click.echo(f"wrote {', '.join(map(str, written))}")
 
 
 # --- patch-legacy (mt_repro.legacy.patching, rules in legacy_patches) -----------------------
@@ -1018,6 +1070,17 @@ def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Pat
     click.echo(report.summary_line(comparisons))
     if not compare.all_reproduced(comparisons):
         ctx.exit(1)
+
+
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+def report_command(run_dirs: tuple[Path, ...]) -> None:
+    """What the runs in RUN_DIR (or below it) measured: each run's reported test error, the mean
+    ± std of each method, and their results under the common corruptions (`evaluate
+    --corruptions`). `compare` judges runs against the paper; this only reports them."""
+    from mt_repro.paper import runs_report
+
+    click.echo("\n".join(runs_report.build_report(list(run_dirs)).lines()))
 
 
 @cli.command("plot")

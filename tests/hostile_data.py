@@ -132,7 +132,55 @@ def _labels_fifo(d: Path, tree: Path) -> list:
     return _train(d, tree)
 
 
+def _evaluate_corruptions(d: Path, tree: Path) -> list:
+    """``evaluate --corruptions`` of a checkpoint on the tiny tree, the published files in d/c10c."""
+    import torch
+
+    from mt_repro.models.registry import create_model
+
+    state = create_model("cifar_shakeshake_mini", 10).state_dict()
+    torch.save({"arch": "cifar_shakeshake_mini", "state_dict": state, "ema_state_dict": state}, d / "c.ckpt")
+    return ["evaluate", d / "c.ckpt", "--data", tree, "--corruptions", d / "c10c", "--corruption", "fog"]
+
+
+def _corruption_labels(d: Path) -> None:
+    np.save(d / "c10c" / "labels.npy", np.zeros(100, np.uint8))
+
+
+def cifar10_c_huge_header(d: Path, tree: Path) -> list:
+    """A .npy of 128 bytes whose header declares 5e9 CIFAR images (15 TiB)."""
+    (d / "c10c").mkdir()
+    _corruption_labels(d)
+    header = {"descr": "|u1", "fortran_order": False, "shape": (5_000_000_000, 32, 32, 3)}
+    with open(d / "c10c" / "fog.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+    return _evaluate_corruptions(d, tree)
+
+
+def cifar10_c_link(d: Path, tree: Path) -> list:
+    (d / "c10c").mkdir()
+    _corruption_labels(d)
+    (d / "c10c" / "fog.npy").symlink_to("/dev/zero")
+    return _evaluate_corruptions(d, tree)
+
+
+def cifar10_c_pickled(d: Path, tree: Path) -> list:
+    """Object arrays are pickles: np.load(allow_pickle=True) would run this one."""
+    from hostile_case import MARKER, Exploit
+
+    (d / "c10c").mkdir()
+    _corruption_labels(d)
+    np.save(d / "c10c" / "fog.npy", np.array([Exploit(f"touch {d / MARKER}")] * 100, dtype=object), allow_pickle=True)
+    return _evaluate_corruptions(d, tree)
+
+
 CASES = [
+    Case("CIFAR-10-C `.npy`", "header declaring 15 TiB of images (128 bytes)", "evaluate --corruptions",
+         "declares 14305.1 GiB, more than the limit", cifar10_c_huge_header, extra_mib=256),
+    Case("CIFAR-10-C `.npy`", "link to /dev/zero", "evaluate --corruptions", "is a character device, not a regular file",
+         cifar10_c_link),
+    Case("CIFAR-10-C `.npy`", "pickled objects that run a command", "evaluate --corruptions",
+         "holds Python objects (pickled), not numbers: refused unread", cifar10_c_pickled),
     Case("CIFAR-10 tarball", "PAX header declaring a 1 TiB member (170 bytes)", "prepare cifar10",
          "declares 1024.0 GiB, more than the limit", lambda d, tree: _prepare(pax_tarball(d), d), extra_mib=256),
     Case("CIFAR-10 tarball", "bzip2 member of 80 MiB of zeros", "prepare cifar10",

@@ -257,6 +257,9 @@ def test_init_from_refuses_what_does_not_fit(tmp_path, cli):
     with pytest.raises(BadInput, match="holds a cifar_shakeshake26 network; this run trains digits_convnet"):
         runs.start(digits_config(tmp_path, init_from=str(other)), tmp_path / "b", progress=False)
 
+    # the ConvNet runs initialise from the data: --init-from is refused there, saying so
+    assert_one_line_error(cli("svhn", "--init-from", other, "--data", tmp_path), "the ConvNet runs initialise")
+
 
 def test_the_digits_demo_pretrains_trains_every_row_from_the_encoder_and_probes_it(cli, tmp_path):
     code, out, err = cli("digits", "--pretrain", "moco", "--seeds", 1, "--epochs", 1, "--out", tmp_path,

@@ -1,4 +1,5 @@
 """The registries of datasets, architectures and methods: complete, strict about names."""
+from pathlib import Path
 import sys
 import types
 
@@ -52,3 +53,29 @@ def test_two_entries_under_one_name_are_refused(package):
 ])
 def test_the_registries_hold_the_modules_entries(names, expected):
     assert expected <= set(names())
+
+
+# --- the README's table of methods ----------------------------------------------------------------
+METHODS_TABLE_START = "<!-- methods table: generated from the method registry (tests/test_registries.py) -->"
+METHODS_TABLE_END = "<!-- end of methods table -->"
+
+
+def render_methods_table() -> str:
+    from mt_repro.config.methods import method_settings
+    from mt_repro.methods.registry import method_class, method_names
+
+    rows = ["| `--method` | kind | network reported | source (its settings file's) |", "|---|---|---|---|"]
+    for name in method_names():
+        cls = method_class(name)
+        kind = "pre-training (no labels; kNN evaluation)" if cls.pretraining else "semi-supervised"
+        if name == "supervised":
+            kind = "baseline (labeled images only)"
+        rows.append(f"| `{name}` | {kind} | {cls.reported_model} | {method_settings(name).source} |")
+    return "\n".join(rows)
+
+
+def test_the_readme_lists_every_registered_method_with_its_paper():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = text.index(METHODS_TABLE_START) + len(METHODS_TABLE_START), text.index(METHODS_TABLE_END)
+    assert text[start:end].strip() == render_methods_table(), \
+        "README's methods table is stale; replace it with test_registries.render_methods_table()"

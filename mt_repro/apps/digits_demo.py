@@ -23,6 +23,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import signal
 import statistics
 import time
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from mt_repro.apps import evaluate
 from mt_repro.config.compose import DemoConfig, digits_run, load_demo_config
 from mt_repro.config.saved import read_saved
 from mt_repro.config.train import MODES, SAMPLINGS, TrainConfig
@@ -39,13 +41,16 @@ from mt_repro.core.errors import BadInput, MtReproError, RunFailed
 from mt_repro.core.fileio import write_text_atomic
 from mt_repro.core.threads import choose_threads, parallel_runs
 from mt_repro.data import digits
+from mt_repro.data.corruptions import CORRUPTIONS, STANDARD
+from mt_repro.data.registry import get_dataset
 from mt_repro.data.labels import write_label_file
-from mt_repro.engine import runs
+from mt_repro.engine import robustness, runs
+from mt_repro.engine.robustness import CorruptionErrors
 from mt_repro.engine.recipes import check_config
 from mt_repro.engine.threads import network_parameters
 from mt_repro.engine.probe import linear_probe_errors
 from mt_repro.engine.trainer import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, SUMMARY_FILE
-from mt_repro.methods.registry import method_class, method_names
+from mt_repro.methods.registry import method_class, method_names, split_variant
 
 log = logging.getLogger(__name__)
 BASELINE = "supervised"
@@ -91,6 +96,9 @@ class DemoResult:
     threads: int | None = None          # torch threads per run
     pretrain: str | None = None         # a pre-training method: its encoder starts a second run of each row
     probes: list[Probe] = field(default_factory=list)
+    # with corruptions: each row's reported network under the common corruptions, seed by seed
+    robustness: dict[str, list[CorruptionErrors]] = field(default_factory=dict)
+    corruption_source: str | None = None
 
     def errors(self, row: str) -> list[float]:
         return [r.test_error for r in self.runs if r.row == row]
@@ -119,7 +127,7 @@ def demo_configs(demo: DemoConfig, method: str, n_labels: int, label_file: Path,
     ``pretrained``: the run starts from the encoder of that pre-training method's run of the
     seed (``init_from``), in a directory of its own."""
     reference = _mean_teacher_budget(demo, label_file, data_seed, epochs, out_dir)
-    own_sampling = method == BASELINE or method_class(method).pretraining
+    own_sampling = method == BASELINE or method_class(_name(method)).pretraining
     suffix = "" if sampling == "two_stream" or own_sampling else f"_{sampling}"
     overrides = {"epochs": reference.epochs, "lr_rampdown_epochs": reference.lr_rampdown_epochs,
                  # one evaluation, after the last epoch: in the run's logs and summary.json
@@ -127,8 +135,11 @@ def demo_configs(demo: DemoConfig, method: str, n_labels: int, label_file: Path,
     if pretrained is not None:
         suffix += f"_from_{pretrained}"
         overrides["init_from"] = str(pretraining_checkpoint(out_dir, pretrained, data_seed))
-    config = digits_run(demo, method, label_file=label_file, data_seed=data_seed,
-                        out_dir=out_dir / f"{method}{suffix}_{data_seed}", overrides=overrides)
+    name, options = (method, None) if method == BASELINE else split_variant(method)
+    config = digits_run(demo, name, label_file=label_file, data_seed=data_seed,
+                        out_dir=out_dir / f"{_dir_name(method)}{suffix}_{data_seed}", overrides=overrides)
+    if options is not None:   # a variant: its options over those of the method's [digits] table
+        config = config.replace(method_options=",".join(filter(None, [config.method_options, options]))).validate()
     mt_steps = _steps_per_epoch(n_labels, reference)
     if method == BASELINE:
         sup_steps = n_labels // config.batch_size
@@ -187,7 +198,7 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
              out_dir: str | Path = "results/digits", *, config: str | Path | None = None,
              methods: list[str] | None = None, sampling: str = "two_stream", mode: str = "faithful",
              progress: bool = True, overwrite: bool = False, jobs: int | None = 1,
-             threads: int | None = None, pretrain: str | None = None) -> DemoResult:
+             threads: int | None = None, pretrain: str | None = None, corruptions: bool = False) -> DemoResult:
     """The demo's grid: every method and supervised-only on each data seed. ``jobs`` runs at
     once, each in its own process (None: as many as the cores hold at the chosen thread count;
     ``mt-repro digits`` does that); ``threads``: torch threads per run (None: chosen from the
@@ -195,10 +206,12 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
     in another order), never on ``jobs``: each run seeds itself. ``pretrain``: a pre-training
     method (``moco``) trained on each seed first (all training images, no labels, Mean
     Teacher's number of steps); then every row is trained a second time from its encoder, and
-    the encoder's linear probe is compared with a random encoder's."""
+    the encoder's linear probe is compared with a random encoder's. ``corruptions``: each
+    row's reported network is then evaluated under the 18 common corruptions that need no
+    photographs (generated once, seed 0, for every run), against supervised-only of its seed."""
     methods = [m for m in (methods or ["mean_teacher"]) if m != BASELINE]
     for method in methods:
-        if method_class(method).pretraining:  # an unknown name fails here too, before anything runs
+        if method_class(split_variant(method)[0]).pretraining:  # an unknown name or option fails here, before anything runs
             raise BadInput(f"{method} is a pre-training method (it learns no classes): give it as "
                            f"--pretrain {method}, and the methods to train from its encoder as --method")
     if pretrain is not None and not method_class(pretrain).pretraining:
@@ -229,7 +242,7 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
                                         if jobs > 1 else ""))
     _record_grid(out_dir, dict(n_labels=n_labels, n_seeds=n_seeds, epochs=epochs, methods=methods,
                                sampling=sampling, mode=mode, config=None if config is None else os.path.abspath(config),
-                               pretrain=pretrain))
+                               pretrain=pretrain, corruptions=corruptions))
     for seed_plan in plan:
         _write_labels(seed_plan, out_dir)
     result = DemoResult(n_labels, list(range(n_seeds)), list(methods), sampling=sampling, pretrain=pretrain)
@@ -242,13 +255,39 @@ def run_demo(n_labels: int | None = None, n_seeds: int | None = None, epochs: in
         raise runs.RunInterrupted(out_dir) from exc
     tasks = phases[0] + phases[1]
     result.runs = [_demo_run(task, outcome) for task, outcome in zip(tasks, outcomes)
-                   if not method_class(task.method).pretraining]
+                   if not method_class(_name(task.method)).pretraining]
     if pretrain is not None:
         pretrained = {task.data_seed: outcome.summary for task, outcome in zip(tasks, outcomes)
                       if task.method == pretrain}
         result.probes = [_probe(seed_plan, pretrain, out_dir, pretrained[seed_plan.data_seed]) for seed_plan in plan]
+    if corruptions:
+        _say(progress, "evaluating every run under the common corruptions")
+        result.robustness, result.corruption_source = _corruption_errors(
+            [task for task in tasks if not method_class(_name(task.method)).pretraining], progress)
     result.wall_seconds, result.jobs, result.threads = time.time() - start, jobs, choice.threads
     return result
+
+
+def _corruption_errors(tasks: list["_Task"], progress: bool) -> tuple[dict[str, list[CorruptionErrors]], str]:
+    """Each run's reported network (from its last checkpoint) under the corruptions, by row."""
+    spec = get_dataset("digits")
+    device = torch.device("cpu")
+    networks = {}
+    for task in tasks:
+        checkpoint = Path(task.config.out_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+        loaded = evaluate.load_networks(checkpoint, spec, None, device)
+        networks[f"{task.data_seed}/{_row(task)}"] = loaded.networks[reported_model(task.method)]
+    measured = robustness.measure(networks, spec, None, None, published=None, seed=0, frost_dir=None,
+                                  batch_size=digits.N_TEST, device=device,
+                                  progress=(lambda what: _say(progress, f"corrupting: {what}")))
+    by_row: dict[str, list[CorruptionErrors]] = {}
+    for task in sorted(tasks, key=lambda t: t.data_seed):
+        by_row.setdefault(_row(task), []).append(measured.errors[f"{task.data_seed}/{_row(task)}"])
+    return by_row, measured.source
+
+
+def _row(task: "_Task") -> str:
+    return task.method if task.pretrained is None else f"{task.pretrained} → {task.method}"
 
 
 def pretraining_methods() -> list[str]:
@@ -335,7 +374,7 @@ def _demo_run(task: _Task, outcome: _Outcome) -> DemoRun:
 
 
 def _task_name(task: _Task) -> str:
-    return (task.method if task.pretrained is None else f"{task.pretrained} → {task.method}").replace("_", " ")
+    return _row(task).replace("_", " ")
 
 
 def _train(task: _Task, *, overwrite: bool, progress: bool) -> _Outcome:
@@ -376,7 +415,7 @@ def _train_in_processes(tasks: list[_Task], jobs: int, threads: int, *, overwrit
             outcomes[index] = outcome
             task = tasks[index]
             run = _demo_run(task, outcome)
-            measure = "kNN error" if method_class(task.method).evaluation == "knn" else "test error"
+            measure = "kNN error" if method_class(_name(task.method)).evaluation == "knn" else "test error"
             _say(progress, f"data seed {task.data_seed}: {_task_name(task)}: "
                            f"{run.test_error:.2f} % {measure}, {run.steps} steps, {run.seconds:.0f} s "
                            f"({done} of {len(to_train)} runs done)")
@@ -438,16 +477,18 @@ def resume_demo(out_dir: str | Path, *, progress: bool = True, jobs: int | None 
                        "with the options it was started with (its finished runs are kept)")
     choices = read_saved(path)
     types = {"n_labels": int, "n_seeds": int, "epochs": (int, type(None)), "methods": list, "sampling": str,
-             "mode": str, "config": (str, type(None))}
+             "mode": str, "config": (str, type(None)), "corruptions": (bool, type(None))}
     if (not isinstance(choices, dict) or choices.get("command") != "digits"
-            or any(not isinstance(choices.get(k), t) or isinstance(choices.get(k), bool) for k, t in types.items())
+            or any(not isinstance(choices.get(k), t) or (isinstance(choices.get(k), bool) and k != "corruptions")
+                   for k, t in types.items())
             or not all(isinstance(m, str) for m in choices["methods"]) or choices["mode"] not in MODES
             or not isinstance(choices.get("pretrain"), (str, type(None)))):
         raise BadInput(f"{path} is not the record of a digits demo: run `mt-repro digits --out {out_dir}` "
                        "with the options it was started with (its finished runs are kept)")
     return run_demo(choices["n_labels"], choices["n_seeds"], choices["epochs"], out_dir, config=choices["config"],
                     methods=choices["methods"], sampling=choices["sampling"], mode=choices["mode"],
-                    progress=progress, jobs=jobs, threads=threads, pretrain=choices.get("pretrain"))
+                    progress=progress, jobs=jobs, threads=threads, pretrain=choices.get("pretrain"),
+                    corruptions=bool(choices.get("corruptions")))
 
 
 def _run(config, run_dir: Path, method: str, data_seed: int, *, overwrite: bool, progress: bool) -> dict:
@@ -571,7 +612,38 @@ def render_table(result: DemoResult) -> str:
                   for m in [BASELINE, *result.methods]]
         notes.append(f"linear probe, {result.pretrain} - random encoder: "
                      f"{paired_difference([p.pretrained_encoder for p in result.probes], [p.random_encoder for p in result.probes])}")
-    return "\n".join(lines + [""] + notes)
+    return "\n".join(lines + [""] + notes + robustness_table(result))
+
+
+def robustness_table(result: DemoResult) -> list[str]:
+    """Clean error, mean corruption error, mCE and relative mCE against supervised-only (seed
+    by seed, then mean ± std over the seeds) of each row, when the demo measured them."""
+    if not result.robustness:
+        return []
+    header = ["under corruptions", "clean error %", "mean corruption error %", "mCE %", "relative mCE %"]
+    base = result.robustness.get(BASELINE)
+    body = []
+    for row in result.rows:
+        per_seed = result.robustness.get(row)
+        if not per_seed:
+            continue
+        cells = [row.replace("_", " "), _mean_std([e.clean for e in per_seed]),
+                 _mean_std([e.mean_corruption_error for e in per_seed])]
+        for measure in (robustness.mce, robustness.relative_mce):
+            values = [measure(e, b) for e, b in zip(per_seed, base)]
+            cells.append(_mean_std(values) if all(not math.isnan(v) for v in values) else "undefined")
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [header] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    names = [n for n in CORRUPTIONS if n in base[0].errors]
+    standard = sum(n in STANDARD for n in names)
+    return ["", *lines, "",
+            f"the network each row reports, on the {digits.N_TEST} test images under {len(names)} common corruptions "
+            f"(Hendrycks & Dietterich 2019; {result.corruption_source}; {standard} standard ones in the means, "
+            "frost left out: it needs the benchmark's photographs) at severities 1-5; mCE and relative mCE "
+            "against supervised-only of the same seed (100 % = as robust as it), then mean ± std over the seeds"]
 
 
 def _timing(result: DemoResult, seconds: float) -> str:
@@ -600,4 +672,14 @@ def paired_difference(errors: list[float], supervised: list[float]) -> str:
 
 def reported_model(method: str) -> str:
     """"teacher" or "student": the network the method's paper reports."""
-    return method_class(method).reported_model
+    return method_class(_name(method)).reported_model
+
+
+def _name(method: str) -> str:
+    """The method of a row: "self_training" for "self_training[noise=randaugment]"."""
+    return method.partition("[")[0].strip()
+
+
+def _dir_name(method: str) -> str:
+    """A row's run directory name: "self_training-noise-randaugment" for the variant."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", method).strip("-")

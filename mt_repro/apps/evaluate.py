@@ -2,14 +2,18 @@
 original's, any PyTorch) on a dataset part, as the original's validation computed it."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from mt_repro.core.errors import BadInput
 from mt_repro.data.loaders import evaluation_loader
-from mt_repro.data.registry import get_dataset
+from mt_repro.data.registry import DatasetSpec, get_dataset
 from mt_repro.engine.evaluation import evaluate_model
-from mt_repro.engine.trainer import resolve_device
+from mt_repro.engine.runs import read_run_config
+from mt_repro.engine.trainer import CHECKPOINT_DIR, CONFIG_FILE, resolve_device
 from mt_repro.legacy.normalize import normalize
 from mt_repro.legacy.port import load_models, resolve_arch
 from mt_repro.legacy.reading import Warn, read_checkpoint, stderr_warning
@@ -33,29 +37,72 @@ class Evaluation:
         return out
 
 
-def evaluate_checkpoint(path: str | Path, data_dir: str | Path, *, dataset: str = "cifar10",
+def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None, *, dataset: str | None = None,
                         eval_subdir: str | None = None, arch: str | None = None,
                         batch_size: int = 256, workers: int = 4, device: str = "auto",
                         trust: bool = False, warn: Warn = stderr_warning, progress: bool = True) -> Evaluation:
     """Student and teacher precision@1/@5 on a part of ``dataset`` (default: its test part),
-    each with its progress bar unless not ``progress``."""
-    spec = get_dataset(dataset)
-    if spec.open_part is None:
-        raise BadInput(f"mt-repro evaluate reads the datasets of the ResNet runs; {dataset} is not one")
-    if batch_size <= 0 or workers < 0:
-        raise BadInput("--batch-size must be positive and --workers >= 0")
-    state = normalize(read_checkpoint(path, trust=trust, warn=warn)).state
-    arch, _ = resolve_arch(state, arch, str(path))
-    run_device = resolve_device(device)
-    student, teacher = load_models(state, arch, spec.num_classes, run_device)
+    each with its progress bar unless not ``progress``. ``dataset`` and ``data_dir`` default to
+    the run's own when the checkpoint lies in a run directory (``RUN/checkpoints/``)."""
+    spec, data_dir = dataset_of(path, dataset, data_dir)
+    check_batches(batch_size, workers)
+    loaded = load_networks(path, spec, arch, resolve_device(device), trust, warn)
     part = eval_subdir or spec.eval_part
     # twice the workers, as the original's evaluation loader
-    loader = evaluation_loader(spec, data_dir, part, batch_size, 2 * workers, pin_memory=run_device.type == "cuda")
+    loader = evaluation_loader(spec, data_dir, part, batch_size, 2 * workers, pin_memory=loaded.device.type == "cuda")
+    with cannot_take_images(loaded.arch, spec.name):
+        results = [evaluate_model(model, loader, loaded.device, progress=f"evaluating the {name}" if progress else None)
+                   for name, model in loaded.networks.items()]
+    return Evaluation(source=str(path), arch=loaded.arch, epoch=loaded.epoch, split=part_name(spec, data_dir, part),
+                      images=len(loader.dataset), student=results[0], teacher=results[1])
+
+
+def part_name(spec: DatasetSpec, data_dir: str | Path | None, part: str) -> str:
+    root = spec.root(data_dir)
+    return f"{spec.name} {part}" if root is None else str(root / part)
+
+
+@dataclass
+class LoadedNetworks:
+    arch: str
+    epoch: int | None
+    device: torch.device
+    networks: dict[str, torch.nn.Module]   # student, teacher; in eval mode
+
+
+def load_networks(path: str | Path, spec: DatasetSpec, arch: str | None, device: torch.device,
+                  trust: bool = False, warn: Warn = stderr_warning) -> LoadedNetworks:
+    """Student and teacher of a checkpoint (ours or the original's, any PyTorch) on ``device``."""
+    state = normalize(read_checkpoint(path, trust=trust, warn=warn)).state
+    arch, _ = resolve_arch(state, arch, str(path))
+    student, teacher = load_models(state, arch, spec.num_classes, device)
+    return LoadedNetworks(arch, state.get("epoch"), device, {"student": student, "teacher": teacher})
+
+
+def dataset_of(checkpoint: str | Path, dataset: str | None, data_dir: str | Path | None) -> tuple[DatasetSpec, str | Path | None]:
+    """The dataset to evaluate on and its data: as given, else the run's when the checkpoint
+    lies in ``RUN/checkpoints/`` (its config.json), else CIFAR-10 at its default place."""
+    run_dir = Path(checkpoint).parent.parent
+    if (dataset is None or data_dir is None) and Path(checkpoint).parent.name == CHECKPOINT_DIR \
+            and (run_dir / CONFIG_FILE).is_file():
+        config = read_run_config(run_dir)
+        if dataset is None or dataset == config.dataset:
+            dataset, data_dir = config.dataset, data_dir if data_dir is not None else config.data_dir
+    spec = get_dataset(dataset or "cifar10")
+    if spec.open_part is None:
+        raise BadInput(f"mt-repro evaluate reads the datasets of the ResNet runs; {spec.name} is not one")
+    return spec, data_dir
+
+
+def check_batches(batch_size: int, workers: int) -> None:
+    if batch_size <= 0 or workers < 0:
+        raise BadInput("--batch-size must be positive and --workers >= 0")
+
+
+@contextmanager
+def cannot_take_images(arch: str, dataset: str):
     try:
-        results = [evaluate_model(model, loader, run_device, progress=f"evaluating the {name}" if progress else None)
-                   for name, model in (("student", student), ("teacher", teacher))]
+        yield
     except RuntimeError as exc:  # e.g. a CIFAR-10 network given the digits' one-channel images
         first = " ".join(str(exc).split())[:160]
         raise BadInput(f"{arch} cannot take the images of {dataset} ({first})") from None
-    return Evaluation(source=str(path), arch=arch, epoch=state.get("epoch"), split=str(Path(data_dir) / part),
-                      images=len(loader.dataset), student=results[0], teacher=results[1])

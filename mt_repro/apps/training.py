@@ -155,6 +155,10 @@ def convnet_command(dataset: str, n_labels: str | None, choices: RunChoices, *, 
     ``[convnet]`` table for a method the runner did not run, then ``--set``; ``steps``: a run of
     that many steps (``_shortened``)."""
     method = choices.method or "mean_teacher"
+    if choices.init_from is not None:
+        raise BadInput("--init-from starts a ResNet-recipe run (cifar10, imagenet, the digits, a protocol) from a "
+                       "pre-trained encoder; the ConvNet runs initialise their networks from the data, as the "
+                       "original's TensorFlow code")
     name = _runner(dataset, method, experiment)
     experiment = load_experiment(name)
     n_labels = str(experiment.n_labeled[0]) if n_labels is None else n_labels

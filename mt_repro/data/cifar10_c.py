@@ -63,10 +63,27 @@ def read_corruption(directory: str | os.PathLike, name: str, *, expected_labels:
         raise BadInput(f"{directory} has no {LABELS}, the labels of its corruption files")
 
     images = _read_npy(path, "images")
-    rows = images.shape[0]
-    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE or rows == 0 or rows % SEVERITY_COUNT:
-        raise BadInput(f"{path} has shape {images.shape}: the published files hold {SEVERITY_COUNT} severities "
-                       f"× the test images, 32×32×3")
+    _check_image_shape(path, images.shape)
+    labels = _checked_labels(directory, path, images.shape[0], num_classes)
+    n = images.shape[0] // SEVERITY_COUNT
+    per_severity = labels.reshape(SEVERITY_COUNT, n)
+    test_labels = per_severity[0].copy()
+    if expected_labels is not None:
+        expected = np.asarray(expected_labels).reshape(-1)
+        if len(expected) != n:
+            raise BadInput(f"{path} holds {n} images per severity, the test set {len(expected)}: "
+                           "is it the corrupted copy of this test set?")
+        differ = np.flatnonzero(test_labels != expected)
+        if len(differ):
+            raise BadInput(f"{labels_path} differs from the test set's labels at {len(differ)} of {n} images "
+                           f"(first at test image {differ[0]}): is it the corrupted copy of this test set?")
+    return images.reshape(SEVERITY_COUNT, n, *IMAGE_SHAPE), test_labels
+
+
+def _checked_labels(directory: Path, path: Path, rows: int, num_classes: int) -> np.ndarray:
+    """The labels of ``directory``, checked against the ``rows`` images of ``path``: one per
+    image, within the classes, the same at every severity."""
+    labels_path = directory / LABELS
     labels = _read_npy(labels_path, "labels")
     if labels.ndim != 1:
         raise BadInput(f"{labels_path} has shape {labels.shape}: it should hold one label per image, ({rows},)")
@@ -86,17 +103,34 @@ def read_corruption(directory: str | os.PathLike, name: str, *, expected_labels:
             raise BadInput(f"{labels_path} is not the test labels repeated for the {SEVERITY_COUNT} severities: "
                            f"severity {severity + 1}'s differ from severity 1's at {len(differ)} of {n} images "
                            f"(first at test image {differ[0]})")
-    test_labels = per_severity[0].copy()
-    if expected_labels is not None:
-        expected = np.asarray(expected_labels).reshape(-1)
-        if len(expected) != n:
-            raise BadInput(f"{path} holds {n} images per severity, the test set {len(expected)}: "
-                           "is it the corrupted copy of this test set?")
-        differ = np.flatnonzero(test_labels != expected)
-        if len(differ):
-            raise BadInput(f"{labels_path} differs from the test set's labels at {len(differ)} of {n} images "
-                           f"(first at test image {differ[0]}): is it the corrupted copy of this test set?")
-    return images.reshape(SEVERITY_COUNT, n, *IMAGE_SHAPE), test_labels
+    return labels
+
+
+def check_corruption_files(directory: str | os.PathLike, names: list[str], *, num_classes: int = 10) -> None:
+    """Every file ``read_corruption`` would read for ``names``, checked before the first is
+    used: the labels read and checked whole (400 kB), each corruption file's header (its
+    images are read when they are evaluated). A bad file is refused now, not after an hour."""
+    directory = _directory(directory)
+    labels = None
+    for name in names:
+        path = directory / f"{name}.npy"
+        if not path.exists() and not path.is_symlink():
+            raise BadInput(f"{directory} has no {name}.npy")
+        shape, _ = _npy(path, "images", read=False)
+        _check_image_shape(path, shape)
+        if labels is None:
+            if not (directory / LABELS).exists() and not (directory / LABELS).is_symlink():
+                raise BadInput(f"{directory} has no {LABELS}, the labels of its corruption files")
+            labels = _checked_labels(directory, path, shape[0], num_classes)
+        elif shape[0] != len(labels):
+            raise BadInput(f"{path} holds {shape[0]} images but {directory / LABELS} {len(labels)} labels: "
+                           f"they must be the same, {SEVERITY_COUNT} severities × the test images")
+
+
+def _check_image_shape(path: Path, shape: tuple[int, ...]) -> None:
+    if len(shape) != 4 or tuple(shape[1:]) != IMAGE_SHAPE or shape[0] == 0 or shape[0] % SEVERITY_COUNT:
+        raise BadInput(f"{path} has shape {shape}: the published files hold {SEVERITY_COUNT} severities "
+                       f"× the test images, 32×32×3")
 
 
 def _directory(directory: str | os.PathLike) -> Path:
@@ -111,6 +145,11 @@ def _directory(directory: str | os.PathLike) -> Path:
 def _read_npy(path: Path, kind: str) -> np.ndarray:
     """The array of an untrusted ``.npy`` file, ``kind`` "images" (uint8) or "labels" (integers),
     its header checked before its data is allocated or read."""
+    return _npy(path, kind, read=True)[1]
+
+
+def _npy(path: Path, kind: str, *, read: bool) -> tuple[tuple[int, ...], np.ndarray | None]:
+    """(shape, the array or None unless ``read``) of a ``.npy`` file: ``_read_npy``'s checks."""
     regular_file(path, "file")   # before it is opened: opening a FIFO would block
     try:
         with open(path, "rb") as f:
@@ -145,9 +184,11 @@ def _read_npy(path: Path, kind: str) -> np.ndarray:
             if held != declared:
                 raise BadInput(f"{path} declares {declared:,} bytes of data ({' x '.join(map(str, shape))} {dtype}) "
                                f"but holds {held:,}: {'truncated' if held < declared else 'padded'} or corrupt")
+            if not read:
+                return tuple(shape), None
             data = np.fromfile(f, dtype=dtype, count=count)
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
     if data.size != count:   # the file shrank while it was read
         raise BadInput(f"{path} ended after {data.size:,} of its {count:,} values: truncated")
-    return data.reshape(shape)
+    return tuple(shape), data.reshape(shape)

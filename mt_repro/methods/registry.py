@@ -74,3 +74,39 @@ def check_config(config) -> None:
 
 def create_method(config, student, teacher, build_network=None):
     return method_class(config.method)(config, student, teacher, build_network=build_network)
+
+
+# --- variants: a method with some of its options changed, "self_training[noise=randaugment]" ------
+def split_variant(spec: str) -> tuple[str, str | None]:
+    """``"name[key=value,...]"`` -> (name, "key=value,...") (a run's ``method_options``);
+    ``"name"`` -> (name, None). The name is checked to be a method, the options to be its own."""
+    text = spec.strip()
+    name, bracket, rest = text.partition("[")
+    name = name.strip()
+    if not bracket:
+        method_class(name)
+        return name, None
+    if not rest.endswith("]") or "[" in rest[:-1] or "]" in rest[:-1]:
+        raise BadInput(f"method {spec!r}: a variant is written NAME[option=value,...], e.g. "
+                       "self_training[noise=randaugment]")
+    options = rest[:-1].strip()
+    method_class(name)
+    if not options:
+        raise BadInput(f"method {spec!r}: the brackets name no option (drop them for the method's own settings)")
+    method_options(name, options)   # every option checked now, not when its run starts
+    return name, options
+
+
+def split_method_list(text: str) -> list[str]:
+    """``"mean_teacher,self_training[noise=randaugment,swa=true]"`` -> the two specs: commas
+    inside brackets belong to the variant."""
+    specs, depth, current = [], 0, []
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            specs.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    specs.append("".join(current))
+    return [spec.strip() for spec in specs if spec.strip()]

@@ -463,3 +463,40 @@ def write_result_figure(rows: list[tuple[str, list[float]]], out: str | os.PathL
     numbers = json.dumps({"title": title, "test_error": {name: [round(v, 2) for v in values] for name, values in rows}})
     _save(result_figure(rows, title), out, figure_format(out), description=numbers)
     return out
+
+
+# --- evaluate --corruptions ----------------------------------------------------------------------
+def severity_figure(curves: list[tuple[str, list[float]]], title: str | None = None):
+    """``curves``: (label, error % at severity 0 = clean, 1, ..., 5), one line each; a label
+    that starts with "baseline" is drawn dashed."""
+    plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter  # deferred, with matplotlib
+
+    if not curves:
+        raise BadInput("no results to draw")
+    fig, axis = plt.subplots(figsize=(6.5, 4.2))
+    colours = method_colours(len(curves))
+    for (label, values), colour in zip(curves, colours):
+        axis.plot(range(len(values)), values, marker="o", color=colour, label=label,
+                  linestyle="--" if label.startswith("baseline") else "-")
+    axis.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+    axis.set_xlabel("severity")
+    axis.set_ylabel("test error % (mean over the standard corruptions)")
+    axis.yaxis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_ylim(0, max(max(v) for _, v in curves) * 1.08 or 1)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    if title:
+        axis.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_severity_figure(curves: list[tuple[str, list[float]]], out: str | os.PathLike,
+                          title: str | None = None) -> Path:
+    """The figure of ``severity_figure``; its file's description holds the numbers drawn (JSON)."""
+    out = Path(out)
+    numbers = json.dumps({"title": title, "error_by_severity": {label: [round(v, 2) for v in values]
+                                                                for label, values in curves}})
+    _save(severity_figure(curves, title), out, figure_format(out), description=numbers)
+    return out
