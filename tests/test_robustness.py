@@ -260,3 +260,59 @@ def test_the_demo_runs_variants_and_tables_their_robustness(tmp_path, monkeypatc
     assert "100.00 ± 0.00" in table.split("under corruptions")[1].splitlines()[2]
     assert len(result.robustness["self_training[swa=true]"]) == 2
     assert json.loads((tmp_path / "demo.json").read_text())["corruptions"] is True
+
+
+# --- the noisy-student settings of self-training -------------------------------------------------
+def _self_training(tmp_path, options: str, **changes):
+    from test_methods_zoo import digits_config
+
+    from mt_repro.methods.registry import create_method
+
+    config = digits_config(tmp_path, method="self_training", method_options=options, **changes)
+    torch.manual_seed(0)
+    student, teacher = create_model("digits_convnet", 10), create_model("digits_convnet", 10)
+    return create_method(config, student, teacher), config
+
+
+def _set_weights(model, value: float) -> None:
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]:
+            tensor.fill_(value)
+
+
+@pytest.mark.parametrize("options, expected", [("swa=true,swa_start=0.5", (3.0 + 4.0) / 2), ("", 4.0)])
+def test_the_next_teacher_is_the_swa_of_the_generations_end_or_its_last_student(tmp_path, options, expected):
+    method, config = _self_training(tmp_path, options, epochs=4, lr_rampdown_epochs=4)
+    for epoch in range(1, 5):   # the student's weights at the end of epochs 1..4 of the first generation
+        _set_weights(method.student, float(epoch))
+        method.end_of_epoch(epoch)
+    # swa_start 0.5 of 4 epochs: the ends of epochs 3 and 4 are averaged (parameters and buffers)
+    for tensor in [*method.teacher.parameters(), *(b for b in method.teacher.buffers() if b.is_floating_point())]:
+        assert torch.allclose(tensor, torch.full_like(tensor, expected)), tensor.flatten()[:3]
+    if "swa" in options:   # the next generation averages afresh, and the average is checkpointed
+        assert method.average.n_averaged.item() == 0 and "swa" in method.state_dict()
+
+
+def test_noise_randaugment_feeds_the_student_the_strong_view_and_the_teacher_the_clean_one(tmp_path):
+    from mt_repro.core.types import Batch, StepContext
+    from mt_repro.methods.fixmatch import STRONG
+
+    method, config = _self_training(tmp_path, "noise=randaugment", epochs=1)
+    assert STRONG in type(method).extras_for(config)
+    seen = {}
+
+    def recording(name, network):
+        forward = network.forward
+
+        def record(x):
+            seen[name] = x
+            return forward(x)
+        network.forward = record
+
+    recording("student", method.student)
+    recording("teacher", method.teacher)
+    images = {k: torch.rand(4, 1, 8, 8) for k in ("weak", "teacher", "clean", "strong")}
+    batch = Batch(images["weak"], images["teacher"], torch.tensor([1, -1, -1, 2]),
+                  {"clean_input": images["clean"], STRONG: images["strong"]})
+    method.losses(batch, StepContext(epoch=1, global_step=0, consistency_weight=1.0))
+    assert seen["student"] is images["strong"] and seen["teacher"] is images["clean"]

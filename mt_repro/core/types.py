@@ -16,6 +16,9 @@ SAMPLE_EXTRAS = {
     "strong_input": "the image through the strong augmentation (the weak translation and flip, then "
                     "RandAugment + Cutout: mt_repro.data.randaugment), then the pipeline's "
                     "normalisation: FixMatch's and UDA's strong view",
+    "moco_v1_views": "two views of the image through MoCo v1's augmentation (mt_repro.data.contrastive), "
+                     "then the pipeline's normalisation: N x 2 x C x H x W, the query's first",
+    "moco_v2_views": "the same with MoCo v2's augmentation (colour jitter with probability 0.8, blur)",
 }
 
 

@@ -28,7 +28,8 @@ from mt_repro.data.device_loader import DeviceBatches, images_in_memory
 from mt_repro.data.labels import apply_labels, read_label_file
 from mt_repro.data.randaugment import StrongAugment, StrongView
 from mt_repro.data.registry import DatasetSpec, get_dataset
-from mt_repro.data.sample_extras import SampleExtras
+from mt_repro.data.contrastive import ContrastiveAugment
+from mt_repro.data.sample_extras import CONTRASTIVE, SampleExtras
 from mt_repro.data.sampling import TwoStreamBatchSampler
 
 _log = logging.getLogger("mt_repro.data")
@@ -100,8 +101,8 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
                        f"(mt-repro {spec.name})")
     root = spec.root(config.data_dir)
     on_device = config.mode == "fast" and spec.batch_augment is not None
-    if on_device and "strong_input" in extras:  # the methods refuse it first (their check_config)
-        raise BadInput("fast mode's on-device augmentation makes no strong view (strong_input): "
+    if on_device and ("strong_input" in extras or set(extras) & set(CONTRASTIVE)):  # the methods refuse it first
+        raise BadInput("fast mode's on-device augmentation makes no strong view (strong_input) or MoCo views: "
                        "run with mode = \"faithful\"")
     damaged = getattr(config, "damaged_images", "refuse")
     train_set = spec.open_part(root, config.train_subdir, None if on_device else spec.train_transform(), damaged)
@@ -196,13 +197,28 @@ def _with_sample_extras(spec: DatasetSpec, root, config, train_set: Dataset, wan
     if not wanted:
         return train_set
     damaged = getattr(config, "damaged_images", "refuse")
-    clean = raw = strong_view = None
+    clean = raw = strong_view = contrastive_view = None
     if "clean_input" in wanted:
         clean = spec.open_part(root, config.train_subdir, spec.eval_transform(), damaged)
     if "strong_input" in wanted:
         strong_view = _strong_view(spec)
+    versions = [name.split("_")[1] for name in wanted if name in CONTRASTIVE]
+    if versions:
+        contrastive_view = _contrastive_view(spec, versions[0])
+    if strong_view is not None or contrastive_view is not None:
         raw = spec.open_part(root, config.train_subdir, None, damaged)
-    return SampleExtras(train_set, wanted, clean, raw=raw, strong_view=strong_view, seed=config.seed)
+    return SampleExtras(train_set, wanted, clean, raw=raw, strong_view=strong_view,
+                        contrastive_view=contrastive_view, seed=config.seed)
+
+
+def _contrastive_view(spec: DatasetSpec, version: str) -> StrongView:
+    """MoCo ``version``'s view of the dataset's images, then its evaluation transform's
+    normalisation (the images resized back to their own size: the datasets of one image size)."""
+    if spec.batch_augment is None:
+        raise BadInput(f"{spec.name} has no MoCo views of its own (moco_{version}_views): they are made for "
+                       "the datasets of one image size; train moco with views = \"pipeline\" (its random "
+                       "resized crop and flip)")
+    return StrongView(ContrastiveAugment(version), spec.eval_transform())
 
 
 def _strong_view(spec: DatasetSpec) -> StrongView:

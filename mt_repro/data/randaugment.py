@@ -226,11 +226,12 @@ class StrongAugment:
 
 
 class StrongView:
-    """``augment`` then the dataset's ``normalise`` (its evaluation transform), for images as the
+    """``augment`` (``StrongAugment``; MoCo's views use it with ``ContrastiveAugment``) then the
+    dataset's ``normalise`` (its evaluation transform), for images as the
     dataset gives them: PIL images, or ``H x W x C`` float arrays in [0, 1] (the digits), which
     go through 8-bit PIL images and come back as float arrays of the same shape."""
 
-    def __init__(self, augment: StrongAugment, normalise: Callable):
+    def __init__(self, augment: Callable[[Image.Image, np.random.Generator], Image.Image], normalise: Callable):
         self.augment, self.normalise = augment, normalise
 
     def __call__(self, image, rng: np.random.Generator):

@@ -3,9 +3,11 @@ Learning", CVPR 2020; v2: Chen et al., "Improved Baselines with Momentum Contras
 2020): Mean Teacher's EMA teacher turned contrastive. A pre-training stage: it never reads a
 label, and what it leaves is an encoder for another run's ``init_from``.
 
-Per step, with the two augmented views of every image of the minibatch that the data pipeline
-makes for every method (the student's view is the query's, the teacher's the key's: Mean
-Teacher's own pair of views):
+Per step, with two augmented views of every image of the minibatch: those the data pipeline
+makes for every method (``views = "pipeline"``: the student's view is the query's, the
+teacher's the key's, Mean Teacher's own pair of views), or two views through MoCo v1's or v2's
+own augmentation (``views = "v1"`` / ``"v2"``: random resized crop, colour jitter, greyscale,
+v2's blur, flip; ``mt_repro.data.contrastive``):
 
 * the key encoder (the run's teacher network and the key head) moves towards the query encoder
   (the student and the query head) with momentum ``m``: ``θ_k ← m θ_k + (1 − m) θ_q``, before
@@ -51,6 +53,8 @@ from mt_repro.methods.registry import method_options, register
 from mt_repro.core.networks import feature_size, representation
 
 HEADS = ("linear", "mlp")
+# "pipeline": the data pipeline's two views (Mean Teacher's); v1 / v2: MoCo's own augmentation
+VIEWS = ("pipeline", "v1", "v2")
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,13 @@ class MoCoOptions:
     bn_splits: int = 1         # groups of the shuffled batch norm (1: none)
     knn_k: int = 200           # neighbours of the kNN monitor (MoCo's demo)
     knn_temperature: float = 0.1
+    views: str = "pipeline"    # "v1" / "v2": two views through MoCo v1's / v2's augmentation
 
     def check(self) -> None:
         if self.head not in HEADS:
             raise BadInput(f"moco: head must be one of {', '.join(HEADS)} (got {self.head!r})")
+        if self.views not in VIEWS:
+            raise BadInput(f"moco: views must be one of {', '.join(VIEWS)} (got {self.views!r})")
         if self.dim < 1 or self.queue_size < 1 or self.bn_splits < 1 or self.knn_k < 1:
             raise BadInput("moco: dim, queue_size, bn_splits and knn_k must be at least 1")
         if not 0 <= self.momentum < 1 or self.temperature <= 0 or self.knn_temperature <= 0:
@@ -149,12 +156,20 @@ class MoCo(EMAMethod):
         self.queue = KeyQueue(opts.dim, opts.queue_size, device)
 
     @classmethod
+    def extras_for(cls, config) -> tuple[str, ...]:
+        views = method_options("moco", config.method_options).views
+        return cls.sample_extras if views == "pipeline" else (*cls.sample_extras, f"moco_{views}_views")
+
+    @classmethod
     def check_config(cls, config) -> None:
         if config.recipe.noise != "pipeline":
             raise BadInput("moco trains on the data pipeline's two views and evaluates its features against "
                            "the labeled images it loads; the ConvNet recipe feeds raw arrays with the noise "
                            "inside the model: train it with the ResNet recipe's settings or on the digits")
         opts = method_options("moco", config.method_options)
+        if opts.views != "pipeline" and config.mode == "fast":
+            raise BadInput(f"moco with views = \"{opts.views}\" draws MoCo's augmentation per image, which fast "
+                           "mode's on-device augmentation does not make: run it with mode = \"faithful\"")
         if opts.queue_size % config.batch_size:
             raise BadInput(f"moco: queue_size ({opts.queue_size}) must be a multiple of batch_size "
                            f"({config.batch_size}): each step replaces one minibatch of keys")
@@ -181,7 +196,11 @@ class MoCo(EMAMethod):
         return restored
 
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
-        queries_in, keys_in = batch.student_input, batch.teacher_input
+        if self.options.views == "pipeline":
+            queries_in, keys_in = batch.student_input, batch.teacher_input
+        else:   # MoCo's own two views, the query's first
+            views = batch.extras[f"moco_{self.options.views}_views"]
+            queries_in, keys_in = views[:, 0], views[:, 1]
         momentum_update(self.teacher, self.student, self.options.momentum)
         momentum_update(self.key_head, self.query_head, self.options.momentum)
         queries = self._projected(self.student, self.query_head, queries_in, None)
