@@ -286,3 +286,17 @@ def test_the_demo_says_where_a_pretraining_method_goes(cli, tmp_path):
     assert_one_line_error(cli("digits", "--pretrain", "mean_teacher", "--out", tmp_path),
                           "--pretrain mean_teacher: not a pre-training method", "moco")
     assert_one_line_error(cli("digits", "--pretrain", "mocha", "--out", tmp_path), "mocha")
+
+
+def test_the_representation_of_a_sharded_network_is_every_chunks():
+    from mt_repro.engine.distributed import ShardedModel
+
+    inputs = torch.rand(8, 1, 8, 8)
+    torch.manual_seed(0)
+    network = models.create_model("digits_convnet", 10).train()
+    sharded = representation(ShardedModel(network, 2), inputs)
+    assert sharded.shape == (8, feature_size(network))
+    # each chunk normalised by its own batch statistics, as two GPUs did (the same dropout draws)
+    torch.manual_seed(0)
+    again = models.create_model("digits_convnet", 10).train()
+    assert torch.allclose(sharded, torch.cat([representation(again, inputs[:4]), representation(again, inputs[4:])]))
