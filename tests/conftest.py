@@ -146,26 +146,33 @@ def pytest_sessionfinish(session):
         cache.set(MODULE_DURATIONS_KEY, {**cache.get(MODULE_DURATIONS_KEY, {}), **_module_seconds})
 
 
+def interrupted_run(config, out, at_step: int, monkeypatch) -> None:
+    """``config`` trained into ``out`` until its step ``at_step`` starts: then a Ctrl-C."""
+    from mt_repro.engine import runs
+    from mt_repro.engine.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def interrupted(self, batch, hp, epoch):
+        if self.state.global_step == at_step:
+            raise KeyboardInterrupt
+        return real_step(self, batch, hp, epoch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(config, out, progress=False)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+
+
 def straight_and_resumed(config, tmp_path: Path, monkeypatch, *, stop_at_step: int = 30):
     """Train ``config`` straight into ``tmp_path/straight``, and again into ``tmp_path/resumed``
     with a Ctrl-C at step ``stop_at_step`` and a resume; (the straight run's summary, the resumed
     one's, the two last checkpoints)."""
     from mt_repro.engine import checkpoint as ckpt
     from mt_repro.engine import runs
-    from mt_repro.engine.trainer import Trainer
 
     straight = runs.train(config, tmp_path / "straight", progress=False)
-    original = Trainer.train_step
-
-    def interrupted(self, batch, hp, epoch):
-        if self.state.global_step == stop_at_step:
-            raise KeyboardInterrupt
-        return original(self, batch, hp, epoch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        runs.train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    interrupted_run(config, tmp_path / "resumed", stop_at_step, monkeypatch)
     resumed = runs.resume(tmp_path / "resumed", progress=False)
     checkpoints = tuple(ckpt.load_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt")
                         for run in ("straight", "resumed"))

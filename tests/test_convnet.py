@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, interrupted_run
 from mt_repro.config.compose import convnet_run
 from mt_repro.config.convnet import ConvNetConfig, experiment_names, load_experiment
 from mt_repro.core.ramps import sigmoid_rampdown, sigmoid_rampup, step_rampup
@@ -349,21 +349,6 @@ def test_ablations_evaluate_on_the_original_validation_split(svhn_validation_dir
 
 def comparable(path):
     return [{k: v for k, v in row.items() if not k.startswith(OPTIONAL)} for row in json_rows(path)]
-
-
-def interrupted_run(config, out, at_step: int, monkeypatch):
-    """``config`` trained into ``out`` until its step ``at_step`` starts: then a Ctrl-C."""
-    real_step = Trainer.train_step
-
-    def interrupted(self, batch, hp, epoch):
-        if self.state.global_step == at_step:
-            raise KeyboardInterrupt
-        return real_step(self, batch, hp, epoch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        runs.train(config, out, progress=False)
-    monkeypatch.setattr(Trainer, "train_step", real_step)
 
 
 def assert_same_run(a, b):

@@ -39,6 +39,7 @@ from mt_repro.config.saved import read_saved
 from mt_repro.config.train import MODES, SAMPLINGS, TrainConfig
 from mt_repro.core.errors import BadInput, MtReproError, RunFailed
 from mt_repro.core.fileio import write_text_atomic
+from mt_repro.core.tables import aligned
 from mt_repro.core.threads import choose_threads, parallel_runs
 from mt_repro.data import digits
 from mt_repro.data.corruptions import CORRUPTIONS, STANDARD
@@ -575,10 +576,7 @@ def render_table(result: DemoResult) -> str:
                     + [_mean_std([p.random_encoder for p in result.probes])])
         body.append([f"linear probe, {result.pretrain} encoder"] + [f"{p.pretrained_encoder:.2f}" for p in result.probes]
                     + [_mean_std([p.pretrained_encoder for p in result.probes])])
-    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header] + body]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = aligned([header] + body, rule=True)
     sup = result.errors(BASELINE)
     seconds = sum(r.seconds for r in result.runs)
     steps = sorted({r.steps for r in result.runs})
@@ -633,10 +631,7 @@ def robustness_table(result: DemoResult) -> list[str]:
             values = [measure(e, b) for e, b in zip(per_seed, base)]
             cells.append(_mean_std(values) if all(not math.isnan(v) for v in values) else "undefined")
         body.append(cells)
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [header] + body]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = aligned([header] + body, rule=True)
     names = [n for n in CORRUPTIONS if n in base[0].errors]
     standard = sum(n in STANDARD for n in names)
     return ["", *lines, "",

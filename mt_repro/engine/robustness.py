@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from mt_repro.core.errors import BadInput
+from mt_repro.core.tables import aligned
 from mt_repro.data import cifar10_c, corruptions
 from mt_repro.data.registry import DatasetSpec
 from mt_repro.engine.evaluation import evaluate_model
@@ -135,7 +136,7 @@ class Robustness:
                 if base is not None:
                     row += [_percent(ces.get(name, math.nan)), _percent(relatives.get(name, math.nan))]
                 rows.append(row)
-            out += ["", f"{network}:"] + _aligned([header] + rows)
+            out += ["", f"{network}:"] + aligned([header] + rows, indent="  ")
             summary = (f"  clean error {result.clean:.2f} %, mean corruption error {result.mean_corruption_error:.2f} % "
                        f"({_count(result, corruptions.STANDARD)} standard corruptions)")
             if any(n in result.errors for n in corruptions.EXTRA):
@@ -188,12 +189,6 @@ def _undefined_note(ces: dict[str, float], relatives: dict[str, float]) -> str:
     if not undefined:
         return ""
     return f" (without {', '.join(undefined)}: the baseline lost nothing to them, so no ratio)"
-
-
-def _aligned(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            for row in rows]
 
 
 # --- reading a result back (mt-repro report) ---------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from mt_repro.engine import robustness
 from mt_repro.config.saved import read_saved
 from mt_repro.core.errors import BadInput
+from mt_repro.core.tables import aligned
 from mt_repro.paper.runs import RunResult, find_runs
 
 CORRUPTIONS_DIR = "corruptions"   # beside a run's checkpoints: robustness.default_out_dir
@@ -81,7 +82,7 @@ def _runs_table(runs: list[RunResult], base: Path) -> list[str]:
              "all" if r.key.n_labels is None else str(r.key.n_labels),
              "" if r.global_step is None else str(r.global_step), r.network,
              "" if _error(r) is None else f"{_error(r):.2f}"] for r in runs]
-    return _aligned(header, rows)
+    return aligned([header] + rows, rule=True, right_align=False)
 
 
 def _groups_table(runs: list[RunResult]) -> list[str]:
@@ -98,11 +99,4 @@ def _groups_table(runs: list[RunResult]) -> list[str]:
         mean = statistics.fmean(errors)
         rows.append([dataset, arch, method, "all" if labels is None else str(labels), str(len(errors)),
                      "nan" if math.isnan(mean) else f"{mean:.2f}{spread}"])
-    return _aligned(header, rows)
-
-
-def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
+    return aligned([header] + rows, rule=True, right_align=False)
