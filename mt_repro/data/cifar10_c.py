@@ -166,7 +166,7 @@ def _npy(path: Path, kind: str, *, read: bool) -> tuple[tuple[int, ...], np.ndar
                     raise BadInput(f"{path} is a .npy file of version {version[0]}.{version[1]}: "
                                    "the published files are version 1.0")
             except (ValueError, SyntaxError, TypeError, EOFError) as exc:
-                message = " ".join(str(exc).split()) or type(exc).__name__
+                message = " ".join(str(exc).split())[:200] or type(exc).__name__   # a header may be huge
                 raise BadInput(f"{path} is not a readable .npy file ({message})") from None
             header = f.tell()
             if dtype.hasobject:
