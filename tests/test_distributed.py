@@ -83,6 +83,44 @@ def test_two_processes_equal_one_process_with_two_shards(tmp_path, label_file):
     assert torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
 
 
+MOCO = "queue_size=128,momentum=0.99,temperature=0.1,knn_k=10"
+
+
+@pytest.mark.slow
+def test_moco_shuffles_batch_norm_across_processes_as_one_process_does_in_turn(tmp_path, label_file):
+    """MoCo under torchrun: each process encodes its share of the keys' minibatch in an order
+    drawn by rank 0, the gathered keys are put back; one process with two shards computes the
+    same steps, queue and networks. bn_splits 2 and 1 both mean the two shards."""
+    env = {"OMP_NUM_THREADS": "1"}
+    moco = ["--method", "moco", "--method-options"]
+    two = run(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", WORKER,
+               tmp_path / "ddp", label_file, *moco, MOCO + ",bn_splits=2"], env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run([WORKER, tmp_path / "shards", label_file, "--shards", "2", *moco, MOCO], env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    whole = run([WORKER, tmp_path / "whole", label_file, *moco, MOCO], env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    keys = ("loss", "contrastive_loss", "top1")
+    losses = {name: np.array([[value(r, k) for k in keys] for r in read_rows(tmp_path / name / "training.jsonl")])
+              for name in ("ddp", "shards", "whole")}
+    assert len(losses["ddp"]) == len(losses["shards"]) == 20   # 1297 images, minibatches of 64
+    np.testing.assert_allclose(losses["ddp"], losses["shards"], rtol=1e-5, atol=1e-6)
+    # one group over the whole minibatch (no shuffle) learns otherwise
+    assert np.abs(losses["ddp"][:, 1] - losses["whole"][:, 1]).max() > 1e-3
+
+    a, b = (torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False) for name in ("ddp", "shards"))
+    for key in ("state_dict", "ema_state_dict"):
+        for name in a[key]:
+            torch.testing.assert_close(a[key][name].float(), b[key][name].float(), rtol=1e-4, atol=1e-5)
+    state_a, state_b = (c["mt_repro"]["method_state"] for c in (a, b))
+    torch.testing.assert_close(state_a["queue"]["keys"], state_b["queue"]["keys"], rtol=1e-4, atol=1e-5)
+    assert state_a["queue"]["position"] == state_b["queue"]["position"] == (20 * 64) % 128
+    for head in ("query_head", "key_head"):
+        for name in state_a[head]:
+            torch.testing.assert_close(state_a[head][name], state_b[head][name], rtol=1e-4, atol=1e-5)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -135,6 +173,28 @@ def test_sharded_model_in_one_process():
     sharded.train()
     with pytest.raises(RunFailed, match="cannot be split into 2 equal shards"):
         sharded(torch.randn(7, 3, 5, 5))
+
+
+def test_the_features_of_a_sharded_network_are_each_shards_own():
+    from mt_repro.core.networks import representation
+    from mt_repro.models import get_model
+
+    torch.manual_seed(0)
+    net = get_model("digits_convnet").builder(num_classes=10)
+    for module in net.modules():   # no dropout: the shards' passes are repeatable one by one
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    sharded, x = ShardedModel(net, 2), torch.randn(8, 1, 8, 8)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    features = representation(sharded, x)
+    after = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    halves = torch.cat([representation(net, x[:4]), representation(net, x[4:])])
+    torch.testing.assert_close(features, halves)
+    net.load_state_dict(state)
+    representation(net, x[:4])   # the running statistics kept: the first shard's
+    assert all(torch.equal(after[k], v) for k, v in net.state_dict().items())
+    assert not torch.allclose(features, representation(net, x))   # whole-minibatch statistics differ
 
 
 def test_process_group_from_the_environment():

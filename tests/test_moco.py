@@ -125,6 +125,22 @@ def test_the_shuffled_batch_norm_puts_every_key_back_in_its_place():
     assert torch.allclose(shuffled, plain, atol=1e-6)
 
 
+def test_sharded_networks_are_the_batch_norm_groups():
+    from mt_repro.engine.distributed import ShardedModel
+
+    def sharded_moco(options):
+        torch.manual_seed(0)
+        student, teacher = (ShardedModel(models.create_model("digits_convnet", 10), 2) for _ in range(2))
+        return MoCo(moco_config(method_options=options), student, teacher)
+
+    for options in ("queue_size=16", "queue_size=16,bn_splits=2"):   # both: the 2 shards, keys shuffled
+        method = sharded_moco(options)
+        assert method.groups == 2 and method._key_shuffle(8, torch.device("cpu")) is not None
+    with pytest.raises(BadInput, match=r"in 2 shards, which are its batch-norm groups: bn_splits must be 1 or 2 \(got 4\)"):
+        sharded_moco("queue_size=16,bn_splits=4")
+    assert built(moco_config())._key_shuffle(8, torch.device("cpu")) is None   # one group: nothing to shuffle
+
+
 def test_the_gradient_check_of_every_method_covers_moco():
     from test_gradient_property import build, unsupervised_gradient
 

@@ -24,22 +24,18 @@ def _classifier(model: nn.Module) -> nn.Module:
 
 def representation(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """The pooled features the heads classify (the classification head's input), from one forward
-    pass; a network that runs its minibatch in chunks (``ShardedModel`` in one process) calls
-    the head once per chunk, in order: the chunks' features, concatenated."""
+    pass. A network that computes them its own way says so with a ``representation`` method of
+    its own (``ShardedModel``: in shards, across processes), which is used instead."""
+    own = getattr(type(model), "representation", None)
+    if callable(own):
+        return own(model, inputs)
     captured: list[torch.Tensor] = []
     hook = _classifier(model).register_forward_pre_hook(lambda module, args: captured.append(args[0]))
     try:
         model(inputs)
     finally:
         hook.remove()
-    # the head's calls until they cover the minibatch (a network may call its head again)
-    parts, rows = [], 0
-    for features in captured:
-        if rows >= len(inputs):
-            break
-        parts.append(features.flatten(1))
-        rows += len(features)
-    return torch.cat(parts)
+    return captured[0].flatten(1)   # the first call (a network may call its head again)
 
 
 def feature_size(model: nn.Module) -> int:

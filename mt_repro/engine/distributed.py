@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from mt_repro.core.errors import BadInput, RunFailed
+from mt_repro.core.networks import representation
 
 
 @dataclass(frozen=True)
@@ -133,29 +134,42 @@ class ShardedModel(nn.Module):
             # including when the loss uses one head only (supervised runs, no logit distance).
             # Buffers are broadcast from rank 0 before each forward pass (DDP's default), so
             # the running statistics kept are those of rank 0's chunk, as on DataParallel's GPU 0.
-            ddp = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, static_graph=True)
+            # The network's forward pass or its features (``representation``) are both passes of
+            # DDP's own module, so that what the loss uses is an output DDP watches: a gradient
+            # from the features alone (a contrastive method) is averaged as the outputs' is.
+            ddp = nn.parallel.DistributedDataParallel(_OutputsOrFeatures(module), device_ids=device_ids,
+                                                      static_graph=True)
         object.__setattr__(self, "_ddp", ddp)  # not a submodule: keeps state_dict keys plain
 
     def forward(self, inputs: torch.Tensor):
+        return self._sharded_pass(inputs, features=False)
+
+    def representation(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The pooled features of ``mt_repro.core.networks.representation``, computed as the
+        outputs are: each shard normalised by its own statistics, gathered across processes."""
+        return self._sharded_pass(inputs, features=True)
+
+    def _sharded_pass(self, inputs: torch.Tensor, features: bool):
         if not self.training or self.shards == 1:
-            return self.module(inputs)
+            return _pass(self.module, inputs, features)
         if len(inputs) % self.shards:
             raise RunFailed(f"a minibatch of {len(inputs)} cannot be split into {self.shards} "
                             "equal shards (make batch_size a multiple of the number of shards)")
         if self.group.distributed:
-            return self._forward_distributed(inputs)
-        return self._forward_in_turn(inputs)
+            return self._pass_distributed(inputs, features)
+        return self._pass_in_turn(inputs, features)
 
-    def _forward_distributed(self, inputs: torch.Tensor):
+    def _pass_distributed(self, inputs: torch.Tensor, features: bool):
         rank, world = self.group.rank, self.group.world_size
         chunk = inputs.chunk(self.shards)[rank]
         if torch.is_grad_enabled() and self._ddp is not None:
-            return _untuple([_GatherChunks.apply(out, rank, world) for out in _as_tuple(self._ddp(chunk))])
-        return _untuple([_gather(out, world) for out in _as_tuple(self.module(chunk))])
+            outputs = self._ddp(chunk, features=features)
+            return _untuple([_GatherChunks.apply(out, rank, world) for out in _as_tuple(outputs)])
+        return _untuple([_gather(out, world) for out in _as_tuple(_pass(self.module, chunk, features))])
 
-    def _forward_in_turn(self, inputs: torch.Tensor):
+    def _pass_in_turn(self, inputs: torch.Tensor, features: bool):
         chunks = inputs.chunk(self.shards)
-        outputs = [_as_tuple(self.module(chunks[0]))]
+        outputs = [_as_tuple(_pass(self.module, chunks[0], features))]
         # The other chunks update copies of the running statistics, dropped afterwards: the
         # first chunk's are kept, as DataParallel's GPU 0. (Copying values back instead would
         # change tensors that the backward pass of batch norm still needs.)
@@ -164,7 +178,7 @@ class ShardedModel(nn.Module):
         for owner, name, buffer in kept:
             setattr(owner, name, buffer.clone())
         try:
-            outputs += [_as_tuple(self.module(chunk)) for chunk in chunks[1:]]
+            outputs += [_as_tuple(_pass(self.module, chunk, features)) for chunk in chunks[1:]]
         finally:
             for owner, name, buffer in kept:
                 setattr(owner, name, buffer)
@@ -175,6 +189,22 @@ class ShardedModel(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _pass(network: nn.Module, inputs: torch.Tensor, features: bool):
+    return representation(network, inputs) if features else network(inputs)
+
+
+class _OutputsOrFeatures(nn.Module):
+    """What DDP wraps: the network, whose pass gives its outputs or, with ``features``, the
+    pooled features its heads take."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, inputs: torch.Tensor, features: bool = False):
+        return _pass(self.network, inputs, features)
 
 
 def _gather(chunk: torch.Tensor, world: int) -> torch.Tensor:

@@ -85,8 +85,9 @@ class MethodHooks:
     sample_extras: ClassVar[tuple[str, ...]] = ()
     reported_model: ClassVar[str] = "student"
     updates_teacher: ClassVar[bool] = True
-    # Whether the method runs under several processes: one student forward pass per step and
-    # no networks beyond student and teacher (mt_repro.engine.distributed).
+    # Whether the method runs under several processes: one student forward pass per step, and
+    # no trained networks beyond the student but those whose gradients every process computes
+    # alike from the gathered outputs (MoCo's heads; mt_repro.engine.distributed).
     multi_process: ClassVar[bool] = False
     evaluation: ClassVar[str] = "classifier"
     # A pre-training method (MoCo) leaves an encoder; it is not a row of a semi-supervised

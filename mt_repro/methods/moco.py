@@ -27,11 +27,22 @@ key head follows it with the momentum; the queue and both heads are in ``state_d
 
 Batch norm. MoCo shuffles the keys' minibatch across GPUs so that no sample's key is normalised
 with the statistics of its own query's sub-batch (intra-batch communication "cheats" the
-pretext task). Here a run is one process: with ``bn_splits = S`` > 1 each encoder sees its
-minibatch in ``S`` groups normalised apart, the keys' groups drawn from a shuffled order and
-put back, as the single-GPU ``SplitBatchNorm`` of MoCo's CIFAR-10 demo simulates ``S`` GPUs
-(its groups are passes here: the running statistics take ``S`` updates a step). With 1, plain
-batch norm over the whole minibatch, the cheat the shuffle exists to stop.
+pretext task). Both ways MoCo's code offers are here; in each, the encoders see the minibatch in
+groups normalised apart, the keys' groups drawn from a shuffled order and put back:
+
+* several processes (``torchrun``, one per GPU, as MoCo's ``_batch_shuffle_ddp``): the
+  processes are the groups. Every process holds the whole minibatch (the engine's
+  ``ShardedModel``), so the shuffle is a permutation drawn by rank 0 and broadcast, each
+  process encodes its share of the shuffled keys, and the gathered keys are put back in place;
+  the queries' shares are the unshuffled ones, their gradients averaged by DDP. ``batch_shards``
+  gives one process the same groups in turn;
+* one process, ``bn_splits = S`` > 1: ``S`` groups, passes one after the other, as the
+  single-GPU ``SplitBatchNorm`` of MoCo's CIFAR-10 demo simulates ``S`` GPUs (the running
+  statistics take ``S`` updates a step).
+
+``bn_splits`` counts the groups of the whole minibatch, so a run of ``S`` shards takes 1 or ``S``
+(both mean the shards). With one group, plain batch norm over the whole minibatch: the cheat the
+shuffle exists to stop.
 
 Evaluation is of the encoders' features, not of the untrained classification heads: the
 weighted kNN monitor of MoCo's demo (``evaluation = "knn"``, ``mt_repro.engine.evaluation``)
@@ -140,10 +151,19 @@ class MoCo(EMAMethod):
     reported_model = "student"  # the query encoder, as both papers evaluate it
     evaluation = "knn"
     pretraining = True
+    multi_process = True   # one student pass a step; the heads' gradients are the same in every process
 
     def __init__(self, config, student, teacher, options=None, *, build_network=None):
         super().__init__(config, student, teacher, options, build_network=build_network)
         opts = self.options
+        # the engine's shards (processes, or batch_shards in one process) are batch-norm groups
+        # already: MoCo adds passes of its own only to an unsharded network
+        self.shards = getattr(student, "shards", 1)
+        if self.shards > 1 and opts.bn_splits not in (1, self.shards):
+            raise BadInput(f"moco: this run's networks see each minibatch in {self.shards} shards, which are "
+                           f"its batch-norm groups: bn_splits must be 1 or {self.shards} "
+                           f"(got {opts.bn_splits})")
+        self.groups = max(self.shards, opts.bn_splits)
         device = next(student.parameters()).device
         width = feature_size(student)
         self.query_head = projection_head(width, opts.dim, opts.head).to(device)
@@ -186,14 +206,24 @@ class MoCo(EMAMethod):
         ``bn_splits`` groups of the minibatch taken in ``order`` (then put back in place)."""
         if order is not None:
             inputs = inputs[order]
-        groups = inputs.chunk(self.options.bn_splits)
-        features = torch.cat([representation(network, group) for group in groups])
+        passes = 1 if self.shards > 1 else self.options.bn_splits
+        features = torch.cat([representation(network, group) for group in inputs.chunk(passes)])
         projected = F.normalize(head(features.float()), dim=1)
         if order is None:
             return projected
         restored = torch.empty_like(projected)
         restored[order] = projected
         return restored
+
+    def _key_shuffle(self, size: int, device: torch.device) -> torch.Tensor | None:
+        """The order in which the keys are grouped; None when there is one group. Every process
+        draws it (their generators stay in step) and takes rank 0's, as MoCo broadcasts it."""
+        if self.groups == 1:
+            return None
+        order = torch.randperm(size, device=device)
+        if self.shards > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(order, src=0)
+        return order
 
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         if self.options.views == "pipeline":
@@ -205,8 +235,7 @@ class MoCo(EMAMethod):
         momentum_update(self.key_head, self.query_head, self.options.momentum)
         queries = self._projected(self.student, self.query_head, queries_in, None)
         with torch.no_grad():
-            shuffle = torch.randperm(len(keys_in), device=keys_in.device) if self.options.bn_splits > 1 else None
-            keys = self._projected(self.teacher, self.key_head, keys_in, shuffle)
+            keys = self._projected(self.teacher, self.key_head, keys_in, self._key_shuffle(len(keys_in), keys_in.device))
         # the queue as it was: enqueuing below changes it in place before the backward pass
         contrastive, logits = info_nce(queries, keys, self.queue.keys.clone(), self.options.temperature)
         self.queue.enqueue(keys)

@@ -1,5 +1,5 @@
-"""A tiny Mean Teacher run on the digits, for tests/test_distributed.py: run by ``torchrun``
-(one process per shard) or as a plain script (``--shards N``: the shards in turn).
+"""A tiny Mean Teacher (or ``--method``) run on the digits, for tests/test_distributed.py: run by
+``torchrun`` (one process per shard) or as a plain script (``--shards N``: the shards in turn).
 
 Dropout is switched off so that the forward pass draws no random numbers: the processes of a
 distributed run draw dropout masks from their own generators, a single process from one.
@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", default="faithful")
     parser.add_argument("--method", default="mean_teacher")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--method-options", default="")
     parser.add_argument("--resume", action="store_true", help="continue OUT to --steps-epochs epochs")
     args = parser.parse_args(argv)
     if args.resume:
@@ -36,6 +37,9 @@ def main(argv=None) -> int:
         consistency=30.0, consistency_rampup=1, logit_distance_cost=0.01, print_freq=1,
         seed=0, device="cpu", mode=args.mode, method=args.method, batch_shards=args.shards,
         dist_timeout_s=args.timeout)
+    if args.method == "moco":   # a pre-training stage: every image, no labels, the contrastive loss alone
+        config = config.replace(sampling="uniform", labeled_batch_size=None, logit_distance_cost=-1.0,
+                                consistency=1.0, consistency_rampup=0, method_options=args.method_options)
     with process_group(config) as config:
         seed_everything(config.seed)
         trainer = Trainer(config, args.out, progress=False).build()
