@@ -37,12 +37,16 @@ class _ConsoleHandler(logging.Handler):
             click.echo("\n".join(printable(line) for line in message.split("\n")))
 
 
-def _log_to_console() -> None:
+def _first_process() -> bool:
     """Under torchrun only the first process speaks (the others would repeat it)."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def _log_to_console() -> None:
     logger = logging.getLogger("mt_repro")
     if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
         logger.addHandler(_ConsoleHandler())
-    logger.setLevel(logging.INFO if os.environ.get("RANK", "0") in ("", "0") else logging.ERROR)
+    logger.setLevel(logging.INFO if _first_process() else logging.ERROR)
     logger.propagate = False
 
 
@@ -516,6 +520,8 @@ def _resume_demo(ctx: click.Context, directory: Path, argument: str, why: str, n
 def _print_summary(summary: dict) -> None:
     from mt_repro.apps.training import summary_lines
 
+    if not _first_process():
+        return
     for line in summary_lines(summary):
         click.echo(line)
 

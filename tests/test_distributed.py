@@ -121,6 +121,23 @@ def test_moco_shuffles_batch_norm_across_processes_as_one_process_does_in_turn(t
             torch.testing.assert_close(state_a[head][name], state_b[head][name], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_a_moco_run_of_the_cli_under_torchrun_speaks_once(tmp_path):
+    synthetic.write_cifar_tarball(tmp_path / "c.tar.gz", n_train=256, n_test=32)
+    labels = synthetic.balanced_labels(tmp_path / "c.tar.gz", 4)
+    (tmp_path / "l.txt").write_text("".join(f"{k} {v}\n" for k, v in labels.items()))
+    result = run(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mt_repro.cli",
+                  "cifar10", "--labels", "1000", "--data", tmp_path / "c.tar.gz", "--label-file", tmp_path / "l.txt",
+                  "--method", "moco", "--set", "arch=cifar_shakeshake_mini", "--set", "batch_size=64",
+                  "--set", "method_options=queue_size=128", "--epochs", "1", "--device", "cpu",
+                  "--out", tmp_path / "run", "--no-progress"], {"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done: 1 epochs, 4 steps") == 1   # rank 1 prints nothing
+    assert "student kNN error" in result.stdout
+    rows = read_rows(tmp_path / "run" / "training.jsonl")
+    assert rows and all(value(r, "contrastive_loss") > 0 for r in rows)   # rank 0 wrote its log
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
