@@ -260,6 +260,30 @@ def test_table_4_runs_are_started_once_then_skipped(tmp_path, monkeypatch, origi
     assert tables.run_table(4, tmp_path, **kwargs) == {"skipped": 3, "resumed": 0, "started": 0, "waiting": 0}
 
 
+def test_interrupted_table_runs_resume_with_the_data_given_now(tmp_path, monkeypatch, original_labels):
+    """The data (and label files) may have moved since the runs started: a resumed run is given
+    where they are now, for runs.resume to check against what it started with."""
+    from mt_repro.engine import runs
+
+    configs, resumed = {}, []
+
+    def interrupted_train(config, out_dir, **kwargs):   # killed after writing its settings
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text("{}")
+        configs[out_dir] = config
+
+    monkeypatch.setattr(runs, "train", interrupted_train)
+    monkeypatch.setattr(runs, "read_run_config", lambda directory: configs[directory])
+    monkeypatch.setattr(runs, "resume", lambda directory, overrides=None, **kwargs: resumed.append(overrides))
+    kwargs = dict(seeds=1, label_dir=original_labels, progress=False)
+    tables.run_table(4, tmp_path, data_dirs={"cifar10": "c", "imagenet": "i"}, **kwargs)
+    counts = tables.run_table(4, tmp_path, data_dirs={"cifar10": "moved/c", "imagenet": "moved/i"}, **kwargs)
+    assert counts["resumed"] == 3 and counts["started"] == 0
+    assert [(o["data_dir"], Path(o["labels"]).relative_to(original_labels).as_posix()) for o in resumed] == [
+        ("moved/c", "cifar10/4000_balanced_labels/10.txt"), ("moved/c", "cifar10/1000_balanced_labels/10.txt"),
+        ("moved/i", "ilsvrc2012/128000_balanced_labels/00.txt")]
+
+
 def test_table_1_runs_go_to_the_convnet_runner_with_the_runners_settings(tmp_path, monkeypatch):
     from mt_repro.config.convnet import ConvNetConfig
     from mt_repro.engine import runs

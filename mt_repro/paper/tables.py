@@ -189,7 +189,8 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
         check_config(configs[run])
     for line in differences_from_the_paper(configs):
         log.warning(line)
-    grid = [GridRun(out_dir / run.directory, configs.get(run), f"{run.key.describe()}, data seed {run.data_seed}")
+    grid = [GridRun(out_dir / run.directory, configs.get(run), f"{run.key.describe()}, data seed {run.data_seed}",
+                    resume_overrides=moved_inputs(run, data_dirs, label_dir))
             for run in planned]
     counts = launch(grid, launcher=launcher, devices=devices, threads=threads, progress=progress, slurm=slurm)
     return {"skipped": counts.skipped, "resumed": counts.resumed, "started": counts.started, "waiting": len(left)}
@@ -208,6 +209,16 @@ def differences_from_the_paper(configs: dict[PlannedRun, object]) -> list[str]:
                               f"({reference.name}: {told}); `mt-repro compare` will report them as not "
                               "comparable with the paper")
     return list(lines.values())
+
+
+def moved_inputs(run: PlannedRun, data_dirs: dict[str, str], label_dir) -> dict[str, str]:
+    """What a resumed run of the table is given: where its data (and label file) are now, in
+    case they moved since it started; ``runs.resume`` uses them only if they hold what the run
+    started with, and refuses them otherwise."""
+    given = {"data_dir": str(data_dir_for(run, data_dirs))}
+    if not run.convnet and label_dir is not None:
+        given["labels"] = str(resnet_label_file(run.config, run.data_seed, label_dir))
+    return given
 
 
 def data_dir_for(run: PlannedRun, data_dirs: dict[str, str]) -> str:
