@@ -83,6 +83,30 @@ def test_two_processes_equal_one_process_with_two_shards(tmp_path, label_file):
     assert torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
 
 
+@pytest.mark.slow
+def test_a_run_that_uses_one_head_trains_in_two_processes_as_in_one(tmp_path, label_file):
+    """Without logit distance the second head's output is unused: its parameters get no
+    gradient, which DDP must not wait for (it did: the second step stopped with "Expected to
+    have finished reduction in the prior iteration"), and they stay as they began."""
+    env, one_head = {"OMP_NUM_THREADS": "1"}, ["--logit-distance-cost", "-1"]
+    two = run(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", WORKER,
+               tmp_path / "ddp", label_file, *one_head], env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run([WORKER, tmp_path / "shards", label_file, "--shards", "2", *one_head], env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    keys = ("loss", "class_loss", "cons_loss")
+    rows = {name: np.array([[value(r, k) for k in keys] for r in read_rows(tmp_path / name / "training.jsonl")])
+            for name in ("ddp", "shards")}
+    assert len(rows["ddp"]) == 24
+    np.testing.assert_allclose(rows["ddp"], rows["shards"], rtol=1e-5, atol=1e-7)
+    a, b = (torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+            for name in ("ddp", "shards"))
+    for name in a:
+        torch.testing.assert_close(a[name].float(), b[name].float(), rtol=1e-4, atol=1e-5)
+    second_head = [k for k in a if k.split(".")[-2] == "fc2"]   # (saved as module.fc2.weight, as the original)
+    assert second_head and all(torch.equal(a[k], b[k]) for k in second_head)   # untrained in both
+
+
 MOCO = "queue_size=128,momentum=0.99,temperature=0.1,knn_k=10"
 
 

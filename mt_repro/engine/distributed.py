@@ -119,7 +119,7 @@ class ShardedModel(nn.Module):
     """
 
     def __init__(self, module: nn.Module, shards: int, group: ProcessGroup = SINGLE,
-                 device: torch.device | None = None, trainable: bool = True):
+                 device: torch.device | None = None, trainable: bool = True, unused_heads: tuple[str, ...] = ()):
         super().__init__()
         if group.distributed and shards != group.world_size:
             raise BadInput(f"batch_shards ({shards}) must equal the number of processes "
@@ -130,15 +130,22 @@ class ShardedModel(nn.Module):
         ddp = None
         if group.distributed and trainable:
             device_ids = [device.index] if device is not None and device.type == "cuda" else None
-            # static_graph: the set of parameters that get gradients is the same every step,
-            # including when the loss uses one head only (supervised runs, no logit distance).
+            # static_graph: the set of parameters that get gradients is the same every step.
             # Buffers are broadcast from rank 0 before each forward pass (DDP's default), so
             # the running statistics kept are those of rank 0's chunk, as on DataParallel's GPU 0.
             # The network's forward pass or its features (``representation``) are both passes of
             # DDP's own module, so that what the loss uses is an output DDP watches: a gradient
             # from the features alone (a contrastive method) is averaged as the outputs' is.
-            ddp = nn.parallel.DistributedDataParallel(_OutputsOrFeatures(module), device_ids=device_ids,
-                                                      static_graph=True)
+            wrapped = _OutputsOrFeatures(module)
+            # A head whose output the loss never uses (``unused_heads``: the second head of a run
+            # without logit distance) is still reachable from the outputs, which DDP would count
+            # as used and wait for its gradient: its parameters are left out of DDP's care. They
+            # get no gradient in any process, so they stay alike everywhere.
+            ignored = [f"network.{name}" for name, _ in module.named_parameters()
+                       if name.split(".", 1)[0] in unused_heads]
+            if ignored:
+                nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapped, ignored)
+            ddp = nn.parallel.DistributedDataParallel(wrapped, device_ids=device_ids, static_graph=True)
         object.__setattr__(self, "_ddp", ddp)  # not a submodule: keeps state_dict keys plain
 
     def forward(self, inputs: torch.Tensor):

@@ -219,7 +219,9 @@ class Trainer:
         if cfg.batch_size % shards:
             raise BadInput(f"batch_size ({cfg.batch_size}) must be a multiple of the {shards} "
                            "processes: each takes an equal share of every minibatch")
-        return (distributed.ShardedModel(student, shards, group, self.device),
+        # without logit distance the loss takes both of its terms from the first head
+        unused = ("fc2",) if cfg.logit_distance_cost < 0 else ()
+        return (distributed.ShardedModel(student, shards, group, self.device, unused_heads=unused),
                 distributed.ShardedModel(teacher, shards, group, self.device, trainable=False))
 
     def _prepare_out_dir(self, record_config: bool = True) -> None:

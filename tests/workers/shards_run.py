@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="mean_teacher")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--method-options", default="")
+    parser.add_argument("--logit-distance-cost", type=float, default=0.01, help="< 0: one head")
     parser.add_argument("--resume", action="store_true", help="continue OUT to --steps-epochs epochs")
     args = parser.parse_args(argv)
     if args.resume:
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
         dataset="digits", train_subdir="train", eval_subdir="test", arch="digits_convnet",
         labels=args.label_file, workers=0, batch_size=64, labeled_batch_size=16,
         epochs=args.steps_epochs, lr=0.05, nesterov=True, weight_decay=5e-4, ema_decay=0.99,
-        consistency=30.0, consistency_rampup=1, logit_distance_cost=0.01, print_freq=1,
+        consistency=30.0, consistency_rampup=1, logit_distance_cost=args.logit_distance_cost, print_freq=1,
         seed=0, device="cpu", mode=args.mode, method=args.method, batch_shards=args.shards,
         dist_timeout_s=args.timeout)
     if args.method == "moco":   # a pre-training stage: every image, no labels, the contrastive loss alone
