@@ -324,11 +324,16 @@ _DOWNLOAD_OPTIONS = [
 
 
 _LAUNCHER_OPTIONS = [
-    click.option("--launcher", type=click.Choice(["serial", "local", "slurm"]), default="serial", show_default=True,
-                 help="serial: one run after another here; local: one process per --devices slot; "
-                      "slurm: one job per run (an array job, through submitit)"),
+    click.option("--launcher", type=click.Choice(["serial", "local", "torchrun", "slurm"]), default="serial",
+                 show_default=True,
+                 help="serial: one run after another here; local: one process per --devices slot; torchrun: "
+                      "each run in --procs-per-run processes, one per device; slurm: one job per run (an array "
+                      "job, through submitit)"),
     click.option("--devices", metavar="LIST",
-                 help="--launcher local: the slots, e.g. cuda:0,cuda:1,cuda:2,cuda:3 or cpu,cpu (a device may repeat)"),
+                 help="--launcher local: the slots, e.g. cuda:0,cuda:1,cuda:2,cuda:3 or cpu,cpu (a device may repeat); "
+                      "--launcher torchrun: the devices, taken --procs-per-run at a time"),
+    click.option("--procs-per-run", type=int,
+                 help="--launcher torchrun: processes (devices) per run (default: all of --devices)"),
     click.option("--slurm-partition", help="--launcher slurm: the partition"),
     click.option("--slurm-time", type=int, default=24 * 60, show_default=True, help="--launcher slurm: minutes per job"),
     click.option("--gpus-per-run", type=int, default=1, show_default=True, help="--launcher slurm"),
@@ -354,13 +359,16 @@ def _launcher_choices(options: dict, out: Path) -> dict:
 
     launcher = options.pop("launcher")
     devices = _launch_devices(launcher, options.pop("devices"))
+    procs_per_run = options.pop("procs_per_run")
+    if procs_per_run is not None and launcher != "torchrun":
+        raise BadInput(f"--procs-per-run: an option of --launcher torchrun, not of --launcher {launcher}")
     names = ("slurm_partition", "slurm_time", "gpus_per_run", "cpus_per_run", "slurm_setup", "slurm_executor", "wait")
     slurm = {name: options.pop(name) for name in names}
     if launcher != "slurm":
         given = _given(click.get_current_context(), names)
         if given:
             raise BadInput(f"{', '.join(given)}: options of --launcher slurm, not of --launcher {launcher}")
-        return {"launcher": launcher, "devices": devices}
+        return {"launcher": launcher, "devices": devices, "procs_per_run": procs_per_run}
     for name, value in (("--slurm-time", slurm["slurm_time"]), ("--cpus-per-run", slurm["cpus_per_run"])):
         if value < 1:
             raise BadInput(f"{name} must be at least 1, got {value}")
@@ -376,11 +384,11 @@ def _launcher_choices(options: dict, out: Path) -> dict:
 def _launch_devices(launcher: str, devices: str | None) -> list[str] | None:
     from mt_repro.engine.launch import parse_devices
 
-    if launcher != "local":
+    if launcher not in ("local", "torchrun"):
         if devices is not None:
-            raise BadInput("--devices lists the slots of --launcher local: give --launcher local too")
+            raise BadInput("--devices lists the devices of --launcher local or torchrun: give one of them too")
         return None
-    return parse_devices(devices)
+    return parse_devices(devices, launcher)
 
 
 def _apply_download(options: dict, dataset: str, *, config_name: str | None = None,

@@ -117,6 +117,77 @@ def digits_grid(tmp_path, n: int, broken: int | None = None, epochs: int = 1) ->
     return grid
 
 
+TORCHRUN_GRID = Path(__file__).parent / "workers" / "torchrun_grid.py"
+
+
+def processes_naming(text: str) -> list[int]:
+    """Processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the run's processes")
+def test_torchrun_trains_each_run_in_two_processes_and_a_killed_launch_resumes(tmp_path):
+    argv = [sys.executable, str(TORCHRUN_GRID)]
+    whole = subprocess.run([*argv, str(tmp_path / "whole")], capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "2 run(s) on 1 slot(s): cpu+cpu" in whole.stdout and "started 2, resumed 0" in whole.stdout
+    for run in ("run0", "run1"):
+        summary = json.loads((tmp_path / "whole" / run / "summary.json").read_text())
+        assert summary["provenance"]["processes"] == 2
+        assert "mt-repro: error" not in (tmp_path / "whole" / run / launch.TORCHRUN_LOG).read_text()
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*argv, str(killed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (killed / "run0" / "checkpoints" / "checkpoint.2.ckpt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)   # the launcher: its worker, torchrun and the run's processes follow
+    process.communicate()
+    deadline = time.monotonic() + 60
+    while processes_naming(str(killed / "run0")):
+        assert time.monotonic() < deadline, "the run's processes outlived the launcher"
+        time.sleep(0.1)
+    assert not (killed / "run0" / "summary.json").exists()
+
+    again = subprocess.run([*argv, str(killed)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "started 1, resumed 1, skipped 0" in again.stdout
+    for run in ("run0", "run1"):
+        assert run_results(killed / run) == run_results(tmp_path / "whole" / run)
+
+
+def test_devices_in_slots_of_a_run_s_processes():
+    assert launch.device_slots(["cuda:0", "cuda:1", "cuda:2", "cuda:3"], 2) == [("cuda:0", "cuda:1"),
+                                                                               ("cuda:2", "cuda:3")]
+    assert launch.device_slots(["cpu", "cpu"], 2) == [("cpu", "cpu")]
+    for devices, procs, message in [
+        (["cuda:0", "cuda:1", "cuda:2"], 2, "lists 3 device\\(s\\), not a multiple of --procs-per-run 2"),
+        (["cuda:0", "cpu"], 2, "mixes cpu and cuda"),
+        (["cuda:0", "cuda:0"], 2, "each take their own GPU"),
+        (["cuda", "cuda"], 2, "each take their own GPU"),
+        (["cpu"], 0, "--procs-per-run must be at least 1"),
+    ]:
+        with pytest.raises(BadInput, match=message):
+            launch.device_slots(devices, procs)
+
+
+def test_torchrun_refuses_the_convnet_runs_before_any_starts(cli, svhn, tmp_path):
+    assert_one_line_error(cli("ablation", GRID, "--data", svhn, "--out", tmp_path, "--launcher", "torchrun",
+                              "--devices", "cpu,cpu"),
+                          "--launcher torchrun: data seed", "is a ConvNet run, which trains in one process; "
+                          "use --launcher local")
+    assert not list(tmp_path.rglob("config.json"))
+
+
 def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path):
     from mt_repro.engine.trainer import remove_run_files
 
@@ -156,7 +227,11 @@ def test_bad_device_lists(text, message):
 
 def test_devices_without_the_local_launcher_are_refused(cli, tmp_path):
     assert_one_line_error(cli("ablation", GRID, "--devices", "cpu,cpu", "--out", tmp_path),
-                          "--devices lists the slots of --launcher local")
+                          "--devices lists the devices of --launcher local or torchrun")
+    assert_one_line_error(cli("ablation", GRID, "--procs-per-run", "2", "--out", tmp_path),
+                          "--procs-per-run: an option of --launcher torchrun, not of --launcher serial")
+    assert_one_line_error(cli("table", "4", "--launcher", "torchrun", "--out", tmp_path),
+                          "--launcher torchrun needs --devices")
     assert_one_line_error(cli("table", "1", "--launcher", "local", "--out", tmp_path),
                           "--launcher local needs --devices")
     assert_one_line_error(cli("ablation", GRID, "--slurm-partition", "gpu", "--wait", "--out", tmp_path),

@@ -215,7 +215,8 @@ def resume_command(run_dir: str | Path, overrides: Iterable[str] = (), *, epochs
 
 
 def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False, launcher: str = "serial",
-                     devices: list[str] | None = None, slurm: launch.SlurmSettings | None = None) -> tuple[int, int]:
+                     devices: list[str] | None = None, slurm: launch.SlurmSettings | None = None,
+                     procs_per_run: int | None = None) -> tuple[int, int]:
     """Every run of one of the paper's SVHN ablations (Figure 4), skipping finished runs and
     resuming interrupted ones, serially or in local processes (``mt_repro.engine.launch``);
     returns (runs, already finished)."""
@@ -247,7 +248,7 @@ def ablation_command(name: str, choices: RunChoices, *, dry_run: bool = False, l
                                    resume_overrides={"data_dir": str(choices.data_dir)}))
     if dry_run:
         return len(experiment.ablation_runs()), 0
-    counts = launch.launch(grid, launcher=launcher, devices=devices, threads=choices.threads,
+    counts = launch.launch(grid, launcher=launcher, devices=devices, threads=choices.threads, procs_per_run=procs_per_run,
                            progress=choices.progress, slurm=slurm)
     return len(grid), counts.skipped
 

@@ -7,6 +7,12 @@ processes, one per device slot.
   worker process that takes the next run off a queue. A CUDA slot's process sees only its GPU
   (``CUDA_VISIBLE_DEVICES``, set before torch touches CUDA), and a CPU slot gets its share of
   the cores as torch threads (``mt_repro.core.threads``).
+* ``torchrun``: as ``local``, but each slot is ``procs_per_run`` devices and a run spans them:
+  it goes through ``torchrun --standalone`` with one process per device (``mt_repro.engine.
+  distributed``), e.g. ``cuda:0,cuda:1,cuda:2,cuda:3`` with 2 processes per run trains two
+  runs at once on two GPUs each (``cpu,cpu`` with 2: one run in two gloo processes). The new
+  run's settings are written to its ``config.json`` first, and the processes take the run up as
+  ``mt-repro resume`` does; their output goes to ``launch.log`` in the run directory.
 * ``slurm``: one job per run, submitted as one array job through submitit (``SlurmSettings``:
   partition, time limit, GPUs and CPUs per run, setup lines). A job that Slurm preempts or
   times out is requeued and resumes its run from the last checkpoint. The launch returns once
@@ -30,11 +36,13 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import json
 import logging
 import multiprocessing
 import os
 import queue
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,15 +51,20 @@ from typing import Any, Callable
 
 import torch
 
+from mt_repro.config.saved import to_saved
+from mt_repro.config.train import TrainConfig
 from mt_repro.core.errors import BadInput, MtReproError, RunFailed, printable
+from mt_repro.core.fileio import write_text_atomic
+from mt_repro.core.threads import choose_threads
 from mt_repro.engine import runs
-from mt_repro.engine.threads import use_threads
+from mt_repro.engine.threads import network_parameters, use_threads
 from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
 FAILED_FILE = "failed.txt"
-LAUNCHERS = ("serial", "local", "slurm")
+TORCHRUN_LOG = "launch.log"   # --launcher torchrun: the output of a run's processes
+LAUNCHERS = ("serial", "local", "torchrun", "slurm")
 
 
 @dataclass(frozen=True)
@@ -74,10 +87,10 @@ class LaunchCounts:
     jobs: list = field(default_factory=list)   # --launcher slurm: the submitit jobs
 
 
-def parse_devices(text: str | None) -> list[str]:
+def parse_devices(text: str | None, launcher: str = "local") -> list[str]:
     """``--devices``: comma-separated ``cpu``, ``cuda`` or ``cuda:N`` slots (a device may repeat)."""
     if not text:
-        raise BadInput("--launcher local needs --devices, e.g. --devices cuda:0,cuda:1 or --devices cpu,cpu")
+        raise BadInput(f"--launcher {launcher} needs --devices, e.g. --devices cuda:0,cuda:1 or --devices cpu,cpu")
     slots = [item.strip() for item in text.split(",")]
     for slot in slots:
         kind, _, index = slot.partition(":")
@@ -85,6 +98,24 @@ def parse_devices(text: str | None) -> list[str]:
             raise BadInput(f"--devices: {slot!r} is not a device (cpu, cuda or cuda:N)")
         if kind == "cuda" and index and torch.cuda.is_available() and int(index) >= torch.cuda.device_count():
             raise BadInput(f"--devices: {slot} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    return slots
+
+
+def device_slots(devices: list[str], procs_per_run: int) -> list[tuple[str, ...]]:
+    """``--launcher torchrun``: ``devices`` in slots of ``procs_per_run``, one run at a time on
+    each, one process per device of its slot."""
+    if procs_per_run < 1:
+        raise BadInput(f"--procs-per-run must be at least 1, got {procs_per_run}")
+    if len(devices) % procs_per_run:
+        raise BadInput(f"--devices lists {len(devices)} device(s), not a multiple of --procs-per-run {procs_per_run}")
+    slots = [tuple(devices[i:i + procs_per_run]) for i in range(0, len(devices), procs_per_run)]
+    for slot in slots:
+        kinds = {device.split(":")[0] for device in slot}
+        if len(kinds) > 1:
+            raise BadInput(f"--devices: the slot {','.join(slot)} mixes cpu and cuda; one run's processes share a kind")
+        if kinds == {"cuda"} and (len(set(slot)) < len(slot) or "cuda" in slot):
+            raise BadInput(f"--devices: the processes of one run each take their own GPU: name them "
+                           f"cuda:0,cuda:1,... (got {','.join(slot)})")
     return slots
 
 
@@ -105,10 +136,11 @@ class SlurmSettings:
 
 def launch(grid: list[GridRun], *, launcher: str = "serial", devices: list[str] | None = None,
            threads: int | None = None, progress: bool = True, say: Callable[[str], None] = log.info,
-           slurm: SlurmSettings | None = None) -> LaunchCounts:
+           slurm: SlurmSettings | None = None, procs_per_run: int | None = None) -> LaunchCounts:
     """Train, resume or skip every run of ``grid``; raises ``RunFailed`` at the end if any failed.
-    ``threads``: torch threads per run (``--threads``), else chosen for each run's network and
-    the runs that share the cores (``mt_repro.core.threads``)."""
+    ``threads``: torch threads per run (``--threads``; per process under torchrun), else chosen
+    for each run's network and the processes that share the cores (``mt_repro.core.threads``).
+    ``procs_per_run``: ``torchrun``'s processes per run (default: every device, one run at a time)."""
     if launcher not in LAUNCHERS:
         raise BadInput(f"--launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
     counts = LaunchCounts()
@@ -125,7 +157,16 @@ def launch(grid: list[GridRun], *, launcher: str = "serial", devices: list[str] 
             outcome = _run_one(run, None, threads, 1, progress, say_threads=True)
             _count(counts, run, outcome, resume)
     elif launcher == "local":
-        _launch_local(todo, devices or [], threads, counts, say)
+        _launch_local(todo, [(device,) for device in devices or []], threads, counts, say)
+    elif launcher == "torchrun":
+        devices = devices or []
+        slots = device_slots(devices, procs_per_run or max(1, len(devices)))
+        for run in todo:   # one process per device is the ResNet recipe's; the ConvNet's runs in one
+            config = runs.read_run_config(run.directory) if (run.directory / CONFIG_FILE).is_file() else run.config
+            if not isinstance(config, TrainConfig):
+                raise BadInput(f"--launcher torchrun: {run.label} is a ConvNet run, which trains in one process; "
+                               "use --launcher local")
+        _launch_local(todo, slots, threads, counts, say)
     else:
         _launch_slurm(todo, slurm or SlurmSettings(Path("slurm")), threads, counts, say)
     if counts.failed:
@@ -172,39 +213,47 @@ def _run_one(run: GridRun, device: str | None, threads: int | None, sharing: int
             config = run.config if device is None else dataclasses.replace(run.config, device=device)
             summary = runs.train(config, run.directory, progress=progress)
     except Exception as exc:   # recorded for `table --status`; the grid goes on
-        line = printable(f"{type(exc).__name__}: {exc}").splitlines()[0] if str(exc) else type(exc).__name__
-        run.directory.mkdir(parents=True, exist_ok=True)
-        failed.write_text(line + "\n")
-        if not isinstance(exc, MtReproError):
-            log.exception(f"{run.directory}: {line}")
-        return _Outcome(resume, error=line, bad_input=str(exc) if isinstance(exc, BadInput) else None)
+        return _failed(run, exc, resume)
     return _Outcome(resume, dict(summary or {}), seconds=time.time() - start)
 
 
+def _failed(run: GridRun, exc: Exception, resumed: bool) -> _Outcome:
+    """``exc`` as the run's ``failed.txt`` line and outcome."""
+    line = printable(f"{type(exc).__name__}: {exc}").splitlines()[0] if str(exc) else type(exc).__name__
+    run.directory.mkdir(parents=True, exist_ok=True)
+    (run.directory / FAILED_FILE).write_text(line + "\n")
+    if not isinstance(exc, MtReproError):
+        log.exception(f"{run.directory}: {line}")
+    return _Outcome(resumed, error=line, bad_input=str(exc) if isinstance(exc, BadInput) else None)
+
+
 # --- local processes -------------------------------------------------------------------------
-def _launch_local(todo: list[GridRun], devices: list[str], threads: int | None, counts: LaunchCounts,
+def _launch_local(todo: list[GridRun], slots: list[tuple[str, ...]], threads: int | None, counts: LaunchCounts,
                   say) -> None:
+    """Each slot (one device, or a run's devices under torchrun) a worker process taking the
+    next run off a queue."""
     if not todo:
         return
-    devices = devices[:len(todo)]
+    slots = slots[:len(todo)]
+    processes = sum(len(slot) for slot in slots)   # that share the cores
     context = multiprocessing.get_context("spawn")   # a forked torch may hang in its thread pool
     tasks, results = context.Queue(), context.Queue()
     for index, run in enumerate(todo):
         tasks.put((index, run))
     workers = []
-    for slot in devices:
+    for slot in slots:
         tasks.put(None)
-        worker = context.Process(target=_worker, args=(slot, threads, len(devices), tasks, results), daemon=True)
+        worker = context.Process(target=_worker, args=(slot, threads, processes, tasks, results), daemon=True)
         worker.start()
         workers.append(worker)
-    say(f"{len(todo)} run(s) on {len(workers)} slot(s): {', '.join(devices)}")
+    say(f"{len(todo)} run(s) on {len(workers)} slot(s): {', '.join('+'.join(slot) for slot in slots)}")
     finished = False
     try:
         for done in range(1, len(todo) + 1):
             index, slot, outcome = _next_result(results, workers)
             run = todo[index]
             what = f"failed: {outcome.error}" if outcome.error else f"{_error_text(outcome.summary)}, {outcome.seconds:.0f} s"
-            say(f"[{done}/{len(todo)}] {run.label} on {slot}: {what} ({run.directory})")
+            say(f"[{done}/{len(todo)}] {run.label} on {'+'.join(slot)}: {what} ({run.directory})")
             _count(counts, run, outcome, outcome.resumed)
         finished = True
     except KeyboardInterrupt:
@@ -240,17 +289,65 @@ def _error_text(summary: dict | None) -> str:
     return "test error " + ", ".join(parts) if parts else "done"
 
 
-def _worker(slot: str, threads: int | None, slots: int, tasks, results) -> None:
+def _worker(slot: tuple[str, ...], threads: int | None, processes: int, tasks, results) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    device = slot
-    if slot.startswith("cuda:"):   # this process sees its GPU alone, as cuda:0
-        os.environ["CUDA_VISIBLE_DEVICES"] = slot.split(":")[1]
-        device = "cuda"
+    kind = slot[0].split(":")[0]
+    if kind == "cuda" and ":" in slot[0]:   # this slot's processes see its GPUs alone, as cuda:0, ...
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(device.split(":")[1] for device in slot)
+    device = kind if kind == "cuda" else slot[0]
     logging.getLogger("mt_repro").setLevel(logging.WARNING)
     while (item := tasks.get()) is not None:
         index, run = item
-        results.put((index, slot, _run_one(run, device, threads, slots, progress=False)))
+        if len(slot) == 1:
+            outcome = _run_one(run, device, threads, processes, progress=False)
+        else:
+            outcome = _run_torchrun(run, device, len(slot), threads, processes)
+        results.put((index, slot, outcome))
+
+
+def _run_torchrun(run: GridRun, device: str, nproc: int, threads: int | None, processes: int) -> _Outcome:
+    """``run`` in ``nproc`` processes of ``torchrun --standalone`` on ``device`` (the slot's GPUs
+    are this process's ``CUDA_VISIBLE_DEVICES``): a new run's settings go to its config.json,
+    then every process takes the run up as ``mt-repro resume`` (which starts a run without a
+    checkpoint from the beginning). The run's failure is the last error line of its processes."""
+    failed = run.directory / FAILED_FILE
+    failed.unlink(missing_ok=True)
+    resume = (run.directory / CONFIG_FILE).is_file()
+    start = time.time()
+    try:
+        config = runs.read_run_config(run.directory) if resume else dataclasses.replace(run.config, device=device)
+        if not resume:
+            run.directory.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(run.directory / CONFIG_FILE, json.dumps(to_saved(config), indent=2) + "\n")
+        per_process = choose_threads(network_parameters(config), given=threads, processes=processes).threads
+    except Exception as exc:   # (the same record as _run_one's)
+        return _failed(run, exc, resume)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "mt_repro.cli", "resume", str(run.directory), "--no-progress", "--threads", str(per_process),
+               "--set", f"device={device}"]
+    for option, key in (("--data", "data_dir"), ("--label-file", "labels")):
+        if run.resume_overrides.get(key) is not None:
+            command += [option, str(run.resume_overrides[key])]
+    with open(run.directory / TORCHRUN_LOG, "w") as output:
+        code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              preexec_fn=_terminate_with_parent).returncode
+    if code != 0:
+        lines = (run.directory / TORCHRUN_LOG).read_text(errors="replace").splitlines()[-400:]
+        errors = [line.split("mt-repro: error: ", 1)[1] for line in lines if "mt-repro: error: " in line]
+        line = printable(errors[-1] if errors else f"torchrun exited with code {code} (its output: "
+                         f"{run.directory / TORCHRUN_LOG})")[:300]
+        failed.write_text(line + "\n")
+        return _Outcome(resume, error=line, bad_input=line if code == 2 else None)
+    summary = json.loads((run.directory / SUMMARY_FILE).read_text())
+    return _Outcome(resume, summary, seconds=time.time() - start)
+
+
+def _terminate_with_parent() -> None:
+    """(In torchrun's process, before it starts.) SIGTERM when the worker dies, on which
+    torchrun stops the run's processes."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
 
 
 def _die_with_parent() -> None:

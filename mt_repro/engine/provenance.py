@@ -220,6 +220,8 @@ def of_trainer(trainer) -> dict[str, Any]:
     """The provenance of the run ``trainer`` has trained (``Trainer.write_summary``)."""
     config = trainer.config
     declared = config.declared_labels
-    return provenance(config, n_labels=trainer.data.n_labeled if declared is None else declared,
-                      trained_steps=trainer.state.global_step, planned_steps=trainer.timeline.total_steps,
-                      known=recorded_inputs(trainer.out_dir))
+    record = provenance(config, n_labels=trainer.data.n_labeled if declared is None else declared,
+                        trained_steps=trainer.state.global_step, planned_steps=trainer.timeline.total_steps,
+                        known=recorded_inputs(trainer.out_dir))
+    record["processes"] = trainer.group.world_size   # of the run's last part (torchrun: one per device)
+    return record

@@ -159,12 +159,13 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
               data_dirs: dict[str, str] | None = None, label_dir=None, gpus: int | None = None,
               device: str = "auto", progress: bool = True, waiting: dict[str, str] | None = None,
               launcher: str = "serial", devices: list[str] | None = None, threads: int | None = None,
-              slurm: SlurmSettings | None = None) -> dict[str, int]:
+              slurm: SlurmSettings | None = None, procs_per_run: int | None = None) -> dict[str, int]:
     """Run, resume or skip every planned run of ``table`` under ``out_dir``; returns counts.
     Every run's settings are composed and checked before the first one starts, and runs that
     will differ from the paper's recipe (``gpus`` other than the paper's) are named then.
     ``waiting``: datasets whose runs wait (not run, counted), each with the reason, said once.
-    ``launcher``, ``devices``, ``threads``, ``slurm``: how the runs are run (``mt_repro.engine.launch``)."""
+    ``launcher``, ``devices``, ``threads``, ``slurm``, ``procs_per_run``: how the runs are run
+    (``mt_repro.engine.launch``)."""
     out_dir = check_output(out_dir, "--out", directory=True)
     data_dirs = data_dirs or {}
     waiting = waiting or {}
@@ -192,7 +193,8 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
     grid = [GridRun(out_dir / run.directory, configs.get(run), f"{run.key.describe()}, data seed {run.data_seed}",
                     resume_overrides=moved_inputs(run, data_dirs, label_dir))
             for run in planned]
-    counts = launch(grid, launcher=launcher, devices=devices, threads=threads, progress=progress, slurm=slurm)
+    counts = launch(grid, launcher=launcher, devices=devices, threads=threads, progress=progress, slurm=slurm,
+                    procs_per_run=procs_per_run)
     return {"skipped": counts.skipped, "resumed": counts.resumed, "started": counts.started, "waiting": len(left)}
 
 
