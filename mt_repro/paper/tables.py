@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from mt_repro.config.compose import convnet_experiment_for, convnet_run, resnet_label_file, resnet_run
 from mt_repro.config.convnet import load_experiment
@@ -191,7 +192,8 @@ def run_table(table: int, out_dir: str | os.PathLike, *, seeds: int | None = Non
     for line in differences_from_the_paper(configs):
         log.warning(line)
     grid = [GridRun(out_dir / run.directory, configs.get(run), f"{run.key.describe()}, data seed {run.data_seed}",
-                    resume_overrides=moved_inputs(run, data_dirs, label_dir))
+                    resume_overrides=moved_inputs(run, data_dirs, label_dir) if _interrupted(out_dir / run.directory)
+                    else {})
             for run in planned]
     counts = launch(grid, launcher=launcher, devices=devices, threads=threads, progress=progress, slurm=slurm,
                     procs_per_run=procs_per_run)
@@ -211,6 +213,10 @@ def differences_from_the_paper(configs: dict[PlannedRun, object]) -> list[str]:
                               f"({reference.name}: {told}); `mt-repro compare` will report them as not "
                               "comparable with the paper")
     return list(lines.values())
+
+
+def _interrupted(directory: Path) -> bool:
+    return (directory / "config.json").is_file() and not (directory / "summary.json").is_file()
 
 
 def moved_inputs(run: PlannedRun, data_dirs: dict[str, str], label_dir) -> dict[str, str]:
