@@ -333,7 +333,8 @@ _LAUNCHER_OPTIONS = [
                  help="--launcher local: the slots, e.g. cuda:0,cuda:1,cuda:2,cuda:3 or cpu,cpu (a device may repeat); "
                       "--launcher torchrun: the devices, taken --procs-per-run at a time"),
     click.option("--procs-per-run", type=int,
-                 help="--launcher torchrun: processes (devices) per run (default: all of --devices)"),
+                 help="--launcher torchrun: processes (devices) per run (default: all of --devices); "
+                      "--launcher slurm: tasks per run's job, one per GPU (default 1)"),
     click.option("--slurm-partition", help="--launcher slurm: the partition"),
     click.option("--slurm-time", type=int, default=24 * 60, show_default=True, help="--launcher slurm: minutes per job"),
     click.option("--gpus-per-run", type=int, default=1, show_default=True, help="--launcher slurm"),
@@ -360,8 +361,8 @@ def _launcher_choices(options: dict, out: Path) -> dict:
     launcher = options.pop("launcher")
     devices = _launch_devices(launcher, options.pop("devices"))
     procs_per_run = options.pop("procs_per_run")
-    if procs_per_run is not None and launcher != "torchrun":
-        raise BadInput(f"--procs-per-run: an option of --launcher torchrun, not of --launcher {launcher}")
+    if procs_per_run is not None and launcher not in ("torchrun", "slurm"):
+        raise BadInput(f"--procs-per-run: an option of --launcher torchrun or slurm, not of --launcher {launcher}")
     names = ("slurm_partition", "slurm_time", "gpus_per_run", "cpus_per_run", "slurm_setup", "slurm_executor", "wait")
     slurm = {name: options.pop(name) for name in names}
     if launcher != "slurm":
@@ -374,10 +375,16 @@ def _launcher_choices(options: dict, out: Path) -> dict:
             raise BadInput(f"{name} must be at least 1, got {value}")
     if slurm["gpus_per_run"] < 0:
         raise BadInput(f"--gpus-per-run must be 0 or more, got {slurm['gpus_per_run']}")
+    procs = 1 if procs_per_run is None else procs_per_run
+    if procs < 1:
+        raise BadInput(f"--procs-per-run must be at least 1, got {procs}")
+    if procs > 1 and slurm["gpus_per_run"] not in (0, procs):
+        raise BadInput(f"--procs-per-run {procs} runs one process per GPU: give --gpus-per-run {procs} "
+                       f"(got {slurm['gpus_per_run']}), or 0 on CPUs")
     settings = SlurmSettings(folder=Path(out) / "slurm-jobs", partition=slurm["slurm_partition"],
                              time_min=slurm["slurm_time"], gpus_per_run=slurm["gpus_per_run"],
                              cpus_per_run=slurm["cpus_per_run"], setup=tuple(slurm["slurm_setup"]),
-                             executor=slurm["slurm_executor"], wait=slurm["wait"])
+                             executor=slurm["slurm_executor"], wait=slurm["wait"], procs_per_run=procs)
     return {"launcher": launcher, "devices": None, "slurm": settings}
 
 

@@ -164,6 +164,16 @@ def test_torchrun_trains_each_run_in_two_processes_and_a_killed_launch_resumes(t
     for run in ("run0", "run1"):
         assert run_results(killed / run) == run_results(tmp_path / "whole" / run)
 
+    # A Slurm job of two tasks per run (submitit's local executor here) trains the same runs.
+    pytest.importorskip("submitit")
+    grid = digits_grid(tmp_path / "slurm", 2, epochs=6)
+    settings = launch.SlurmSettings(tmp_path / "jobs", executor="local", time_min=10, gpus_per_run=0,
+                                    cpus_per_run=1, procs_per_run=2, wait=True)
+    assert launch.launch(grid, launcher="slurm", slurm=settings).started == 2
+    for run in ("run0", "run1"):
+        assert json.loads((tmp_path / "slurm" / run / "summary.json").read_text())["provenance"]["processes"] == 2
+        assert run_results(tmp_path / "slurm" / run) == run_results(tmp_path / "whole" / run)
+
 
 def test_devices_in_slots_of_a_run_s_processes():
     assert launch.device_slots(["cuda:0", "cuda:1", "cuda:2", "cuda:3"], 2) == [("cuda:0", "cuda:1"),
@@ -180,12 +190,20 @@ def test_devices_in_slots_of_a_run_s_processes():
             launch.device_slots(devices, procs)
 
 
-def test_torchrun_refuses_the_convnet_runs_before_any_starts(cli, svhn, tmp_path):
+def test_several_processes_per_run_refuse_the_convnet_runs_before_any_starts(cli, svhn, tmp_path):
     assert_one_line_error(cli("ablation", GRID, "--data", svhn, "--out", tmp_path, "--launcher", "torchrun",
                               "--devices", "cpu,cpu"),
                           "--launcher torchrun: data seed", "is a ConvNet run, which trains in one process; "
                           "use --launcher local")
+    assert_one_line_error(cli("ablation", GRID, "--data", svhn, "--out", tmp_path, "--launcher", "slurm",
+                              "--procs-per-run", "2", "--gpus-per-run", "2"),
+                          "--procs-per-run: data seed", "is a ConvNet run, which trains in one process; give it 1")
     assert not list(tmp_path.rglob("config.json"))
+    for argv, message in [(["--procs-per-run", "2"], "--procs-per-run 2 runs one process per GPU: give "
+                                                      "--gpus-per-run 2 (got 1), or 0 on CPUs"),
+                          (["--procs-per-run", "0"], "--procs-per-run must be at least 1, got 0")]:
+        assert_one_line_error(cli("ablation", GRID, "--data", svhn, "--out", tmp_path, "--launcher", "slurm",
+                                  *argv), message)
 
 
 def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path):
@@ -229,7 +247,7 @@ def test_devices_without_the_local_launcher_are_refused(cli, tmp_path):
     assert_one_line_error(cli("ablation", GRID, "--devices", "cpu,cpu", "--out", tmp_path),
                           "--devices lists the devices of --launcher local or torchrun")
     assert_one_line_error(cli("ablation", GRID, "--procs-per-run", "2", "--out", tmp_path),
-                          "--procs-per-run: an option of --launcher torchrun, not of --launcher serial")
+                          "--procs-per-run: an option of --launcher torchrun or slurm, not of --launcher serial")
     assert_one_line_error(cli("table", "4", "--launcher", "torchrun", "--out", tmp_path),
                           "--launcher torchrun needs --devices")
     assert_one_line_error(cli("table", "1", "--launcher", "local", "--out", tmp_path),

@@ -11,6 +11,7 @@ by submitting the grid again, and both runs end as the same runs one after anoth
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import socket
@@ -54,7 +55,12 @@ def slurm_cluster(tmp_path_factory, monkeypatch_module):
         pytest.skip(f"the single-node Slurm did not start: {started.stderr.strip()[-500:]}")
     monkeypatch_module.setenv("SLURM_CONF", str(state / "slurm.conf"))
     yield state
-    subprocess.run(["sh", str(SCRIPT), "stop", str(state)], timeout=60)
+    stop(state)
+
+
+def stop(state: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    subprocess.run(["sh", str(SCRIPT), "stop", str(state)], timeout=60, env=environ)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +119,20 @@ def test_an_array_job_cancelled_and_requeued_mid_run_gives_the_serial_results(sl
         assert run_results(ours.directory) == run_results(theirs.directory)
 
 
-def _rows(directory: Path) -> list[dict]:
-    import json
+@pytest.mark.slow
+def test_a_run_of_two_tasks_trains_as_under_torchrun(slurm_cluster, tmp_path):
+    """--procs-per-run 2: the job's two tasks are the run's two processes (gloo here), and the
+    run ends as the same run of --launcher torchrun on two devices."""
+    grid = digits_grid(tmp_path / "slurm", 1, epochs=EPOCHS // 5)
+    settings = launch.SlurmSettings(tmp_path / "jobs", time_min=20, gpus_per_run=0, cpus_per_run=1,
+                                    procs_per_run=2, wait=True)
+    assert launch.launch(grid, launcher="slurm", slurm=settings).started == 1
+    reference = digits_grid(tmp_path / "torchrun", 1, epochs=EPOCHS // 5)
+    launch.launch(reference, launcher="torchrun", devices=["cpu", "cpu"])
+    summary = json.loads((grid[0].directory / "summary.json").read_text())
+    assert summary["provenance"]["processes"] == 2
+    assert run_results(grid[0].directory) == run_results(reference[0].directory)
 
+
+def _rows(directory: Path) -> list[dict]:
     return [json.loads(line) for line in (directory / "training.jsonl").read_text().splitlines()]

@@ -56,7 +56,7 @@ from mt_repro.config.train import TrainConfig
 from mt_repro.core.errors import BadInput, MtReproError, RunFailed, printable
 from mt_repro.core.fileio import write_text_atomic
 from mt_repro.core.threads import choose_threads
-from mt_repro.engine import runs
+from mt_repro.engine import distributed, runs
 from mt_repro.engine.threads import network_parameters, use_threads
 from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
 
@@ -129,6 +129,7 @@ class SlurmSettings:
     gpus_per_run: int = 1
     cpus_per_run: int = 8
     setup: tuple[str, ...] = ()   # shell lines run before each job (module load, conda activate, ...)
+    procs_per_run: int = 1        # tasks of a run's job: one process per GPU, as under torchrun
     array_parallelism: int = 256
     executor: str = "slurm"       # or "local": submitit's local executor
     wait: bool = False            # wait for every job, and count their outcomes
@@ -161,18 +162,26 @@ def launch(grid: list[GridRun], *, launcher: str = "serial", devices: list[str] 
     elif launcher == "torchrun":
         devices = devices or []
         slots = device_slots(devices, procs_per_run or max(1, len(devices)))
-        for run in todo:   # one process per device is the ResNet recipe's; the ConvNet's runs in one
-            config = runs.read_run_config(run.directory) if (run.directory / CONFIG_FILE).is_file() else run.config
-            if not isinstance(config, TrainConfig):
-                raise BadInput(f"--launcher torchrun: {run.label} is a ConvNet run, which trains in one process; "
-                               "use --launcher local")
+        _refuse_one_process_runs(todo, "--launcher torchrun", "use --launcher local")
         _launch_local(todo, slots, threads, counts, say)
     else:
-        _launch_slurm(todo, slurm or SlurmSettings(Path("slurm")), threads, counts, say)
+        settings = slurm or SlurmSettings(Path("slurm"))
+        if settings.procs_per_run > 1:
+            _refuse_one_process_runs(todo, "--procs-per-run", f"give it 1 (got {settings.procs_per_run})")
+        _launch_slurm(todo, settings, threads, counts, say)
     if counts.failed:
         raise RunFailed(f"{len(counts.failed)} of {len(grid)} runs failed (each wrote {FAILED_FILE}); "
                         f"the first: {counts.failed[0]}")
     return counts
+
+
+def _refuse_one_process_runs(todo: list[GridRun], what: str, remedy: str) -> None:
+    """Several processes per run are the ResNet recipe's (one per GPU); a ConvNet run trains in
+    one, which is said before any run starts."""
+    for run in todo:
+        config = runs.read_run_config(run.directory) if (run.directory / CONFIG_FILE).is_file() else run.config
+        if not isinstance(config, TrainConfig):
+            raise BadInput(f"{what}: {run.label} is a ConvNet run, which trains in one process; {remedy}")
 
 
 @dataclass(frozen=True)
@@ -218,10 +227,11 @@ def _run_one(run: GridRun, device: str | None, threads: int | None, sharing: int
 
 
 def _failed(run: GridRun, exc: Exception, resumed: bool) -> _Outcome:
-    """``exc`` as the run's ``failed.txt`` line and outcome."""
+    """``exc`` as the run's ``failed.txt`` line (written by the run's first process) and outcome."""
     line = printable(f"{type(exc).__name__}: {exc}").splitlines()[0] if str(exc) else type(exc).__name__
-    run.directory.mkdir(parents=True, exist_ok=True)
-    (run.directory / FAILED_FILE).write_text(line + "\n")
+    if distributed.from_environment().is_main:
+        run.directory.mkdir(parents=True, exist_ok=True)
+        (run.directory / FAILED_FILE).write_text(line + "\n")
     if not isinstance(exc, MtReproError):
         log.exception(f"{run.directory}: {line}")
     return _Outcome(resumed, error=line, bad_input=str(exc) if isinstance(exc, BadInput) else None)
@@ -376,7 +386,7 @@ def _launch_slurm(todo: list[GridRun], settings: SlurmSettings, threads: int | N
     executor = submitit.AutoExecutor(folder=str(settings.folder),
                                      cluster="local" if settings.executor == "local" else "slurm")
     executor.update_parameters(name="mt-repro", timeout_min=settings.time_min, gpus_per_node=settings.gpus_per_run,
-                               cpus_per_task=settings.cpus_per_run, tasks_per_node=1, nodes=1,
+                               cpus_per_task=settings.cpus_per_run, tasks_per_node=settings.procs_per_run, nodes=1,
                                slurm_partition=settings.partition, slurm_setup=list(settings.setup),
                                slurm_array_parallelism=settings.array_parallelism)
     jobs = executor.map_array(GridJob(threads), todo)
@@ -388,7 +398,7 @@ def _launch_slurm(todo: list[GridRun], settings: SlurmSettings, threads: int | N
         return
     for job, run in zip(jobs, todo):
         try:
-            outcome = job.result()
+            outcome = job.results()[0]   # the run's first process (task) speaks for the run
         except Exception as exc:   # the job itself failed (killed, out of memory, a node gone)
             line = printable(str(exc)).strip().splitlines()
             outcome = _Outcome(False, error=f"job {job.job_id}: {line[-1] if line else type(exc).__name__}")
@@ -404,6 +414,12 @@ class GridJob:
         self.threads = threads
 
     def __call__(self, run: GridRun) -> _Outcome:
+        import submitit  # (only ever called inside a submitit job)
+
+        if submitit.JobEnvironment().num_tasks > 1:   # the job's tasks are the run's processes
+            # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT as torchrun sets them; every task
+            # sees every GPU of the job and takes the one of its local rank (distributed.device_for)
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         return _run_one(run, None, self.threads, 1, progress=False)
 
     def checkpoint(self, run: GridRun):

@@ -67,7 +67,8 @@ stop)
     for environ in /proc/[0-9]*/environ; do
         if { tr '\0' '\n' < "$environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$state/slurm.conf"; then
             pid=${environ#/proc/}
-            kill -9 "${pid%/environ}" 2>/dev/null || true
+            pid=${pid%/environ}
+            [ "$pid" = "$$" ] || kill -9 "$pid" 2>/dev/null || true   # (not this script, if it runs under it)
         fi
     done
     ;;
