@@ -54,6 +54,15 @@ def slurm_cluster(tmp_path_factory, monkeypatch_module):
         subprocess.run(["sh", str(SCRIPT), "stop", str(state)], timeout=60)
         pytest.skip(f"the single-node Slurm did not start: {started.stderr.strip()[-500:]}")
     monkeypatch_module.setenv("SLURM_CONF", str(state / "slurm.conf"))
+    try:   # a cluster that cannot run a job is this machine's trouble, not the launcher's
+        probe = subprocess.run(["sbatch", "--wait", "--wrap", "true", "-o", str(state / "probe.out")],
+                               capture_output=True, text=True, timeout=90)
+        failure = probe.stderr.strip()[-500:] if probe.returncode else None
+    except subprocess.TimeoutExpired:
+        failure = "a one-line job did not end within 90 s"
+    if failure is not None:
+        stop(state)
+        pytest.skip(f"the single-node Slurm runs no job: {failure}")
     yield state
     stop(state)
 
