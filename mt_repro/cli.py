@@ -1060,8 +1060,12 @@ def _download_for_table(number: int, seeds: int | None, data_dirs: dict[str, str
 @click.option("--out", type=click.Path(path_type=Path), help="also write comparison.md and comparison.csv here")
 @click.option("--html", "html_file", type=click.Path(path_type=Path),
               help="a self-contained HTML report: the table and each cell's training curves")
+@click.option("--published", "source", metavar="SOURCE",
+              help="judge the runs against another source's numbers instead (fixmatch, torchssl, usb, "
+                   "oliver2018: `mt-repro published`)")
 @click.pass_context
-def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Path | None, html_file: Path | None) -> None:
+def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Path | None, html_file: Path | None,
+                    source: str | None) -> None:
     """Our runs (or the original code's) against the paper's numbers: mean ± std, n, difference,
     Welch's t-test and a verdict per cell; runs that differ from the paper's recipe (steps,
     synthetic data, network, width, labels, settings) are "not comparable", with the reasons.
@@ -1069,9 +1073,16 @@ def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Pat
 
     RUN_DIR may be a run or a directory holding runs. Ours are found by summary.json, the
     original PyTorch code's by ema_validation.msgpack or its `port-log` CSV, ema_validation.csv,
-    in the original's results/<runner>/<date>/<labels>_<seed>/ layout."""
+    in the original's results/<runner>/<date>/<labels>_<seed>/ layout.
+
+    With --published SOURCE, each cell of the runs is put beside that source's numbers for the
+    same dataset, network, method and labels instead (a protocol grid beside USB's table, say):
+    the same test, none against a number marked invalid or for runs that are not the protocol's."""
     from mt_repro.paper import compare, report, results, runs
 
+    if source is not None:
+        _compare_published(ctx, run_dirs, source, given=_given(ctx, ["table", "out", "html_file"]))
+        return
     if table is not None:
         results.check_table_number(table)
     if out is not None:   # before any run is read: a long comparison does not end in a bad path
@@ -1090,6 +1101,19 @@ def compare_command(ctx, run_dirs: tuple[Path, ...], table: int | None, out: Pat
         click.echo(f"wrote {html_file}")
     click.echo(report.summary_line(comparisons))
     if not compare.all_reproduced(comparisons):
+        ctx.exit(1)
+
+
+def _compare_published(ctx: click.Context, run_dirs: tuple[Path, ...], source: str, given: list[str]) -> None:
+    from mt_repro.paper import against_published, runs
+
+    if given:
+        raise BadInput(f"{', '.join(given)}: options of a comparison with the Mean Teacher paper, not of --published")
+    if source not in against_published.sources():   # before any run is read
+        raise BadInput(f"--published {source!r}: one of {', '.join(against_published.sources())}")
+    comparisons = against_published.compare_published(runs.find_runs(list(run_dirs)), source)
+    click.echo("\n".join(against_published.lines(comparisons)))
+    if not against_published.all_reproduced(comparisons):
         ctx.exit(1)
 
 

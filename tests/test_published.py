@@ -201,3 +201,88 @@ def test_cli_refuses_unknown_names(cli):
     assert_one_line_error(cli("published", "--dataset", "mnist"), "unknown dataset 'mnist'", "stl10")
     code, out, _ = cli("published", "--method", "no_such_method")
     assert code == 0 and "no published numbers match" in out
+
+
+# --- compare --published: our runs beside a source's numbers -------------------------------------
+def protocol_run(directory, error, *, method="fixmatch", n_labeled=40, arch="wrn_28_2", provenance=None):
+    """A finished protocol cell's run as far as `compare` reads it: its summary and EMA log."""
+    import json
+
+    directory.mkdir(parents=True)
+    summary = {"dataset": "cifar10", "arch": arch, "method": method, "n_labeled": n_labeled,
+               "global_step": 1048576, "student_error1": error, "teacher_error1": error}
+    if provenance is not None:
+        summary["provenance"] = provenance
+    (directory / "summary.json").write_text(json.dumps(summary))
+    for log in ("validation.jsonl", "ema_validation.jsonl"):
+        (directory / log).write_text(json.dumps({"epoch": 1, "step": 1048576, "error1/avg": error}) + "\n")
+    return directory
+
+
+def test_a_protocol_grid_beside_usb_s_numbers(cli, tmp_path):
+    for seed, error in enumerate((8.1, 9.6, 7.9)):   # USB's FixMatch, 40 labels: 8.33 ± 1.41 over 3 seeds
+        protocol_run(tmp_path / "grid" / f"fixmatch_{seed}", error)
+    code, out, _ = cli("compare", tmp_path / "grid", "--published", "usb")
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if line.startswith("cifar10 wrn_28_2 fixmatch 40 labels"))
+    assert "8.33 ± 1.41" in row and "best-on-test" in row and "8.53 ± 0.93" in row and row.endswith("reproduced")
+
+    far = tmp_path / "far"
+    for seed, error in enumerate((20.0, 21.0, 22.0)):
+        protocol_run(far / f"fixmatch_{seed}", error)
+    code, out, _ = cli("compare", far, "--published", "usb")
+    assert code == 1 and out.splitlines()[2].endswith("worse"), out
+
+
+def test_usb_s_mean_teacher_rows_are_shown_but_never_tested(cli, tmp_path):
+    for seed, error in enumerate((9.0, 9.4, 8.8)):
+        protocol_run(tmp_path / f"mt_{seed}", error, method="mean_teacher", n_labeled=4000)
+    code, out, _ = cli("compare", tmp_path, "--published", "usb")
+    assert code == 1, out   # nothing judged
+    row = next(line for line in out.splitlines() if "mean_teacher 4000 labels" in line)
+    assert "15.47 ± 0.43" in row and row.endswith("published number invalid")
+    assert "consistency" in out.split("Not tested:", 1)[1]   # the reason, from published.csv
+
+
+def test_runs_that_are_not_the_protocol_s_are_not_tested(cli, tmp_path):
+    record = {"steps": {"trained": 2, "planned": 2}, "data": {"synthetic": True, "path": "c.tar.gz"}}
+    for seed in range(2):
+        protocol_run(tmp_path / f"try_{seed}", 90.0, provenance=record)
+    code, out, _ = cli("compare", tmp_path, "--published", "fixmatch")
+    assert code == 1, out
+    assert out.splitlines()[2].endswith("not comparable")
+    assert "synthetic stand-in data (c.tar.gz); planned for 2 steps (the protocol's: 1,048,576)" in out
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--published", "nonsense"], ["--published 'nonsense': one of fixmatch, oliver2018, torchssl, usb"]),
+    (["--published", "usb", "--table", "4"], ["--table: options of a comparison with the Mean Teacher paper"]),
+])
+def test_bad_published_comparisons(cli, tmp_path, argv, fragments):
+    protocol_run(tmp_path / "run", 8.0)
+    assert_one_line_error(cli("compare", tmp_path, *argv), *fragments)
+
+
+def test_runs_of_no_published_cell_are_refused(cli, tmp_path):
+    protocol_run(tmp_path / "run", 8.0, n_labeled=123)
+    assert_one_line_error(cli("compare", tmp_path, "--published", "usb"),
+                          "no number of usb is of the cells of these runs (cifar10 wrn_28_2 fixmatch 123 labels)")
+
+
+def test_torchssl_s_standard_errors_are_made_deviations_for_the_test(tmp_path):
+    import math
+
+    from scipy import stats
+
+    from mt_repro.paper import against_published, runs
+
+    errors = (9.0, 9.4, 8.8)
+    for seed, error in enumerate(errors):
+        protocol_run(tmp_path / f"mt_{seed}", error, method="mean_teacher", n_labeled=4000)
+    [comparison] = against_published.compare_published(runs.find_runs([tmp_path]), "torchssl")
+    theirs = comparison.published
+    assert (theirs.mean, theirs.std, theirs.spread, theirs.n_runs) == (8.10, 0.21, "stderr", 3)
+    import statistics
+    expected = stats.ttest_ind_from_stats(statistics.fmean(errors), statistics.stdev(errors), 3,
+                                          8.10, 0.21 * math.sqrt(3), 3, equal_var=False).pvalue
+    assert comparison.p == pytest.approx(expected) and comparison.verdict == "worse"
