@@ -269,10 +269,10 @@ def test_readme_gives_one_set_of_numbers_for_the_digits_demo():
     first = README[README.index("## First run"):README.index("### Other methods")]
     table = {row.split("  ")[0]: row.split()[-3:] for row in first.splitlines()
              if row.startswith(("supervised ", "mean teacher "))}
-    seconds = re.search(r"\((\d+) s in all\)", first).group(1)
+    seconds = re.search(r"\((\d+) s wall time, as its last lines say", first).group(1)
     fast = " ".join(README[README.index("**`--mode fast`**"):README.index("**Several GPUs**")].split())
     quoted = re.search(r"\(faithful mode: ([\d.]+ ± [\d.]+) and ([\d.]+ ± [\d.]+), above\), in \d+ s instead of "
-                       r"(\d+) s", fast)
+                       r"(\d+) s wall time", fast)
     assert quoted, fast[-400:]
     assert quoted.group(1) == " ".join(table["supervised"]) and quoted.group(2) == " ".join(table["mean teacher"])
     assert quoted.group(3) == seconds
