@@ -1109,8 +1109,7 @@ def _compare_published(ctx: click.Context, run_dirs: tuple[Path, ...], source: s
 
     if given:
         raise BadInput(f"{', '.join(given)}: options of a comparison with the Mean Teacher paper, not of --published")
-    if source not in against_published.sources():   # before any run is read
-        raise BadInput(f"--published {source!r}: one of {', '.join(against_published.sources())}")
+    against_published.check_source(source)   # before any run is read
     comparisons = against_published.compare_published(runs.find_runs(list(run_dirs)), source)
     click.echo("\n".join(against_published.lines(comparisons)))
     if not against_published.all_reproduced(comparisons):

@@ -51,7 +51,7 @@ from typing import Any, Callable
 
 import torch
 
-from mt_repro.config.saved import to_saved
+from mt_repro.config.saved import read_saved, to_saved
 from mt_repro.config.train import TrainConfig
 from mt_repro.core.errors import BadInput, MtReproError, RunFailed, printable
 from mt_repro.core.fileio import write_text_atomic
@@ -230,11 +230,15 @@ def _failed(run: GridRun, exc: Exception, resumed: bool) -> _Outcome:
     """``exc`` as the run's ``failed.txt`` line (written by the run's first process) and outcome."""
     line = printable(f"{type(exc).__name__}: {exc}").splitlines()[0] if str(exc) else type(exc).__name__
     if distributed.from_environment().is_main:
-        run.directory.mkdir(parents=True, exist_ok=True)
-        (run.directory / FAILED_FILE).write_text(line + "\n")
+        _record_failure(run, line)
     if not isinstance(exc, MtReproError):
         log.exception(f"{run.directory}: {line}")
     return _Outcome(resumed, error=line, bad_input=str(exc) if isinstance(exc, BadInput) else None)
+
+
+def _record_failure(run: GridRun, line: str) -> None:
+    run.directory.mkdir(parents=True, exist_ok=True)
+    (run.directory / FAILED_FILE).write_text(line + "\n")
 
 
 # --- local processes -------------------------------------------------------------------------
@@ -321,8 +325,7 @@ def _run_torchrun(run: GridRun, device: str, nproc: int, threads: int | None, pr
     are this process's ``CUDA_VISIBLE_DEVICES``): a new run's settings go to its config.json,
     then every process takes the run up as ``mt-repro resume`` (which starts a run without a
     checkpoint from the beginning). The run's failure is the last error line of its processes."""
-    failed = run.directory / FAILED_FILE
-    failed.unlink(missing_ok=True)
+    (run.directory / FAILED_FILE).unlink(missing_ok=True)
     resume = (run.directory / CONFIG_FILE).is_file()
     start = time.time()
     try:
@@ -343,14 +346,21 @@ def _run_torchrun(run: GridRun, device: str, nproc: int, threads: int | None, pr
         code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                               preexec_fn=_terminate_with_parent).returncode
     if code != 0:
-        lines = (run.directory / TORCHRUN_LOG).read_text(errors="replace").splitlines()[-400:]
-        errors = [line.split("mt-repro: error: ", 1)[1] for line in lines if "mt-repro: error: " in line]
+        errors = [line.split("mt-repro: error: ", 1)[1] for line in _tail(run.directory / TORCHRUN_LOG)
+                  if "mt-repro: error: " in line]
         line = printable(errors[-1] if errors else f"torchrun exited with code {code} (its output: "
                          f"{run.directory / TORCHRUN_LOG})")[:300]
-        failed.write_text(line + "\n")
+        _record_failure(run, line)
         return _Outcome(resume, error=line, bad_input=line if code == 2 else None)
-    summary = json.loads((run.directory / SUMMARY_FILE).read_text())
-    return _Outcome(resume, summary, seconds=time.time() - start)
+    summary = read_saved(run.directory / SUMMARY_FILE, "run summary")
+    return _Outcome(resume, dict(summary), seconds=time.time() - start)
+
+
+def _tail(path: Path, size: int = 64 * 1024) -> list[str]:
+    """The lines of the last ``size`` bytes of ``path`` (the end of a long log is its error)."""
+    with open(path, "rb") as file:
+        file.seek(max(0, file.seek(0, os.SEEK_END) - size))
+        return file.read(size).decode(errors="replace").splitlines()
 
 
 def _terminate_with_parent() -> None:

@@ -56,12 +56,16 @@ def sources() -> list[str]:
     return sorted({number.source for number in published_numbers()})
 
 
-def compare_published(runs: list[RunResult], source: str) -> list[PublishedComparison]:
-    """One comparison per published number of ``source`` whose cell has runs of ours, in the
-    order of ``published.csv``; ``BadInput`` for an unknown source or runs matching none."""
+def check_source(source: str) -> None:
     known = sources()
     if source not in known:
         raise BadInput(f"--published {source!r}: one of {', '.join(known)}")
+
+
+def compare_published(runs: list[RunResult], source: str) -> list[PublishedComparison]:
+    """One comparison per published number of ``source`` whose cell has runs of ours, in the
+    order of ``published.csv``; ``BadInput`` for an unknown source or runs matching none."""
+    check_source(source)
     by_key: dict = {}
     for run in runs:
         by_key.setdefault(run.key, []).append(run)
