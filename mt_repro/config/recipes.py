@@ -35,6 +35,13 @@ class Recipe:
     noise: str            # pipeline | model
     costs: str            # pytorch | tensorflow: how Mean Teacher's, the Pi model's and supervised costs are formed
 
+    @property
+    def teacher_statistics_copied(self) -> bool:
+        """Whether the teacher's update copies the student's buffers (batch norm's running
+        statistics) into it after each step, as USB's ``EMAHook`` does: the teacher's own
+        training-mode passes then change nothing that outlives the step."""
+        return self.teacher_update == "ema_after_step"
+
 
 PYTORCH = Recipe("pytorch", optimizer="sgd", schedule="per_epoch", timeline="epochs", teacher_init="separate",
                  teacher_update="after_step", noise="pipeline", costs="pytorch")

@@ -27,19 +27,20 @@ MAX_LOSS = 1e5
 
 
 def step_result(loss: torch.Tensor, values: dict[str, float], class_logit: torch.Tensor,
-                teacher_logit: torch.Tensor, targets: torch.Tensor, max_loss: float = MAX_LOSS) -> StepResult:
+                teacher_logit: torch.Tensor | None, targets: torch.Tensor, max_loss: float = MAX_LOSS) -> StepResult:
     """Check the loss (non-finite, or above ``max_loss``: the original's explosion guard), add it
     and the student's and teacher's minibatch precision to ``values``: the end of every
-    method's step."""
+    method's step. No ``teacher_logit``: no teacher precision logged (no teacher pass was made)."""
     loss_value = loss.item()
     if not math.isfinite(loss_value) or loss_value > max_loss:
         raise NonFiniteLoss(loss_value, values)
     values["loss"] = loss_value
     top1, top5 = accuracy(class_logit.detach(), targets, topk=(1, 5))
-    ema_top1, ema_top5 = accuracy(teacher_logit.detach(), targets, topk=(1, 5))
-    values.update(top1=top1, error1=100.0 - top1, top5=top5, error5=100.0 - top5,
-                  ema_top1=ema_top1, ema_error1=100.0 - ema_top1,
-                  ema_top5=ema_top5, ema_error5=100.0 - ema_top5)
+    values.update(top1=top1, error1=100.0 - top1, top5=top5, error5=100.0 - top5)
+    if teacher_logit is not None:
+        ema_top1, ema_top5 = accuracy(teacher_logit.detach(), targets, topk=(1, 5))
+        values.update(ema_top1=ema_top1, ema_error1=100.0 - ema_top1,
+                      ema_top5=ema_top5, ema_error5=100.0 - ema_top5)
     return StepResult(loss, values, int(targets.ne(NO_LABEL).sum()))
 
 
@@ -100,6 +101,16 @@ class EMAMethod(MethodHooks):
         """A cost summed over one part of the minibatch (its labeled or unlabeled samples) ÷ that
         part's size when ``mean_over_parts``, else ÷ the whole minibatch."""
         return summed_cost / (max(part_size, 1) if self.mean_over_parts else minibatch_size)
+
+    def logged_teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """The EMA model's logits on ``inputs`` (no gradient), for a step that uses them only in
+        its log (the teacher's minibatch precision). None, and no pass, where the recipe copies
+        the student's buffers into the teacher after each step (USB's): there the pass would
+        change nothing but that log, and USB's own steps make none."""
+        if self.config.recipe.teacher_statistics_copied:
+            return None
+        with torch.no_grad():
+            return self.teacher(inputs)[0]
 
     def common_part(self, batch: Batch, step: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """The student's logits on its view, the EMA model's on the other (no gradient), the

@@ -15,8 +15,10 @@ How many unlabeled images come with each labeled one (FixMatch's μ = 7) is the 
 composition: ``batch_size − labeled_batch_size`` unlabeled beside ``labeled_batch_size``
 labeled images, so μ = 7 is ``labeled_batch_size = batch_size / 8``. The EMA teacher follows
 the student (the run's ``ema_decay``) and sees the other weak view, as every method's does here
-(its batch-norm statistics come from those passes); FixMatch and USB evaluate the EMA model, so
-this method reports the teacher.
+(its batch-norm statistics come from those passes), except in the ``usb`` recipe, whose update
+copies the student's statistics into it: there it makes no training pass, as in USB, since the
+pass would only be logged. FixMatch and USB evaluate the EMA model, so this method reports the
+teacher.
 
 The strong view is made image by image in the data pipeline: the ConvNet recipe (raw arrays, the
 noise inside the model) and fast mode (on-device augmentation of the weak views only) have none,
@@ -104,8 +106,7 @@ class WeakStrongMethod(EMAMethod):
         targets = batch.targets
         unlabeled = targets.eq(NO_LABEL)
         logits, strong_logits = weak_and_strong_logits(self.student, batch)
-        with torch.no_grad():
-            ema_logits, _ = self.teacher(batch.teacher_input)
+        ema_logits = self.logged_teacher_logits(batch.teacher_input)
         class_loss = self.class_loss(logits, targets)
         cost, mask = self.unlabeled_cost(logits[unlabeled], strong_logits)
         weight = step.consistency_weight

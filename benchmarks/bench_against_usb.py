@@ -1,0 +1,349 @@
+#!/usr/bin/env python
+"""FixMatch and Mean Teacher training steps on WRN-28-2: mt-repro against USB's own code.
+
+USB (microsoft/Semi-supervised-learning, the ``semilearn`` package) is imported from a checkout
+given with ``--usb``; nothing of it is part of mt-repro. Both programs take the same step, in
+this one process, on the same minibatches of random 32x32 images (the same labeled batch and
+``uratio``), from the same initial weights:
+
+* USB: its algorithm's ``train_step`` (FixMatch with ``use_cat`` as its configuration files set
+  it; Mean Teacher), then the two hooks of its loop that train, ``ParamUpdateHook`` (backward,
+  SGD, the cosine scheduler's step) and ``EMAHook`` (the EMA model's update). Its other hooks are
+  bookkeeping between steps (the timer hook needs CUDA events) and are not run; neither are the
+  data loaders (the minibatches are made beforehand, as for mt-repro).
+* mt-repro: ``Trainer.step`` (schedule, the method's losses, backward, SGD, the teacher's
+  update) of a ``Trainer`` built for the same cell of the ``usb`` protocol, on the same tensors.
+
+USB's published Mean Teacher compares the teacher's output with itself, so it skips the backward
+pass of the consistency term; ``--usb-mean-teacher fixed`` (and ``both``, the default) also times
+it with that one name corrected at import (``outs_x_ulb_s`` for ``outs_x_ulb_w``), which is
+the work a correct Mean Teacher does. Measurements alternate between the programs (AB, BA, ...)
+so machine noise hits both alike; for FixMatch, whose two implementations compute the same
+numbers, the per-step losses are compared.
+
+    python benchmarks/bench_against_usb.py --usb USB_CHECKOUT
+
+must run in a Python environment where both mt-repro and USB's requirements import (USB needs
+among others ``timm<0.9``, ``transformers``, ``scikit-learn``, ``wandb``, ``torchaudio``); it writes
+``benchmarks/results/<date>-cpu-against-usb.txt`` (see benchmarks/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import importlib.util
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mt_repro.apps.protocol import write_protocol_labels
+from mt_repro.config.protocol import protocol_config
+from mt_repro.core.types import NO_LABEL, Batch
+from mt_repro.data import synthetic
+from mt_repro.engine.trainer import Trainer
+
+from machine import CpuMeter, cpu_count, cpu_model, load_average, mt_repro_revision, wait_for_idle
+
+HERE = Path(__file__).resolve().parent
+BUSY_CORES = 0.15
+IDLE_WAIT_S = 600
+SAME_WORK_RTOL = 1e-4
+USB_NAMES = {"fixmatch": "fixmatch", "mean_teacher": "meanteacher"}
+# The one name of USB's Mean Teacher that makes its consistency compare the teacher with itself
+# (semilearn/algorithms/meanteacher/meanteacher.py; USB issues #102 and #226).
+USB_MT_BUG = "logits_x_ulb_s = outs_x_ulb_w['logits']"
+USB_MT_FIX = "logits_x_ulb_s = outs_x_ulb_s['logits']"
+
+
+@dataclass
+class Minibatch:
+    x_lb: torch.Tensor
+    y_lb: torch.Tensor
+    x_ulb_w: torch.Tensor
+    x_ulb_s: torch.Tensor
+
+
+def minibatches(n: int, labeled: int, uratio: int, seed: int) -> list[Minibatch]:
+    generator = torch.Generator().manual_seed(seed)
+
+    def images(count: int) -> torch.Tensor:
+        return torch.randn(count, 3, 32, 32, generator=generator)
+
+    return [Minibatch(images(labeled), torch.randint(0, 10, (labeled,), generator=generator),
+                      images(labeled * uratio), images(labeled * uratio)) for _ in range(n)]
+
+
+# --- USB ---------------------------------------------------------------------------------------
+def import_usb(checkout: Path):
+    sys.path.insert(0, str(checkout))
+    importlib.import_module("semilearn")   # USB's package: registers its algorithms and networks
+    from semilearn.algorithms import name2alg
+    from semilearn.core.utils import get_net_builder
+    from semilearn.lighting.config import get_config
+    return types.SimpleNamespace(algorithms=name2alg, net_builder=get_net_builder, config=get_config)
+
+
+def usb_mean_teacher_fixed(checkout: Path):
+    """USB's ``MeanTeacher`` with its consistency's input named right, loaded from its own file."""
+    path = checkout / "semilearn" / "algorithms" / "meanteacher" / "meanteacher.py"
+    source = path.read_text()
+    if source.count(USB_MT_BUG) != 1:
+        raise SystemExit(f"bench_against_usb: {path} does not hold the line {USB_MT_BUG!r} once; "
+                         "this checkout's Mean Teacher is not the one this benchmark corrects")
+    spec = importlib.util.spec_from_loader("semilearn.algorithms.meanteacher.meanteacher_corrected", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "semilearn.algorithms.meanteacher"
+    exec(compile(source.replace(USB_MT_BUG, USB_MT_FIX), str(path), "exec"), module.__dict__)
+    return module.MeanTeacher
+
+
+def usb_settings(checkout: Path, method: str, labeled: int, uratio: int, save_dir: Path) -> dict:
+    """The cell's USB configuration file (CIFAR-10, 40 labels, seed 0), with the benchmark's
+    minibatch and a CPU."""
+    from ruamel.yaml import YAML   # one of USB's requirements
+    name = USB_NAMES[method]
+    path = checkout / "config" / "classic_cv" / name / f"{name}_cifar10_40_0.yaml"
+    settings = dict(YAML(typ="safe").load(path.read_text()))
+    settings.update(batch_size=labeled, uratio=uratio, gpu=None, save_dir=str(save_dir), resume=False,
+                    use_tensorboard=False, num_workers=0, multiprocessing_distributed=False, distributed=False)
+    return settings
+
+
+class USBProgram:
+    def __init__(self, usb, algorithm_class, settings: dict, label: str, work: str):
+        class WithoutData(algorithm_class):
+            def set_dataset(self):   # the benchmark feeds the minibatches itself
+                return None
+
+        self.name, self.work = label, work
+        self.algorithm = WithoutData(usb.config(settings), usb.net_builder(settings["net"], False))
+        self.algorithm.model.train()
+
+    def start(self, weights: dict) -> None:
+        """From ``weights`` at step 0 with a new optimizer and scheduler (USB's own
+        ``set_optimizer``), as at the start of a run."""
+        algorithm = self.algorithm
+        algorithm.model.load_state_dict(weights)
+        algorithm.ema_model.load_state_dict(weights)
+        algorithm.optimizer, algorithm.scheduler = algorithm.set_optimizer()
+        algorithm.it = 0
+        algorithm.call_hook("before_run", "EMAHook")
+
+    def step(self, batch: Minibatch) -> float:
+        algorithm = self.algorithm
+        algorithm.out_dict, algorithm.log_dict = algorithm.train_step(
+            x_lb=batch.x_lb, y_lb=batch.y_lb, x_ulb_w=batch.x_ulb_w, x_ulb_s=batch.x_ulb_s)
+        algorithm.call_hook("after_train_step", "ParamUpdateHook")
+        algorithm.call_hook("after_train_step", "EMAHook")
+        algorithm.it += 1
+        return algorithm.log_dict["train/total_loss"]
+
+
+# --- mt-repro ----------------------------------------------------------------------------------
+class OursProgram:
+    name = "mt-repro (faithful)"
+
+    def __init__(self, method: str, labeled: int, uratio: int, workdir: Path):
+        data = synthetic.write_cifar_tarball(workdir / "cifar-10-python.tar.gz", n_train=200, n_test=20)
+        config = protocol_config("usb", "cifar10", method, 40, 0, device="cpu", data_dir=str(data),
+                                 overrides=f"labeled_batch_size={labeled},batch_size={labeled * (1 + uratio)}")
+        out = workdir / f"ours-{method}"
+        out.mkdir()
+        labels = write_protocol_labels(config, out / "protocol_labels.txt")
+        self.method = method
+        self.work = {"fixmatch": "student: L + 2U images forward and backward, one pass; no teacher pass",
+                     "mean_teacher": "student: L + U forward and backward; teacher: L + U forward "
+                                     "(the paper's consistency covers the labeled images too)"}[method]
+        self.trainer = Trainer(config.replace(labels=str(labels)).validate(), out, progress=False).build()
+        self.trainer.train_mode()
+
+    def start(self, weights: dict) -> None:
+        """From ``weights`` at step 0 with the optimizer's state cleared, as at the start of a run."""
+        method = self.trainer.method
+        method.student.load_state_dict(weights)
+        method.teacher.load_state_dict(weights)
+        self.trainer.optimizer.state.clear()
+        self.trainer.state.global_step = 0
+
+    def batch(self, batch: Minibatch) -> Batch:
+        """The same images as USB's step gets: the labeled images first, then the unlabeled ones
+        (the student's weak view for FixMatch, its strong one for Mean Teacher, as USB's)."""
+        unlabeled = torch.full((len(batch.x_ulb_w),), NO_LABEL, dtype=batch.y_lb.dtype)
+        targets = torch.cat([batch.y_lb, unlabeled])
+        weak, strong = torch.cat([batch.x_lb, batch.x_ulb_w]), torch.cat([batch.x_lb, batch.x_ulb_s])
+        if self.method == "fixmatch":
+            return Batch(weak, weak, targets, {"strong_input": strong})
+        return Batch(strong, weak, targets, {})
+
+    def step(self, batch: Batch) -> float:
+        step = self.trainer.state.global_step
+        _, result = self.trainer.step(batch, 0, step, self.trainer.config.training_length)
+        return result.values["loss"]
+
+
+# --- measuring ---------------------------------------------------------------------------------
+def timed_steps(program, batches, warmup: int) -> tuple[float, list[float], float | None]:
+    """(mean seconds per step after ``warmup`` steps, every step's loss, cores others used)."""
+    seconds, losses = [], []
+    cpu = CpuMeter()
+    for batch in batches:
+        start = time.perf_counter()
+        losses.append(program.step(batch))
+        seconds.append(time.perf_counter() - start)
+    return statistics.fmean(seconds[warmup:]), losses, cpu.others()
+
+
+def measure(method: str, programs: list, args, workdir: Path) -> dict:
+    uratio = args.uratio if args.uratio is not None else {"fixmatch": 7, "mean_teacher": 1}[method]
+    torch.manual_seed(args.seed)
+    weights = {k: v.clone() for k, v in programs[0].trainer.method.student.state_dict().items()}
+    raw = minibatches(args.warmup + args.steps, args.labeled_batch, uratio, args.seed)
+    per_repeat = {p.name: [] for p in programs}
+    losses = {}
+    retries, repeat = args.retry_busy, 0
+    while repeat < args.repeats:
+        order = programs if repeat % 2 == 0 else programs[::-1]
+        measured = {}
+        for program in order:
+            program.start(weights)
+            batches = [program.batch(b) for b in raw] if isinstance(program, OursProgram) else raw
+            step_s, step_losses, others = timed_steps(program, batches, args.warmup)
+            measured[program.name] = {"step": step_s, "others": others}
+            losses[program.name] = step_losses
+            print(f"{method} repeat {repeat + 1}/{args.repeats}  {program.name:<46} {step_s:.3f} s/step"
+                  f"{'' if others is None else f'; other processes used {others:.2f} cores'}", flush=True)
+        if retries and any((r["others"] or 0.0) > BUSY_CORES for r in measured.values()):
+            retries -= 1
+            print("other processes were busy: this repeat again", flush=True)
+            wait_for_idle(IDLE_WAIT_S)
+            continue
+        for name, row in measured.items():
+            per_repeat[name].append(row)
+        repeat += 1
+    return {"uratio": uratio, "per_repeat": per_repeat, "losses": losses,
+            "work": {p.name: p.work for p in programs}}
+
+
+def summary_lines(method: str, result: dict, labeled: int) -> list[str]:
+    images = labeled * (1 + result["uratio"])
+    rows = {name: statistics.median(r["step"] for r in rows) for name, rows in result["per_repeat"].items()}
+    ours = rows.pop(OursProgram.name)
+    lines = [f"{method}: {labeled} labeled + {labeled * result['uratio']} unlabeled images per step "
+             f"(uratio {result['uratio']})",
+             f"  {'program':<46} {'s/step (median)':>15} {'steps/s':>8} {'images/s':>9} {'ours/theirs steps/s':>20}",
+             f"  {OursProgram.name:<46} {ours:>15.3f} {1 / ours:>8.3f} {images / ours:>9.1f} {'':>20}"]
+    for name, seconds in rows.items():
+        lines.append(f"  {name:<46} {seconds:>15.3f} {1 / seconds:>8.3f} {images / seconds:>9.1f} "
+                     f"{seconds / ours:>20.3f}")
+    lines.append(f"  what each step passes through the networks (L labeled, U = {result['uratio']}·L unlabeled):")
+    lines += [f"    {name}: {work}" for name, work in result["work"].items()]
+    if method == "fixmatch":
+        ours_l, theirs_l = result["losses"][OursProgram.name], result["losses"]["USB"]
+        worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(ours_l, theirs_l))
+        verdict = "same computation" if worst <= SAME_WORK_RTOL else "DIFFERENT computation"
+        lines.append(f"  per-step losses of the last repeat, ours against USB's: max relative difference "
+                     f"{worst:.2e} over {len(ours_l)} steps ({verdict})")
+    return lines
+
+
+def usb_revision(checkout: Path) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--usb", type=Path, required=True, metavar="PATH", help="a checkout of USB")
+    parser.add_argument("--methods", default="fixmatch,mean_teacher")
+    parser.add_argument("--usb-mean-teacher", choices=("published", "fixed", "both"), default="both")
+    parser.add_argument("--labeled-batch", type=int, default=8, help="labeled images per step (USB: 64)")
+    parser.add_argument("--uratio", type=int, default=None, help="default: the protocol's (7 FixMatch, 1 MT)")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retry-busy", type=int, default=0, metavar="N")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in USB_NAMES for m in methods):
+        parser.error(f"--methods takes {', '.join(USB_NAMES)}")
+
+    torch.set_num_threads(args.threads)
+    usb = import_usb(args.usb.resolve())
+    load_at_start, started = load_average(), time.time()
+    report = []
+    with tempfile.TemporaryDirectory(prefix="mt-repro-bench-usb-") as tmp:
+        workdir = Path(tmp)
+        for method in methods:
+            uratio = args.uratio if args.uratio is not None else {"fixmatch": 7, "mean_teacher": 1}[method]
+            settings = usb_settings(args.usb, method, args.labeled_batch, uratio, workdir / "usb")
+            programs = [OursProgram(method, args.labeled_batch, uratio, workdir)]
+            if method == "fixmatch":
+                programs.append(USBProgram(usb, usb.algorithms["fixmatch"], settings, "USB",
+                                           "L + 2U images forward and backward, one pass (use_cat)"))
+            else:
+                if args.usb_mean_teacher in ("published", "both"):
+                    programs.append(USBProgram(usb, usb.algorithms["meanteacher"], settings,
+                                               "USB (as published: no consistency gradient)",
+                                               "L forward and backward, U forward twice (student, EMA weights); "
+                                               "the student's U pass gets no backward"))
+                if args.usb_mean_teacher in ("fixed", "both"):
+                    programs.append(USBProgram(usb, usb_mean_teacher_fixed(args.usb), settings,
+                                               "USB (its consistency input corrected)",
+                                               "L + U forward and backward (two passes); EMA weights: U forward"))
+            result = measure(method, programs, args, workdir)
+            report += summary_lines(method, result, args.labeled_batch) + [""]
+            busiest = max((r["others"] for rows in result["per_repeat"].values() for r in rows
+                           if r["others"] is not None), default=None)
+            if busiest is not None:
+                report.append(f"  other processes used at most {busiest:.2f} cores during a measured repeat "
+                              f"({'quiet' if busiest <= BUSY_CORES else 'BUSY: rerun on an idle machine'})")
+                report.append("")
+    text = "\n".join(report)
+    print("\n" + text)
+    if args.no_save:
+        return 0
+    command = "python benchmarks/bench_against_usb.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = command.replace(str(args.usb), "USB_CHECKOUT")
+    header = [
+        "FixMatch and Mean Teacher training steps on WRN-28-2, CPU: mt-repro (faithful) against USB",
+        f"date: {datetime.datetime.now():%Y-%m-%d %H:%M}",
+        f"command: {command}",
+        f"machine: {cpu_model()}, {cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
+        f"load average (1/5/15 min) before: {load_at_start}; after: {load_average()}",
+        f"code: {mt_repro_revision()}; USB (microsoft/Semi-supervised-learning) commit {usb_revision(args.usb)}",
+        f"versions: python {platform.python_version()}, torch {torch.__version__}",
+        f"settings: steps timed per repeat {args.steps} after {args.warmup} warm-up steps, repeats "
+        f"{args.repeats} (interleaved AB, BA, ...), seed {args.seed}; the same random 32x32 minibatches "
+        "and initial weights for every program; data loading not timed",
+        f"wall time of the benchmark: {time.time() - started:.0f} s",
+        "",
+        "",
+    ]
+    out = args.out or HERE / "results" / f"{datetime.date.today():%Y-%m-%d}-cpu-against-usb.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(header) + text + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
