@@ -111,3 +111,22 @@ def test_cli_reports_a_truncated_mat_file_in_one_line(cli, svhn_dir, tmp_path):
     (tmp_path / "train_32x32.mat").write_bytes(data[:1000])
     assert_one_line_error(cli("splits", "svhn", "--labels", 20, "--data", tmp_path, "--out", tmp_path / "l.txt"),
                           "train_32x32.mat", "truncated", "re-download it")
+
+
+def test_the_pipeline_parts_look_like_imagefolder_and_join_train_and_extra_in_order(svhn_dir):
+    train, extra = svhn.read_svhn(svhn_dir, "train"), svhn.read_svhn(svhn_dir, "extra")
+    joined = svhn.open_part(svhn_dir, "train+extra", None)
+    assert len(joined) == 160 and joined.classes == list(svhn.CLASS_NAMES)
+    names = train.file_names() + extra.file_names()
+    pixels = np.concatenate([train.images, extra.images])
+    # published_order: the items in the files' order, train first
+    for position, item in enumerate(joined.published_order[:3] + joined.published_order[-3:]):
+        i = position if position < 3 else 160 - 6 + position
+        assert joined.samples[item][0] == names[i]
+        image, target = joined[item]
+        assert np.array_equal(np.asarray(image), pixels[i]) and target == int(names[i].split("_")[-1][0])
+    assert len(svhn.open_part(svhn_dir, "test", None)) == 30
+    views = svhn.open_part(svhn_dir, "train", svhn.train_transform())[0][0]
+    assert len(views) == 2 and views[0].shape == (3, 32, 32)
+    with pytest.raises(BadInput, match="SVHN's per-image parts are train, test, extra, train\\+extra, not 'val'"):
+        svhn.open_part(svhn_dir, "val", None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mt_repro.config.protocol import ProtocolConfig, protocol_config
+from mt_repro.config.protocol import ProtocolConfig, load_protocol, protocol_config
 from mt_repro.core.errors import BadInput
 from mt_repro.data.labels import write_label_file
 from mt_repro.data.registry import get_dataset
@@ -28,8 +28,12 @@ LABEL_FILE = "protocol_labels.txt"
 
 
 def published_order(train) -> tuple[list[str], list[int]]:
-    """The training images' file names and classes in the published order, from an
-    ``ImageFolder``-like dataset whose images are named ``<i>_<class>.png``."""
+    """The training images' file names and classes in the published order: the dataset's own
+    ``published_order`` (its items' indices in that order) where it has one (a part joined from
+    several files: SVHN's train+extra), else from the images' names, ``<i>_<class>.png``."""
+    own = getattr(train, "published_order", None)
+    if own is not None:
+        return ([Path(train.samples[k][0]).name for k in own], [train.samples[k][1] for k in own])
     indexed = []
     for path, target in train.samples:
         name = Path(path).name
@@ -49,7 +53,8 @@ def write_protocol_labels(config: ProtocolConfig, path: Path) -> Path:
     """The label file of the cell's split: ``usb_split`` of the training targets, ``n_labels``
     labels for the run's seed."""
     spec = get_dataset(config.dataset)
-    train = spec.open_part(spec.root(config.data_dir), spec.train_part, None, config.damaged_images)
+    part = load_protocol(config.protocol).split_part(config.dataset) or config.train_subdir
+    train = spec.open_part(spec.root(config.data_dir), part, None, config.damaged_images)
     names, targets = published_order(train)
     labeled, _ = usb_split(targets, config.n_labels, spec.num_classes, config.seed)
     write_label_file(path, {names[i]: train.classes[targets[i]] for i in labeled.tolist()})

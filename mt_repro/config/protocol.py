@@ -90,6 +90,13 @@ UNUSED = {name: _TRAIN_DEFAULTS[name] for name in ("epochs", "start_epoch", "lr_
                                                   "checkpoint_epochs", "print_freq", "initial_lr")}
 
 
+DATASET_KEYS = {"arch", "weight_decay", "labels", "source"}
+# train_part: the part of the dataset a run trains on (its images not in the split's label file
+# are the unlabeled ones); split_part: the part the labeled images are drawn from (default: the
+# train_part), both as the dataset's reader names its parts
+OPTIONAL_DATASET_KEYS = {"train_part", "split_part"}
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str
@@ -100,6 +107,10 @@ class Protocol:
 
     def labels(self, dataset: str) -> list[int]:
         return list(self.dataset(dataset)["labels"])
+
+    def split_part(self, dataset: str) -> str | None:
+        """The part the labeled images are drawn from (None: the run's training part)."""
+        return self.dataset(dataset).get("split_part")
 
     def dataset(self, name: str) -> dict[str, Any]:
         if name not in self.datasets:
@@ -130,9 +141,11 @@ def load_protocol(name: str) -> Protocol:
                         {k: dict(v) for k, v in data.get("datasets", {}).items()},
                         {k: dict(v) for k, v in data.get("methods", {}).items()})
     for dataset, table in protocol.datasets.items():
-        missing = sorted({"arch", "weight_decay", "labels", "source"} - set(table))
-        if missing:
-            raise BadInput(f"configs/protocols/{name}.toml [datasets.{dataset}] lacks {', '.join(missing)}")
+        missing = sorted(DATASET_KEYS - set(table))
+        unknown = sorted(set(table) - DATASET_KEYS - OPTIONAL_DATASET_KEYS)
+        if missing or unknown:
+            raise BadInput(f"configs/protocols/{name}.toml [datasets.{dataset}] "
+                           + (f"lacks {', '.join(missing)}" if missing else f"has unknown key(s) {', '.join(unknown)}"))
     for method, table in protocol.methods.items():
         missing = sorted({"uratio", "source"} - set(table))
         if missing:
@@ -153,6 +166,8 @@ def protocol_config(protocol: str, dataset: str, method: str, n_labels: int, see
     settings: dict[str, Any] = dict(spec.run)
     settings.update(dataset=dataset, arch=data["arch"], weight_decay=data["weight_decay"], method=method,
                     n_labels=n_labels, seed=seed, protocol=protocol)
+    if "train_part" in data:
+        settings["train_subdir"] = data["train_part"]
     if "consistency" in method_table:
         settings["consistency"] = method_table["consistency"]
     changes = parse_pairs(overrides, "--set")

@@ -10,6 +10,14 @@ named by its position in its file and its digit, as the original by-image CIFAR-
 its PNGs: ``<i>_<digit>.png`` for image ``i`` (0-based, the 4th axis of ``X``) of
 ``train_32x32.mat`` (e.g. ``0_1.png``, ``1_9.png``), ``test_<i>_<digit>.png`` in the test file
 and ``extra_<i>_<digit>.png`` in the extra file. Class names are the digits ``"0"`` .. ``"9"``.
+
+The per-image pipeline (the USB protocol; not the paper's, whose SVHN runs are the ConvNet's)
+opens the parts ``train``, ``test``, ``extra`` and ``train+extra``, the training and extra
+images joined in that order as USB's ``semilearn/datasets/cv_datasets/svhn.py`` joins them
+(its split is drawn over the 604,388 images in that order). USB's weak augmentation of SVHN is
+CIFAR's: ±4 px translation with mirrored borders (its ``RandomCrop(32, padding=4,
+padding_mode="reflect")``) and a horizontal flip (FixMatch's paper does not flip SVHN; USB
+does), normalised with USB's SVHN statistics.
 """
 from __future__ import annotations
 
@@ -21,16 +29,24 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+from torch.utils.data import Dataset
+from torchvision import transforms
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.limits import MEMBER_BYTES, regular_file
+from mt_repro.data.batch_augment import BatchAugment
+from mt_repro.data.cifar10 import CifarArrays
 from mt_repro.data.registry import DatasetSpec, TFArrays, register
 from mt_repro.data.splits import NamedSplit, TFSplit, svhn_split
+from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 PUBLISHED_SIZES = {"train": 73257, "test": 26032, "extra": 531131}
 NAME_PREFIX = {"train": "", "test": "test_", "extra": "extra_"}
 CLASS_NAMES = tuple(str(d) for d in range(10))
+# the parts the per-image pipeline opens, each the files it joins in order
+PIPELINE_PARTS = {"train": ("train",), "test": ("test",), "extra": ("extra",), "train+extra": ("train", "extra")}
+USB_SVHN_STATS = {"mean": [0.4380, 0.4440, 0.4730], "std": [0.1751, 0.1771, 0.1744]}  # USB's svhn.py
 
 
 @dataclass
@@ -226,6 +242,60 @@ def _element_sizes(path: Path, file_size: int) -> list[tuple[int, int]]:
     return sizes
 
 
+@dataclass
+class JoinedParts:
+    """Published files of SVHN joined in order, as ``CifarArrays`` takes a split."""
+    images: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    def file_names(self) -> list[str]:
+        return self.names
+
+
+_READ: dict[tuple[Path, str], JoinedParts] = {}   # the last part read: a run opens its part several times
+
+
+def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") -> Dataset:
+    """A pipeline part (``PIPELINE_PARTS``) in memory, looking like ``ImageFolder`` over images
+    named as the module says. Its ``published_order`` lists its items in the files' order."""
+    if part not in PIPELINE_PARTS:
+        raise BadInput(f"SVHN's per-image parts are {', '.join(PIPELINE_PARTS)}, not {part!r}")
+    key = (Path(root).resolve(), part)
+    if key not in _READ:
+        _READ.clear()
+        pieces = [read_svhn(root, name) for name in PIPELINE_PARTS[part]]
+        _READ[key] = JoinedParts(np.concatenate([p.images for p in pieces]) if len(pieces) > 1 else pieces[0].images,
+                                 np.concatenate([p.labels for p in pieces]),
+                                 [name for p in pieces for name in p.file_names()])
+    joined = _READ[key]
+    dataset = CifarArrays(joined, transform)
+    position = {name: i for i, name in enumerate(joined.names)}
+    dataset.published_order = sorted(range(len(dataset)), key=lambda k: position[dataset.samples[k][0]])
+    return dataset
+
+
+def train_transform():
+    """USB's weak augmentation of SVHN, twice per image (student and teacher views)."""
+    return TransformTwice(transforms.Compose([
+        RandomTranslateWithReflect(4),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(**USB_SVHN_STATS),
+    ]))
+
+
+def eval_transform():
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(**USB_SVHN_STATS)])
+
+
+def batch_augment():
+    """``train_transform`` on a whole minibatch on the device (fast mode); its translation and
+    flip are also the first steps of FixMatch's strong view."""
+    return BatchAugment(max_translation=4, flip=True, scale=255.0, **USB_SVHN_STATS)
+
+
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -235,4 +305,5 @@ SPEC = register(DatasetSpec(
                              "images of house-number digits",
     num_classes=10, train_size=PUBLISHED_SIZES["train"], default_root="data-local/images/svhn",
     reads="the directory holding train_32x32.mat, test_32x32.mat (and extra_32x32.mat)",
-    tf_arrays=tf_arrays, tf_split=tf_split, has_extra=True))
+    eval_part="test", open_part=open_part, train_transform=train_transform, eval_transform=eval_transform,
+    batch_augment=batch_augment, tf_arrays=tf_arrays, tf_split=tf_split, has_extra=True))
