@@ -640,15 +640,23 @@ def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None,
               help="override a setting (training_length=1000 for a short run)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="--out holds a run: remove its files and start afresh")
+@_DOWNLOAD_OPTIONS[0]
+@_DOWNLOAD_OPTIONS[1]
 @_THREADS_OPTION
 @_WANDB_OPTION
 @click.option("--no-progress", is_flag=True)
 def protocol_command(protocol: str, dataset: str, n_labels: int, method: str, seed: int, data_dir: Path | None,
                      out: Path | None, overrides: tuple[str, ...], device: str, overwrite: bool,
-                     threads: int | None, no_progress: bool) -> None:
+                     download: bool, data_root: Path | None, threads: int | None, no_progress: bool) -> None:
     """One cell of a benchmark protocol after the paper: `mt-repro protocol usb cifar10 --labels 40
     --method fixmatch --seed 0` (USB/TorchSSL: WRN-28-2, 2^20 steps, the teacher evaluated)."""
     from mt_repro.apps.protocol import run_cell
+    from mt_repro.config.protocol import load_protocol
+
+    options = {"download": download, "data_root": data_root, "data_dir": data_dir}
+    table = load_protocol(protocol).dataset(dataset)   # an unknown one is refused before any download
+    _apply_download(options, dataset, extra="extra" in table.get("train_part", ""))
+    data_dir = options["data_dir"]
 
     _print_summary(run_cell(protocol, dataset, n_labels, method, seed, data_dir=data_dir, out=out,
                             overrides=",".join(overrides) or None, device=device, overwrite=overwrite,
@@ -941,11 +949,13 @@ def port_log_command(old: Path, new: Path) -> None:
 
 
 @cli.command("download")
-@click.argument("what", nargs=-1, required=True, type=click.Choice(["cifar10", "svhn", "svhn-extra", "labels"]))
+@click.argument("what", nargs=-1, required=True,
+                type=click.Choice(["cifar10", "svhn", "svhn-extra", "cifar100", "stl10", "labels"]))
 @_DOWNLOAD_OPTIONS[1]
 def download_command(what: tuple[str, ...], data_root: Path | None) -> None:
-    """Fetch CIFAR-10, SVHN (svhn-extra: with extra_32x32.mat) or the original's label files
-    (labels: those its runners used) into the data root, each verified against its digest."""
+    """Fetch CIFAR-10, SVHN (svhn-extra: with extra_32x32.mat), CIFAR-100, STL-10 or the
+    original's label files (labels: those its runners used) into the data root, each verified
+    against its digest."""
     from mt_repro.config.paper import load_paper_config
     from mt_repro.data import downloads
     from mt_repro.paper.tables import RESNET_CONFIGS

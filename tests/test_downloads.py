@@ -290,8 +290,46 @@ def test_what_cannot_be_downloaded_says_what_to_do(cli, tmp_path):
     assert_one_line_error(cli("cifar10", "--data-root", tmp_path), "--data-root", "--download")
     with pytest.raises(BadInput, match="no label file cifar10/2000_balanced_labels/10.txt"):
         downloads.label_downloads(["cifar10/2000_balanced_labels/10.txt"])
-    with pytest.raises(BadInput, match="no download of 'stl10'"):
-        downloads.dataset_downloads("stl10")
+    with pytest.raises(BadInput, match="no download of 'mnist'"):
+        downloads.dataset_downloads("mnist")
+
+
+def test_the_usb_protocols_datasets_are_fetched_as_torchvision_checks_them():
+    cifar100, stl10 = downloads.dataset_downloads("cifar100")[0], downloads.dataset_downloads("stl10")[0]
+    assert (cifar100.name, cifar100.algorithm, cifar100.digest) == ("cifar-100-python.tar.gz", "md5",
+                                                                   "eb9058c3a382ffc7106e4002c42a8d85")
+    assert (stl10.name, stl10.digest, stl10.max_bytes > 2_640_397_119) == ("stl10_binary.tar.gz",
+                                                                           "91f7769df0f17e558f3565bffb0c7dfb", True)
+    assert downloads.dataset_path("stl10", Path("r")) == Path("r/stl10/stl10_binary.tar.gz")
+
+
+def test_protocol_download_fetches_the_dataset_the_cell_trains_on(cli, server, monkeypatch, tmp_path):
+    """``mt-repro protocol usb cifar100 --download``: the tarball fetched into the data root and
+    the cell's data is it; SVHN's cells fetch the extra file they train on."""
+    body = synthetic.write_cifar100_tarball(tmp_path / "c100.tar.gz", n_train=500, n_test=100).read_bytes()
+    monkeypatch.setattr(downloads, "_CIFAR100", dataclasses.replace(downloads._CIFAR100,
+                                                                    digest=hashlib.md5(body).hexdigest()))
+    server.files["/~kriz/cifar-100-python.tar.gz"] = body
+    started = {}
+
+    def run_cell(*args, **kwargs):
+        started.update(kwargs)
+        return {"out_dir": str(tmp_path / "run")}
+
+    from mt_repro.apps import protocol
+    monkeypatch.setattr(protocol, "run_cell", run_cell)
+    monkeypatch.setattr("mt_repro.cli._print_summary", lambda summary: None)
+    root = tmp_path / "root"
+    code, out, err = cli("protocol", "usb", "cifar100", "--labels", "400", "--download", "--data-root", root)
+    assert code == 0, err
+    assert Path(started["data_dir"]) == root / "cifar100" / "cifar-100-python.tar.gz"
+    assert (root / "cifar100" / "cifar-100-python.tar.gz").read_bytes() == body
+    wanted = []
+    monkeypatch.setattr(downloads, "fetch", lambda items, *a, **k: wanted.extend(d.name for d in items))
+    assert cli("protocol", "usb", "svhn", "--labels", "40", "--download", "--data-root", root)[0] == 0
+    assert wanted == ["train_32x32.mat", "test_32x32.mat", "extra_32x32.mat"]
+    assert_one_line_error(cli("protocol", "usb", "mnist", "--labels", "40", "--download", "--data-root", root),
+                          "protocol usb has no dataset 'mnist'")
 
 
 def test_svhn_fetches_its_extra_file_only_for_runs_that_add_it():

@@ -6,6 +6,9 @@ What is fetched, and from where:
   torchvision's ``CIFAR10`` dataset checks;
 * SVHN: ``train_32x32.mat``, ``test_32x32.mat`` (and ``extra_32x32.mat`` for the runs that add
   it) from its authors' site, checked against torchvision's ``SVHN`` MD5s;
+* CIFAR-100 and STL-10 (the USB protocol's; not in the paper): ``cifar-100-python.tar.gz`` and
+  ``stl10_binary.tar.gz`` from their authors' sites, checked against the MD5s torchvision's
+  ``CIFAR100`` and ``STL10`` check;
 * the label files of the original code (``pytorch/data-local/labels/``, CC BY-NC, never shipped
   with this package) from the original's public repository at a fixed commit, each checked
   against the SHA-256 and size recorded in ``original_label_files.sha256`` beside this module.
@@ -71,7 +74,11 @@ _SVHN = {
     "extra": Download("svhn/extra_32x32.mat", "http://ufldl.stanford.edu/housenumbers/extra_32x32.mat",
                       "md5", "a93ce644f1a588dc4d68dda5feec44a7", 1500 * MiB),
 }
-DATASETS = ("cifar10", "svhn")
+_CIFAR100 = Download("cifar100/cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                     "md5", "eb9058c3a382ffc7106e4002c42a8d85", 200 * MiB)
+_STL10 = Download("stl10/stl10_binary.tar.gz", "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+                  "md5", "91f7769df0f17e558f3565bffb0c7dfb", 2700 * MiB)
+DATASETS = ("cifar10", "cifar100", "svhn", "stl10")
 MANUAL = {"imagenet": "ImageNet cannot be downloaded for you: its images are licensed per user. "
                       "Download ILSVRC2012 from image-net.org and lay it out as train/<wnid>/*.JPEG and "
                       "val/<wnid>/*.JPEG (see the README's Datasets section), then pass --data DIR; "
@@ -106,8 +113,8 @@ def dataset_downloads(dataset: str, *, extra: bool = False) -> list[Download]:
     """The files of ``dataset`` (SVHN's 1.3 GB extra file only when ``extra``)."""
     if dataset in MANUAL:
         raise BadInput(MANUAL[dataset])
-    if dataset == "cifar10":
-        return [_CIFAR10]
+    if _archive(dataset) is not None:
+        return [_archive(dataset)]
     if dataset == "svhn":
         return [_SVHN["train"], _SVHN["test"]] + ([_SVHN["extra"]] if extra else [])
     raise BadInput(f"no download of {dataset!r}: there are {', '.join(DATASETS)} and the label files")
@@ -136,8 +143,14 @@ def _label_digests() -> dict[str, tuple[str, int]]:
 
 
 def dataset_path(dataset: str, root: Path) -> Path:
-    """What ``--data`` is given for a downloaded dataset: CIFAR-10's tarball, SVHN's directory."""
-    return root / (_CIFAR10.path if dataset == "cifar10" else "svhn")
+    """What ``--data`` is given for a downloaded dataset: its tarball, or SVHN's directory."""
+    archive = _archive(dataset)
+    return root / (archive.path if archive is not None else "svhn")
+
+
+def _archive(dataset: str) -> Download | None:
+    """The one file of a dataset that ``--data`` names (None: SVHN's files, a directory)."""
+    return {"cifar10": _CIFAR10, "cifar100": _CIFAR100, "stl10": _STL10}.get(dataset)
 
 
 # --- fetching ----------------------------------------------------------------------------------
