@@ -88,7 +88,7 @@ def test_unknown_architecture_is_bad_input():
 
 def test_the_registry_lists_every_architecture_with_its_recipe():
     assert models.list_models() == ["cifar_shakeshake26", "cifar_shakeshake_mini", "convnet13", "digits_convnet",
-                                    "resnext152", "resnext_mini", "wrn_28_2", "wrn_28_8"]
+                                    "resnext152", "resnext_mini", "wrn_28_2", "wrn_28_8", "wrn_var_37_2"]
     recipes = {name: models.get_model(name).recipe for name in models.list_models()}
     assert recipes.pop("convnet13") == "tensorflow" and set(recipes.values()) == {"pytorch"}
     convnet = models.get_model("convnet13")
