@@ -34,6 +34,7 @@ STAND_INS = {
     "svhn": lambda d: synthetic.write_svhn_mat(d / "svhn", n_train=100, n_test=20) and d / "svhn",
     "digits": None,
     "imagenet": lambda d: imagenet_tree(d / "imagenet"),
+    "stl10": lambda d: synthetic.write_stl10_binary(d / "stl10_binary.tar.gz", n_train=40, n_test=20, n_unlabeled=20),
 }
 
 

@@ -10,9 +10,7 @@ whichever form the data is in.
 """
 from __future__ import annotations
 
-import bz2
 import codecs
-import gzip
 import io
 import lzma
 import os
@@ -35,6 +33,7 @@ from mt_repro.core.limits import ARCHIVE_BYTES, MEMBER_BYTES, MiB, regular_file
 from mt_repro.data import images, splits, zca
 from mt_repro.data.batch_augment import BatchAugment
 from mt_repro.data.registry import DatasetSpec, TFArrays, register
+from mt_repro.data.tar_stream import CHUNK, open_tar_stream, refuse_unsafe_member
 from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
 
 @dataclass(frozen=True)
@@ -127,8 +126,6 @@ def _splits(pickles: dict[str, bytes], fmt: CifarFormat = CIFAR10) -> dict[str, 
 BATCH_BYTES = CIFAR10.batch_bytes
 META_BYTES = 1 * MiB
 MAX_MEMBERS = 1000     # the published tarballs have 8 (CIFAR-10) and 4 (CIFAR-100) entries
-CHUNK = 1 * MiB        # members are read this much at a time; tarfile's own reads are smaller
-_COMPRESSED = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
 
 
 def _kind_bytes(name: str, fmt: CifarFormat) -> int:
@@ -150,13 +147,14 @@ def _pickles_from_tarball(path: Path, fmt: CifarFormat) -> dict[str, bytes]:
     wanted = {f"{fmt.batch_dir}/{name}": name for name in fmt.members}
     found: dict[str, bytes] = {}
     try:
-        with _decompressed(path, fmt) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+        with open_tar_stream(path, f"the {fmt.name} python tarball") as stream, \
+                tarfile.open(fileobj=stream, mode="r:") as tar:
             declared = 0
             for count, member in enumerate(tar, 1):
                 if count > MAX_MEMBERS:
                     raise BadInput(f"{path.name} holds more than {MAX_MEMBERS} members (the {fmt.name} "
                                    f"python tarball has {fmt.members_text}): refused")
-                _refuse_unsafe(path, member)
+                refuse_unsafe_member(path, member)
                 subject = f"{path.name}: member {member.name!r}"
                 MEMBER_BYTES.check(member.size, subject)
                 declared += tarfile.BLOCKSIZE + member.size
@@ -178,71 +176,6 @@ def _pickles_from_tarball(path: Path, fmt: CifarFormat) -> dict[str, bytes]:
     return found
 
 
-def _decompressed(path: Path, fmt: CifarFormat) -> "_Bounded":
-    """The tar stream of ``path`` (gzip, bzip2, xz or none), behind ``_Bounded``."""
-    raw = open(path, "rb")
-    try:
-        magic = raw.read(6)
-        raw.seek(0)
-        for prefix, opener in _COMPRESSED:
-            if magic.startswith(prefix):
-                return _Bounded(opener(fileobj=raw) if opener is gzip.GzipFile else opener(raw), raw, path, fmt)
-        return _Bounded(raw, raw, path, fmt)
-    except BaseException:
-        raw.close()
-        raise
-
-
-class _Bounded(io.RawIOBase):
-    """A decompressed tar stream that ``tarfile`` reads and seeks in: it refuses any single read
-    larger than ``CHUNK`` (tarfile reads headers, names and PAX records whole, as large as they
-    declare) and any position past ``ARCHIVE_BYTES`` of decompressed data."""
-
-    def __init__(self, stream, raw, path: Path, fmt: CifarFormat):
-        self._stream, self._raw, self._path, self._fmt = stream, raw, path, fmt
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0 or size > CHUNK:
-            amount = "unbounded size" if size is None or size < 0 else f"{size:,} bytes"
-            raise BadInput(f"{self._path.name}: a tar header declares a record of {amount} (names and "
-                           f"PAX records take a few hundred): not the {self._fmt.name} python tarball, refused")
-        self._within(self._stream.tell() + size)
-        return self._stream.read(size)
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._stream.tell()
-        elif whence != io.SEEK_SET:
-            raise io.UnsupportedOperation("a tar stream is only read forward")
-        self._within(offset)
-        return self._stream.seek(offset)
-
-    def tell(self) -> int:
-        return self._stream.tell()
-
-    def _within(self, position: int) -> None:
-        ARCHIVE_BYTES.check(position, f"{self._path.name} (decompressed)")
-
-    def close(self) -> None:
-        try:
-            if self._stream is not self._raw:
-                self._stream.close()
-        finally:
-            self._raw.close()
-            super().close()
-
-
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, subject: str) -> bytes:
     """A member's bytes, read ``CHUNK`` at a time: exactly as many as it declares."""
     source = tar.extractfile(member)
@@ -258,19 +191,6 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, subject: str) ->
     if got < member.size:
         raise BadInput(f"{subject} holds {got:,} of the {member.size:,} bytes it declares: truncated")
     return b"".join(chunks)
-
-
-def _refuse_unsafe(path: Path, member: tarfile.TarInfo) -> None:
-    """The published tarball holds one directory of regular files. Members are only read in
-    memory, never extracted, but an archive with links, devices or paths leaving its directory
-    is not the published one and is refused outright."""
-    parts = Path(member.name).parts
-    if member.name.startswith(("/", "\\")) or ".." in parts:
-        raise BadInput(f"{path.name}: member {member.name!r} points outside the archive: refused")
-    if member.issym() or member.islnk():
-        raise BadInput(f"{path.name}: member {member.name!r} is a link (to {member.linkname!r}): refused")
-    if not (member.isfile() or member.isdir()):
-        raise BadInput(f"{path.name}: member {member.name!r} is not a regular file: refused")
 
 
 def _read_batch_file(path: Path, name: str, fmt: CifarFormat) -> bytes:

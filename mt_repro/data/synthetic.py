@@ -341,6 +341,79 @@ def _describe_mat(path: Path) -> None:
         f.write(MAT_STAND_IN.ljust(MAT_DESCRIPTION_BYTES))
 
 
+STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+STL10_DIR = "stl10_binary"
+STL10_SIZE = 96
+
+
+def stl10_images_to_bytes(images: np.ndarray) -> bytes:
+    """``N x 96 x 96 x 3`` uint8 pixels (row, column, channel) as an STL-10 ``*_X.bin`` stores
+    them: per image the three channel planes, each written column by column."""
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[1:] != (STL10_SIZE, STL10_SIZE, 3):
+        raise ValueError(f"expected N x {STL10_SIZE} x {STL10_SIZE} x 3 images, got {images.shape}")
+    return np.ascontiguousarray(images.transpose(0, 3, 2, 1)).tobytes()
+
+
+def stl10_arrays(n_images: int, seed: int, colour_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``N x 96 x 96 x 3`` uint8 images, noise around one colour per class (the colours from
+    ``colour_seed``, shared by the files so that the test file is learnable), and their classes
+    0..9 (balanced, shuffled); the unlabeled file's images are drawn the same way."""
+    rng = np.random.RandomState(seed)
+    labels = np.arange(n_images) % len(STL10_CLASSES)
+    rng.shuffle(labels)
+    base = np.random.RandomState(colour_seed).randint(0, 256, size=(len(STL10_CLASSES), 1, 1, 3))
+    noise = rng.randint(-60, 61, size=(n_images, STL10_SIZE, STL10_SIZE, 3))
+    images = np.clip(base[labels] + noise, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+
+def stl10_members(n_train: int = 50, n_test: int = 20, n_unlabeled: int = 50, seed: int = 0) -> dict[str, bytes]:
+    """The files of ``stl10_binary/`` as published (``train_X.bin``, ``train_y.bin``,
+    ``test_X.bin``, ``test_y.bin``, ``unlabeled_X.bin``, ``class_names.txt``,
+    ``fold_indices.txt``), each file's bytes; labels stored as 1..10."""
+    train, train_labels = stl10_arrays(n_train, seed, colour_seed=seed)
+    test, test_labels = stl10_arrays(n_test, seed + 1, colour_seed=seed)
+    unlabeled, _ = stl10_arrays(n_unlabeled, seed + 2, colour_seed=seed)
+    folds = np.array_split(np.random.RandomState(seed + 3).permutation(n_train), 10)
+    return {
+        "train_X.bin": stl10_images_to_bytes(train),
+        "train_y.bin": (train_labels + 1).astype(np.uint8).tobytes(),
+        "test_X.bin": stl10_images_to_bytes(test),
+        "test_y.bin": (test_labels + 1).astype(np.uint8).tobytes(),
+        "unlabeled_X.bin": stl10_images_to_bytes(unlabeled),
+        "class_names.txt": "".join(f"{name}\n" for name in STL10_CLASSES).encode(),
+        "fold_indices.txt": "".join(" ".join(map(str, fold.tolist())) + " \n" for fold in folds).encode(),
+    }
+
+
+def write_stl10_binary(directory_or_tarball: str | os.PathLike, n_train: int = 50, n_test: int = 20,
+                       n_unlabeled: int = 50, seed: int = 0, compresslevel: int = 1,
+                       members: dict[str, bytes] | None = None) -> Path:
+    """STL-10's binary release: a path ending ``.tar.gz``, ``.tgz`` or ``.tar`` gets the tarball
+    (``stl10_binary/<file>``, first the stand-in's marker), any other the extracted directory
+    ``<path>/stl10_binary/`` (with the marker file). ``members``: the files to write instead of
+    ``stl10_members(...)`` (tests alter them). Returns the path given, which the reader takes."""
+    path = Path(directory_or_tarball)
+    members = stl10_members(n_train, n_test, n_unlabeled, seed) if members is None else members
+    marker = STAND_IN_TEXT.format(what="mt_repro.data.synthetic.write_stl10_binary", dataset="STL-10")
+    if path.name.endswith((".tar.gz", ".tgz")):
+        return write_tarball(path, members, compresslevel=compresslevel, directory=STL10_DIR, stand_in=marker)
+    if path.name.endswith(".tar"):
+        with tarfile.open(path, "w") as tar:
+            for name, payload in {STAND_IN_FILE: marker.encode(), **members}.items():
+                info = tarfile.TarInfo(f"{STL10_DIR}/{name}")
+                info.size, info.mode = len(payload), 0o644
+                tar.addfile(info, io.BytesIO(payload))
+        return path
+    base = path / STL10_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    for name, payload in members.items():
+        (base / name).write_bytes(payload)
+    (base / STAND_IN_FILE).write_text(marker)
+    return path
+
+
 # --- recognising a stand-in ----------------------------------------------------------------------
 _COMPRESSED = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
 _HEAD_BYTES = 2 * tarfile.BLOCKSIZE + 1024   # the first member's header and a marker's text
@@ -368,7 +441,7 @@ def stand_in_marker(path: str | os.PathLike) -> str | None:
 
 def _directory_marker(directory: Path) -> str | None:
     for candidate in (directory / STAND_IN_FILE, directory / "cifar-10-batches-py" / STAND_IN_FILE,
-                      directory / "cifar-100-python" / STAND_IN_FILE):
+                      directory / "cifar-100-python" / STAND_IN_FILE, directory / STL10_DIR / STAND_IN_FILE):
         if candidate.is_file():
             with open(candidate, "rb") as f:
                 return f.read(1024).decode("utf-8", "replace").strip()
