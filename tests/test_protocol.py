@@ -50,7 +50,7 @@ def test_every_cell_composes_with_usbs_settings(dataset, method):
     uratio = USB.method(method)["uratio"]
     assert config.recipe.name == "usb" and config.training_length == 2 ** 20
     assert (config.lr, config.momentum, config.nesterov, config.ema_decay) == (0.03, 0.9, True, 0.999)
-    assert config.weight_decay == {"cifar10": 5e-4, "cifar100": 1e-3, "svhn": 5e-4}[dataset]
+    assert config.weight_decay == {"cifar10": 5e-4, "cifar100": 1e-3, "svhn": 5e-4, "stl10": 5e-4}[dataset]
     assert config.evaluation_span == 5120 and config.print_span == 256 and config.lr_cycles == 7 / 16
     if uratio:
         assert (config.labeled_batch_size, config.batch_size) == (64, 64 * (1 + uratio))
@@ -164,6 +164,30 @@ def test_svhns_split_is_drawn_over_the_training_and_extra_images_joined_as_usb_j
     assert all(read_label_file(path)[names[i]] == str(joined[i]) for i in labeled)
 
 
+@pytest.fixture(scope="module")
+def stl10_tarball(tmp_path_factory):
+    return synthetic.write_stl10_binary(tmp_path_factory.mktemp("stl10") / "stl10_binary.tar.gz",
+                                        n_train=60, n_test=20, n_unlabeled=30, seed=5)
+
+
+def test_stl10s_labels_are_drawn_from_its_training_images_and_it_trains_on_those_and_the_unlabeled(
+        stl10_tarball, tmp_path):
+    from mt_repro.data.stl10 import read_stl10
+    config = protocol_config("usb", "stl10", "fixmatch", 40, 2, data_dir=str(stl10_tarball))
+    assert (config.arch, config.train_subdir) == ("wrn_var_37_2", "train+unlabeled")
+    path = write_protocol_labels(config, tmp_path / LABEL_FILE)
+    train = read_stl10(stl10_tarball, "train")
+    labeled, _ = usb_split(train.labels.tolist(), 40, 10, 2)
+    names = [f"{i}_{train.class_names[c]}.png" for i, c in enumerate(train.labels.tolist())]
+    assert list(read_label_file(path)) == [names[i] for i in labeled]
+    # the run's training part holds them, and the unlabeled images beside the rest
+    spec = get_dataset("stl10")
+    part = spec.open_part(stl10_tarball, config.train_subdir, None)
+    from mt_repro.data.labels import apply_labels
+    marked, unmarked = apply_labels(part, read_label_file(path))
+    assert (len(marked), len(unmarked)) == (40, 60 - 40 + 30)
+
+
 def test_a_protocol_settings_file_with_an_unknown_dataset_key_is_refused(tmp_path, monkeypatch):
     from mt_repro.config import protocol as protocol_module
     (tmp_path / "protocols").mkdir()
@@ -175,16 +199,20 @@ def test_a_protocol_settings_file_with_an_unknown_dataset_key_is_refused(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["mean_teacher", "fixmatch"])
-def test_a_shortened_svhn_cell_runs_through_the_command(method, svhn_files, tmp_path):
+@pytest.mark.parametrize("dataset, method", [("svhn", "mean_teacher"), ("svhn", "fixmatch"),
+                                             ("stl10", "fixmatch")])
+def test_a_shortened_svhn_or_stl10_cell_runs_through_the_command(dataset, method, svhn_files, stl10_tarball,
+                                                                 tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["protocol", "usb", "svhn", "--labels", "40", "--method", method,
-                                      "--seed", "0", "--data", str(svhn_files), "--out", str(out), "--no-progress",
+    data = {"svhn": svhn_files, "stl10": stl10_tarball}[dataset]
+    result = CliRunner().invoke(cli, ["protocol", "usb", dataset, "--labels", "40", "--method", method,
+                                      "--seed", "0", "--data", str(data), "--out", str(out), "--no-progress",
                                       "--device", "cpu", "--set", "training_length=2", "--set", "evaluation_span=1",
                                       "--set", "print_span=1", "--set", "labeled_batch_size=4",
                                       "--set", "workers=0"])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "config.json").read_text())["train_subdir"] == "train+extra"
+    assert json.loads((out / "config.json").read_text())["train_subdir"] == {"svhn": "train+extra",
+                                                                              "stl10": "train+unlabeled"}[dataset]
     assert (out / LABEL_FILE).is_file() and (out / "summary.json").is_file() and "done:" in result.output
 
 
