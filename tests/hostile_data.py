@@ -174,7 +174,47 @@ def cifar10_c_pickled(d: Path, tree: Path) -> list:
     return _evaluate_corruptions(d, tree)
 
 
+def _stl10_cell(data: Path, d: Path) -> list:
+    """``protocol usb stl10`` reads the training part first, to draw the split."""
+    return ["protocol", "usb", "stl10", "--labels", 40, "--data", data, "--out", d / "run", "--device", "cpu"]
+
+
+def stl10_directory(d: Path) -> Path:
+    return synthetic.write_stl10_binary(d / "stl10", n_train=50, n_test=10, n_unlabeled=10) / "stl10_binary"
+
+
+def stl10_sparse_images(d: Path) -> list:
+    """An extracted release whose train_X.bin is a 10 GiB sparse file (no disk used)."""
+    base = stl10_directory(d)
+    with open(base / "train_X.bin", "r+b") as f:
+        f.truncate(10 << 30)
+    return _stl10_cell(base, d)
+
+
+def stl10_cut_images(d: Path) -> list:
+    base = stl10_directory(d)
+    with open(base / "train_X.bin", "r+b") as f:
+        f.truncate(27648 * 50 - 1000)
+    return _stl10_cell(base, d)
+
+
+def stl10_link_member(d: Path) -> list:
+    path = d / "stl10_binary.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("stl10_binary/train_X.bin")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    return _stl10_cell(path, d)
+
+
 CASES = [
+    Case("STL-10 binary", "`train_X.bin` a 10 GiB sparse file", "protocol usb stl10",
+         "more than the 5,000 images of 27,648 bytes the published train_X.bin holds",
+         lambda d, tree: stl10_sparse_images(d), extra_mib=256),
+    Case("STL-10 binary", "`train_X.bin` cut inside an image", "protocol usb stl10",
+         "not a whole number of 27,648-byte (3 x 96 x 96) images", lambda d, tree: stl10_cut_images(d)),
+    Case("STL-10 tarball", "symbolic link member", "protocol usb stl10", "is a link",
+         lambda d, tree: stl10_link_member(d)),
     Case("CIFAR-10-C `.npy`", "header declaring 15 TiB of images (128 bytes)", "evaluate --corruptions",
          "declares 14305.1 GiB, more than the limit", cifar10_c_huge_header, extra_mib=256),
     Case("CIFAR-10-C `.npy`", "link to /dev/zero", "evaluate --corruptions", "is a character device, not a regular file",
