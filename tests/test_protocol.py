@@ -228,6 +228,10 @@ def test_a_shortened_cell_runs_through_the_command(method, tarball, tmp_path):
     assert result.exit_code == 0, result.output
     assert "done:" in result.output and (out / LABEL_FILE).is_file() and (out / "summary.json").is_file()
     assert get_model("wrn_28_2").heads == 1
+    # the best test accuracy seen in training is reported only as what it is
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_teacher_prec1_on"] == "test"
+    assert "best prec@1 on test during training" in result.output and "best-on-test" in result.output
 
 
 def _fixmatch_trainer(tarball, out, *, copied: bool, monkeypatch):

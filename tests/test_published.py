@@ -286,3 +286,8 @@ def test_torchssl_s_standard_errors_are_made_deviations_for_the_test(tmp_path):
     expected = stats.ttest_ind_from_stats(statistics.fmean(errors), statistics.stdev(errors), 3,
                                           8.10, 0.21 * math.sqrt(3), 3, equal_var=False).pvalue
     assert comparison.p == pytest.approx(expected) and comparison.verdict == "worse"
+
+
+def test_every_dataset_of_the_published_numbers_has_a_reader_here():
+    from mt_repro.data.registry import dataset_names
+    assert set(published.DATASETS) <= set(dataset_names())

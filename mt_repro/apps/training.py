@@ -286,12 +286,16 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     def pct(value):
         return "n/a" if value is None else f"{value:.2f}%"
 
-    return [f"done: {summary['epochs']} epochs, {summary['global_step']} steps, "
-            f"{summary['n_labeled_in_split']} labeled / {summary['n_unlabeled']} unlabeled images",
-            f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}",
-            f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}",
-            f"  checkpoint {summary['checkpoint']}",
-            f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl"]
+    lines = [f"done: {summary['epochs']} epochs, {summary['global_step']} steps, "
+             f"{summary['n_labeled_in_split']} labeled / {summary['n_unlabeled']} unlabeled images",
+             f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}",
+             f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}"]
+    if summary.get("protocol") and summary.get("best_teacher_prec1_on") == "test":
+        # USB and TorchSSL report this one; said for what it is, beside the final model's above
+        lines.append(f"  teacher  best prec@1 on test during training {pct(summary['best_teacher_prec1'])} "
+                     "(best-on-test, as USB and TorchSSL report; the final numbers above are this run's result)")
+    return lines + [f"  checkpoint {summary['checkpoint']}",
+                    f"  logs       {summary['out_dir']}/{{training,validation,ema_validation}}.jsonl"]
 
 
 def downloaded_inputs(dataset: str, root: Path, *, config_name: str | None = None, data_seed: int | None = None,

@@ -516,6 +516,8 @@ class Trainer:
             "student_error1": student.get("error1/avg"),
             "teacher_error1": teacher.get("error1/avg"),
             "best_teacher_prec1": self.state.best_prec1,
+            # what that best was selected on: a best-on-test number is said to be one
+            "best_teacher_prec1_on": getattr(cfg, "eval_subdir", None),
             "out_dir": str(self.out_dir),
             "checkpoint": str(self.out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT),
         }

@@ -47,7 +47,7 @@ SOURCES = {
     "oliver2018": "Oliver et al. 2018, Realistic Evaluation of Deep Semi-Supervised Learning Algorithms "
                   "(NeurIPS 2018, arXiv 1804.09170), Table 1",
 }
-# The datasets these protocols use; STL-10 is listed though no reader of it is registered yet.
+# The datasets these protocols use (each a registered reader: a test keeps them so).
 DATASETS = ("cifar10", "cifar100", "svhn", "stl10", "imagenet")
 # The metric names of paper_results.csv (results.METRICS; a test keeps the two equal).
 METRICS = ("test_error_pct", "top5_error_pct")
