@@ -25,16 +25,14 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.fileio import TEMPORARY_SUFFIX, atomic_write
 from mt_repro.core.limits import ARCHIVE_BYTES, MEMBER_BYTES, MiB, regular_file
 from mt_repro.data import images, splits, zca
-from mt_repro.data.batch_augment import BatchAugment
 from mt_repro.data.registry import DatasetSpec, TFArrays, register
 from mt_repro.data.tar_stream import CHUNK, open_tar_stream, refuse_unsafe_member
-from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
+from mt_repro.data.translate_flip import TranslateFlip
 
 @dataclass(frozen=True)
 class CifarFormat:
@@ -392,24 +390,9 @@ def open_cifar_part(root: Path, part: str, transform, damaged_images: str, fmt: 
                    f"or the {fmt.name} tarball or batches")
 
 
-def train_transform():
-    """The original's CIFAR-10 augmentation, twice per image (student and teacher views):
-    ±4 px translation with mirrored borders (numpy's generator), horizontal flip (torch's)."""
-    return TransformTwice(transforms.Compose([
-        RandomTranslateWithReflect(4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(**CIFAR10_STATS),
-    ]))
-
-
-def eval_transform():
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(**CIFAR10_STATS)])
-
-
-def batch_augment():
-    """``train_transform`` on a whole minibatch on the device (fast mode)."""
-    return BatchAugment(max_translation=4, flip=True, scale=255.0, **CIFAR10_STATS)
+AUGMENTATION = TranslateFlip(4, **CIFAR10_STATS)   # the original's: ±4 px with mirrored borders, flip
+train_transform, eval_transform, batch_augment = (AUGMENTATION.train_transform, AUGMENTATION.eval_transform,
+                                                  AUGMENTATION.batch_augment)
 
 
 def gcn_zca_arrays(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None

@@ -18,12 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from torch.utils.data import Dataset
-from torchvision import transforms
 
-from mt_repro.data.batch_augment import BatchAugment
 from mt_repro.data.cifar10 import CIFAR100, TEST_PART, TRAIN_PART, open_cifar_part
 from mt_repro.data.registry import DatasetSpec, register
-from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
+from mt_repro.data.translate_flip import TranslateFlip
 
 CIFAR100_STATS = {"mean": [x / 255 for x in (129.3, 124.1, 112.4)],
                   "std": [x / 255 for x in (68.2, 65.4, 70.4)]}
@@ -33,23 +31,9 @@ def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") 
     return open_cifar_part(root, part, transform, damaged_images, CIFAR100)
 
 
-def train_transform():
-    """Two views of each image: ±4 px mirrored translation, horizontal flip."""
-    return TransformTwice(transforms.Compose([
-        RandomTranslateWithReflect(4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(**CIFAR100_STATS),
-    ]))
-
-
-def eval_transform():
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(**CIFAR100_STATS)])
-
-
-def batch_augment():
-    """``train_transform`` on a whole minibatch on the device (fast mode)."""
-    return BatchAugment(max_translation=4, flip=True, scale=255.0, **CIFAR100_STATS)
+AUGMENTATION = TranslateFlip(4, **CIFAR100_STATS)
+train_transform, eval_transform, batch_augment = (AUGMENTATION.train_transform, AUGMENTATION.eval_transform,
+                                                  AUGMENTATION.batch_augment)
 
 
 SPEC = register(DatasetSpec(

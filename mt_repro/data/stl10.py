@@ -56,15 +56,13 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.limits import ARCHIVE_BYTES, MEMBER_BYTES, regular_file
 from mt_repro.core.types import NO_LABEL
-from mt_repro.data.batch_augment import BatchAugment
 from mt_repro.data.registry import DatasetSpec, register
 from mt_repro.data.tar_stream import CHUNK, open_tar_stream, refuse_unsafe_member
-from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
+from mt_repro.data.translate_flip import TranslateFlip
 
 NAME = "STL-10"
 TARBALL = "stl10_binary.tar.gz"
@@ -435,25 +433,9 @@ def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") 
     return Stl10Arrays(read_stl10(root, part), transform)
 
 
-def train_transform():
-    """USB's weak augmentation of STL-10, twice per image (student and teacher views): ±12 px
-    translation with mirrored borders, horizontal flip."""
-    return TransformTwice(transforms.Compose([
-        RandomTranslateWithReflect(MAX_TRANSLATION),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(**STL10_STATS),
-    ]))
-
-
-def eval_transform():
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(**STL10_STATS)])
-
-
-def batch_augment():
-    """``train_transform`` on a whole minibatch on the device (fast mode); its translation and
-    flip are also the first steps of FixMatch's strong view."""
-    return BatchAugment(max_translation=MAX_TRANSLATION, flip=True, scale=255.0, **STL10_STATS)
+AUGMENTATION = TranslateFlip(MAX_TRANSLATION, **STL10_STATS)
+train_transform, eval_transform, batch_augment = (AUGMENTATION.train_transform, AUGMENTATION.eval_transform,
+                                                  AUGMENTATION.batch_augment)
 
 
 SPEC = register(DatasetSpec(

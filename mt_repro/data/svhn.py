@@ -30,15 +30,13 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.limits import MEMBER_BYTES, regular_file
-from mt_repro.data.batch_augment import BatchAugment
 from mt_repro.data.cifar10 import CifarArrays
 from mt_repro.data.registry import DatasetSpec, TFArrays, register
 from mt_repro.data.splits import NamedSplit, TFSplit, svhn_split
-from mt_repro.data.transforms import RandomTranslateWithReflect, TransformTwice
+from mt_repro.data.translate_flip import TranslateFlip
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 PUBLISHED_SIZES = {"train": 73257, "test": 26032, "extra": 531131}
@@ -276,24 +274,9 @@ def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") 
     return dataset
 
 
-def train_transform():
-    """USB's weak augmentation of SVHN, twice per image (student and teacher views)."""
-    return TransformTwice(transforms.Compose([
-        RandomTranslateWithReflect(4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(**USB_SVHN_STATS),
-    ]))
-
-
-def eval_transform():
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(**USB_SVHN_STATS)])
-
-
-def batch_augment():
-    """``train_transform`` on a whole minibatch on the device (fast mode); its translation and
-    flip are also the first steps of FixMatch's strong view."""
-    return BatchAugment(max_translation=4, flip=True, scale=255.0, **USB_SVHN_STATS)
+AUGMENTATION = TranslateFlip(4, **USB_SVHN_STATS)
+train_transform, eval_transform, batch_augment = (AUGMENTATION.train_transform, AUGMENTATION.eval_transform,
+                                                  AUGMENTATION.batch_augment)
 
 
 def _one_line(exc: Exception) -> str:
