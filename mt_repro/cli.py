@@ -630,37 +630,69 @@ def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None,
 @cli.command("protocol")
 @click.argument("protocol")
 @click.argument("dataset")
-@click.option("--labels", "n_labels", type=int, required=True, help="labeled images: one of the protocol's counts")
-@click.option("--method", default="mean_teacher", show_default=True, help="a method the protocol has settings for")
-@click.option("--seed", type=int, default=0, show_default=True, help="the split's seed and the run's, as USB's")
+@click.option("--labels", "labels", required=True, metavar="N[,N...]",
+              help="labeled images: one of the protocol's counts, or several (a grid)")
+@click.option("--method", "methods", default="mean_teacher", show_default=True, metavar="NAME[,NAME...]",
+              help="a method the protocol has settings for, or several")
+@click.option("--seed", "seeds", default="0", show_default=True, metavar="S[,S...]",
+              help="the split's seed and the run's, as USB's; or several")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), help="the dataset's tarball or directory")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="run directory (default: results/protocol/<protocol>/<dataset>_<labels>_<method>_<seed>)")
+              help="run directory of one cell (default: results/protocol/<protocol>/<dataset>_<labels>_<method>_<seed>); "
+                   "of a grid, the directory of its cells' directories (default: results/protocol/<protocol>)")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="override a setting (training_length=1000 for a short run)")
+              help="override a setting of every cell (training_length=1000 for a short run)")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--overwrite", is_flag=True, help="--out holds a run: remove its files and start afresh")
+@click.option("--overwrite", is_flag=True, help="one cell: --out holds a run: remove its files and start afresh")
 @_DOWNLOAD_OPTIONS[0]
 @_DOWNLOAD_OPTIONS[1]
+@_with_launcher_options
 @_THREADS_OPTION
 @_WANDB_OPTION
 @click.option("--no-progress", is_flag=True)
-def protocol_command(protocol: str, dataset: str, n_labels: int, method: str, seed: int, data_dir: Path | None,
+def protocol_command(protocol: str, dataset: str, labels: str, methods: str, seeds: str, data_dir: Path | None,
                      out: Path | None, overrides: tuple[str, ...], device: str, overwrite: bool,
-                     download: bool, data_root: Path | None, threads: int | None, no_progress: bool) -> None:
-    """One cell of a benchmark protocol after the paper: `mt-repro protocol usb cifar10 --labels 40
-    --method fixmatch --seed 0` (USB/TorchSSL: WRN-28-2, 2^20 steps, the teacher evaluated)."""
-    from mt_repro.apps.protocol import run_cell
+                     download: bool, data_root: Path | None, threads: int | None, no_progress: bool,
+                     **launcher_options) -> None:
+    """Cells of a benchmark protocol after the paper: `mt-repro protocol usb cifar10 --labels 40
+    --method fixmatch --seed 0` (USB/TorchSSL: WRN-28-2, 2^20 steps, the teacher evaluated).
+    Lists (`--labels 40,250,4000 --method fixmatch,mean_teacher --seed 0,1,2`) or a --launcher
+    run the grid of cells, skipping finished ones and resuming interrupted ones."""
+    from mt_repro.apps.protocol import default_grid_root, grid_runs, run_cell
     from mt_repro.config.protocol import load_protocol
+    from mt_repro.engine import launch
 
+    label_counts, seed_list = _int_list(labels, "--labels"), _int_list(seeds, "--seed")
+    method_list = [m.strip() for m in methods.split(",") if m.strip()] or ["mean_teacher"]
+    grid = len(label_counts) * len(method_list) * len(seed_list) > 1 or launcher_options["launcher"] != "serial"
+    if grid and overwrite:
+        raise BadInput("--overwrite starts one cell afresh; a grid skips finished cells and resumes interrupted "
+                       "ones: remove a cell's directory to run it again")
     options = {"download": download, "data_root": data_root, "data_dir": data_dir}
     table = load_protocol(protocol).dataset(dataset)   # an unknown one is refused before any download
     _apply_download(options, dataset, extra="extra" in table.get("train_part", ""))
-    data_dir = options["data_dir"]
+    data_dir, settings = options["data_dir"], ",".join(overrides) or None
+    if not grid:
+        _print_summary(run_cell(protocol, dataset, label_counts[0], method_list[0], seed_list[0], data_dir=data_dir,
+                                out=out, overrides=settings, device=device, overwrite=overwrite,
+                                progress=not no_progress, threads=threads))
+        return
+    root = out or default_grid_root(protocol)
+    choices = _launcher_choices(launcher_options, root)
+    runs = grid_runs(protocol, dataset, label_counts, method_list, seed_list, data_dir=data_dir, out=root,
+                     overrides=settings, device=device)
+    counts = launch.launch(runs, threads=threads, progress=not no_progress, say=click.echo, **choices)
+    click.echo(f"{protocol} {dataset}: {len(runs)} cells in {root}: {counts.started} started, "
+               f"{counts.resumed} resumed, {counts.skipped} already finished"
+               + (f"; {len(counts.jobs)} submitted to Slurm" if counts.jobs else ""))
 
-    _print_summary(run_cell(protocol, dataset, n_labels, method, seed, data_dir=data_dir, out=out,
-                            overrides=",".join(overrides) or None, device=device, overwrite=overwrite,
-                            progress=not no_progress, threads=threads))
+
+def _int_list(text: str, option: str) -> list[int]:
+    """``40`` or ``40,250,4000``: the integers of a list option, in order, each once."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items or not all(item.lstrip("-").isdigit() for item in items):
+        raise BadInput(f"{option}: expected an integer or a comma-separated list of them, got {text!r}")
+    return list(dict.fromkeys(int(item) for item in items))
 
 
 @cli.command()

@@ -12,8 +12,9 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from conftest import assert_one_line_error
 from mt_repro.apps.protocol import LABEL_FILE, published_order, write_protocol_labels
-from mt_repro.cli import cli
+from mt_repro.cli import cli, main
 from mt_repro.config import recipes
 from mt_repro.config.protocol import load_protocol, protocol_config, protocol_names
 from mt_repro.config.saved import from_saved, to_saved
@@ -263,3 +264,54 @@ def test_the_usb_recipes_teacher_makes_no_pass_that_would_only_be_logged(tarball
     assert ends[True].keys() == ends[False].keys()
     for name in ends[True]:
         assert torch.equal(ends[True][name], ends[False][name]), name
+
+
+SHORT = ["--set", "training_length=2", "--set", "evaluation_span=1", "--set", "print_span=1",
+         "--set", "labeled_batch_size=4", "--set", "workers=0", "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_a_grid_of_cells_runs_skips_what_is_finished_and_says_so(tarball, tmp_path):
+    out = tmp_path / "grid"
+    command = ["protocol", "usb", "cifar10", "--labels", "40", "--method", "supervised,fixmatch", "--seed", "0,1",
+               "--data", str(tarball), "--out", str(out), *SHORT]
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    cells = sorted(p.name for p in out.iterdir() if (p / "summary.json").is_file())
+    assert cells == ["cifar10_40_fixmatch_0", "cifar10_40_fixmatch_1", "cifar10_40_supervised_0",
+                     "cifar10_40_supervised_1"]
+    assert "usb cifar10: 4 cells" in result.output and "4 started" in result.output
+    # each cell's label file is the split of its own seed, the one a one-cell run draws
+    for seed in (0, 1):
+        assert read_label_file(out / f"cifar10_40_fixmatch_{seed}" / LABEL_FILE) == read_label_file(
+            write_protocol_labels(protocol_config("usb", "cifar10", "fixmatch", 40, seed, data_dir=str(tarball)),
+                                  tmp_path / f"one{seed}.txt"))
+    assert read_label_file(out / "cifar10_40_fixmatch_0" / LABEL_FILE) != read_label_file(
+        out / "cifar10_40_fixmatch_1" / LABEL_FILE)
+    again = CliRunner().invoke(cli, command)
+    assert again.exit_code == 0 and "0 started, 0 resumed, 4 already finished" in again.output
+
+
+@pytest.mark.slow
+def test_a_grid_runs_in_local_processes_one_per_slot(tarball, tmp_path):
+    out = tmp_path / "grid"
+    result = CliRunner().invoke(cli, ["protocol", "usb", "cifar10", "--labels", "40", "--method", "supervised",
+                                      "--seed", "0,1", "--data", str(tarball), "--out", str(out), *SHORT,
+                                      "--launcher", "local", "--devices", "cpu,cpu"])
+    assert result.exit_code == 0, result.output
+    summaries = [json.loads((out / f"cifar10_40_supervised_{s}" / "summary.json").read_text()) for s in (0, 1)]
+    assert [s["global_step"] for s in summaries] == [2, 2]
+    assert [s["data_seed"] for s in summaries] == [0, 1]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--labels", "40,x"], "--labels: expected an integer or a comma-separated list of them, got '40,x'"),
+    (["--labels", "40,100"], "defines cifar10 with 40, 250, 4000 labels, not 100"),
+    (["--labels", "40", "--method", "fixmatch,vat"], "protocol usb has no settings for method 'vat'"),
+    (["--labels", "40", "--seed", "0,1", "--overwrite"], "--overwrite starts one cell afresh"),
+])
+def test_a_bad_grid_is_refused_before_any_cell_is_written(arguments, message, tarball, tmp_path, capsys):
+    out = tmp_path / "grid"
+    code = main(["protocol", "usb", "cifar10", *arguments, "--data", str(tarball), "--out", str(out)])
+    assert_one_line_error((code, *capsys.readouterr()), message)
+    assert not out.exists()

@@ -14,7 +14,7 @@ images are normalised with the dataset's statistics (USB normalises CIFAR-10 wit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from mt_repro.config.protocol import ProtocolConfig, load_protocol, protocol_config
 from mt_repro.core.errors import BadInput
@@ -22,6 +22,8 @@ from mt_repro.data.labels import write_label_file
 from mt_repro.data.registry import get_dataset
 from mt_repro.data.usb_splits import usb_split
 from mt_repro.engine import runs
+from mt_repro.engine.launch import GridRun
+from mt_repro.engine.trainer import CONFIG_FILE, SUMMARY_FILE
 from mt_repro.engine.threads import use_threads
 
 LABEL_FILE = "protocol_labels.txt"
@@ -62,7 +64,23 @@ def write_protocol_labels(config: ProtocolConfig, path: Path) -> Path:
 
 
 def default_out(protocol: str, dataset: str, n_labels: int, method: str, seed: int) -> Path:
-    return Path("results") / "protocol" / protocol / f"{dataset}_{n_labels}_{method}_{seed}"
+    return default_grid_root(protocol) / cell_name(dataset, n_labels, method, seed)
+
+
+def default_grid_root(protocol: str) -> Path:
+    return Path("results") / "protocol" / protocol
+
+
+def cell_name(dataset: str, n_labels: int, method: str, seed: int) -> str:
+    return f"{dataset}_{n_labels}_{method}_{seed}"
+
+
+def _cell_config(protocol: str, dataset: str, n_labels: int, method: str, seed: int, *,
+                 data_dir: str | Path | None, overrides: str | None, device: str) -> ProtocolConfig:
+    values: dict[str, Any] = {"device": device}
+    if data_dir is not None:
+        values["data_dir"] = str(Path(data_dir).resolve())
+    return protocol_config(protocol, dataset, method, n_labels, seed, overrides=overrides, **values)
 
 
 def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int, *,
@@ -71,10 +89,8 @@ def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int,
              threads: int | None = None) -> dict[str, Any]:
     """Train one cell (``threads``: torch's, None: chosen from the network's size); returns the
     run's summary."""
-    values: dict[str, Any] = {"device": device}
-    if data_dir is not None:
-        values["data_dir"] = str(Path(data_dir).resolve())
-    config = protocol_config(protocol, dataset, method, n_labels, seed, overrides=overrides, **values)
+    config = _cell_config(protocol, dataset, n_labels, method, seed, data_dir=data_dir, overrides=overrides,
+                          device=device)
     out = Path(out) if out is not None else default_out(protocol, dataset, n_labels, method, seed)
     runs.refuse_existing_run(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,3 +98,32 @@ def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int,
     config = config.replace(labels=str(labels.resolve())).validate()
     use_threads(config, given=threads)
     return runs.train(config, out, overwrite=overwrite, progress=progress)
+
+
+def grid_runs(protocol: str, dataset: str, labels: Sequence[int], methods: Sequence[str], seeds: Sequence[int], *,
+              data_dir: str | Path | None = None, out: str | Path | None = None, overrides: str | None = None,
+              device: str = "auto") -> list[GridRun]:
+    """The cells labels × methods × seeds as a grid for ``mt_repro.engine.launch``, each in
+    ``<out>/<dataset>_<labels>_<method>_<seed>`` (the directory ``run_cell`` would use), every
+    cell's settings checked before anything is written. A cell without a run yet gets its label
+    file now; a finished one is left as it is; an interrupted one resumes with the data given now."""
+    root = Path(out) if out is not None else default_grid_root(protocol)
+    cells = [(n, method, seed, _cell_config(protocol, dataset, n, method, seed, data_dir=data_dir,
+                                            overrides=overrides, device=device))
+             for n in labels for method in methods for seed in seeds]
+    grid = []
+    for n, method, seed, config in cells:
+        directory = root / cell_name(dataset, n, method, seed)
+        label = f"{protocol} {dataset} {n} labels {method} seed {seed}"
+        if (directory / SUMMARY_FILE).is_file():
+            grid.append(GridRun(directory, None, label))
+            continue
+        moved = {"data_dir": config.data_dir} if data_dir is not None else {}
+        if (directory / CONFIG_FILE).is_file():   # interrupted: resumed from its checkpoint
+            grid.append(GridRun(directory, None, label, resume_overrides=moved))
+            continue
+        runs.refuse_existing_run(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        labels_file = write_protocol_labels(config, directory / LABEL_FILE)
+        grid.append(GridRun(directory, config.replace(labels=str(labels_file.resolve())).validate(), label))
+    return grid
