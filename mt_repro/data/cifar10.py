@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import codecs
 import io
-import lzma
 import os
 import pickle
 import tarfile
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -31,7 +29,7 @@ from mt_repro.core.fileio import TEMPORARY_SUFFIX, atomic_write
 from mt_repro.core.limits import ARCHIVE_BYTES, MEMBER_BYTES, MiB, regular_file
 from mt_repro.data import images, splits, zca
 from mt_repro.data.registry import DatasetSpec, TFArrays, register
-from mt_repro.data.tar_stream import CHUNK, open_tar_stream, refuse_unsafe_member
+from mt_repro.data.tar_stream import CHUNK, refuse_unsafe_member, tar_members
 from mt_repro.data.translate_flip import TranslateFlip
 
 @dataclass(frozen=True)
@@ -144,30 +142,22 @@ def _pickles_from_tarball(path: Path, fmt: CifarFormat) -> dict[str, bytes]:
     regular_file(path, f"{fmt.name} tarball")
     wanted = {f"{fmt.batch_dir}/{name}": name for name in fmt.members}
     found: dict[str, bytes] = {}
-    try:
-        with open_tar_stream(path, f"the {fmt.name} python tarball") as stream, \
-                tarfile.open(fileobj=stream, mode="r:") as tar:
-            declared = 0
-            for count, member in enumerate(tar, 1):
-                if count > MAX_MEMBERS:
-                    raise BadInput(f"{path.name} holds more than {MAX_MEMBERS} members (the {fmt.name} "
-                                   f"python tarball has {fmt.members_text}): refused")
-                refuse_unsafe_member(path, member)
-                subject = f"{path.name}: member {member.name!r}"
-                MEMBER_BYTES.check(member.size, subject)
-                declared += tarfile.BLOCKSIZE + member.size
-                ARCHIVE_BYTES.check(declared, f"{path.name} (its members up to {member.name!r})")
-                # Archives re-packed from an extracted copy name members "./cifar-10-batches-py/...".
-                name = member.name[2:] if member.name.startswith("./") else member.name
-                if name in wanted and member.isfile():
-                    _check_declared(member.size, wanted[name], subject, fmt)
-                    found[wanted[name]] = _read_member(tar, member, subject)
-    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        raise BadInput(f"{path.name} is not a readable {fmt.name} tarball ({_one_line(exc)}); "
-                       f"re-download {fmt.tarball}") from None
-    except MemoryError:
-        raise BadInput(f"{path.name}: a header of it declares more than this machine's memory: "
-                       f"not the {fmt.name} python tarball, refused") from None
+    with tar_members(path, what=f"the {fmt.name} python tarball", kind=fmt.name, redownload=fmt.tarball) as tar:
+        declared = 0
+        for count, member in enumerate(tar, 1):
+            if count > MAX_MEMBERS:
+                raise BadInput(f"{path.name} holds more than {MAX_MEMBERS} members (the {fmt.name} "
+                               f"python tarball has {fmt.members_text}): refused")
+            refuse_unsafe_member(path, member)
+            subject = f"{path.name}: member {member.name!r}"
+            MEMBER_BYTES.check(member.size, subject)
+            declared += tarfile.BLOCKSIZE + member.size
+            ARCHIVE_BYTES.check(declared, f"{path.name} (its members up to {member.name!r})")
+            # Archives re-packed from an extracted copy name members "./cifar-10-batches-py/...".
+            name = member.name[2:] if member.name.startswith("./") else member.name
+            if name in wanted and member.isfile():
+                _check_declared(member.size, wanted[name], subject, fmt)
+                found[wanted[name]] = _read_member(tar, member, subject)
     missing = sorted(set(wanted.values()) - set(found))
     if missing:
         raise BadInput(f"{path.name} lacks {fmt.batch_dir}/{', '.join(missing)}: not the {fmt.name} python tarball?")

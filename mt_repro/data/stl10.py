@@ -45,10 +45,8 @@ differs (torch's there, numpy's here, as for CIFAR). USB's ``Resize(96)`` before
 """
 from __future__ import annotations
 
-import lzma
 import os
 import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -61,7 +59,7 @@ from mt_repro.core.errors import BadInput
 from mt_repro.core.limits import ARCHIVE_BYTES, MEMBER_BYTES, regular_file
 from mt_repro.core.types import NO_LABEL
 from mt_repro.data.registry import DatasetSpec, register
-from mt_repro.data.tar_stream import CHUNK, open_tar_stream, refuse_unsafe_member
+from mt_repro.data.tar_stream import CHUNK, refuse_unsafe_member, tar_members
 from mt_repro.data.translate_flip import TranslateFlip
 
 NAME = "STL-10"
@@ -196,36 +194,29 @@ def _tarball_files(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     wanted = {f"{BASE_DIR}/{name}": name for name in names}
     found: dict[str, np.ndarray] = {}
     sizes: dict[str, int] = {}
-    try:
-        with open_tar_stream(path, f"the {NAME} tarball") as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
-            declared = 0
-            for count, member in enumerate(tar, 1):
-                if count > MAX_MEMBERS:
-                    raise BadInput(f"{path.name} holds more than {MAX_MEMBERS} members (the {NAME} binary "
-                                   "tarball: a directory of 7 files): refused")
-                refuse_unsafe_member(path, member)
-                subject = f"{path.name}: member {member.name!r}"
-                name = member.name[2:] if member.name.startswith("./") else member.name
-                read = name in wanted and member.isfile() and wanted[name] not in found
-                if read:
-                    check_size(wanted[name], member.size, subject)   # what the file may hold, first
-                MEMBER_BYTES.check(member.size, subject)
-                declared += tarfile.BLOCKSIZE + member.size
-                ARCHIVE_BYTES.check(declared, f"{path.name} (its members up to {member.name!r})")
-                if not read:
-                    continue
-                name = wanted[name]
-                sizes[name] = member.size
-                check_counts(sizes, _describer(path))
-                found[name] = _read_member(tar, member, subject)
-                if len(found) == len(names):
-                    break
-    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        raise BadInput(f"{path.name} is not a readable {NAME} tarball ({_one_line(exc)}); "
-                       f"re-download {TARBALL}") from None
-    except MemoryError:
-        raise BadInput(f"{path.name}: a header of it declares more than this machine's memory: "
-                       f"not the {NAME} tarball, refused") from None
+    with tar_members(path, what=f"the {NAME} tarball", kind=NAME, redownload=TARBALL) as tar:
+        declared = 0
+        for count, member in enumerate(tar, 1):
+            if count > MAX_MEMBERS:
+                raise BadInput(f"{path.name} holds more than {MAX_MEMBERS} members (the {NAME} binary "
+                               "tarball: a directory of 7 files): refused")
+            refuse_unsafe_member(path, member)
+            subject = f"{path.name}: member {member.name!r}"
+            name = member.name[2:] if member.name.startswith("./") else member.name
+            read = name in wanted and member.isfile() and wanted[name] not in found
+            if read:
+                check_size(wanted[name], member.size, subject)   # what the file may hold, first
+            MEMBER_BYTES.check(member.size, subject)
+            declared += tarfile.BLOCKSIZE + member.size
+            ARCHIVE_BYTES.check(declared, f"{path.name} (its members up to {member.name!r})")
+            if not read:
+                continue
+            name = wanted[name]
+            sizes[name] = member.size
+            check_counts(sizes, _describer(path))
+            found[name] = _read_member(tar, member, subject)
+            if len(found) == len(names):
+                break
     missing = [name for name in names if name not in found]
     if missing:
         raise BadInput(f"{path.name} lacks {', '.join(f'{BASE_DIR}/{name}' for name in missing)}: "

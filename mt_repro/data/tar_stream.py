@@ -8,7 +8,9 @@ stream that refuses what a published tarball cannot hold before ``tarfile`` allo
   or PAX record whole, as large as it declares) and no position past ``ARCHIVE_BYTES`` of
   decompressed data;
 * ``refuse_unsafe_member``: links, devices and names leaving the archive mean it is not the
-  published tarball, whatever the reader would have read of it.
+  published tarball, whatever the reader would have read of it;
+* ``tar_members``: the ``TarFile`` over that stream, with damage found while reading it (a cut
+  archive, a broken compressed stream, a header larger than memory) said in one line.
 """
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ import gzip
 import io
 import lzma
 import tarfile
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.limits import ARCHIVE_BYTES, MiB
@@ -100,3 +105,23 @@ def refuse_unsafe_member(path: Path, member: tarfile.TarInfo) -> None:
         raise BadInput(f"{path.name}: member {member.name!r} is a link (to {member.linkname!r}): refused")
     if not (member.isfile() or member.isdir()):
         raise BadInput(f"{path.name}: member {member.name!r} is not a regular file: refused")
+
+
+@contextmanager
+def tar_members(path: Path, *, what: str, kind: str, redownload: str) -> Iterator[tarfile.TarFile]:
+    """``path``'s members as ``tarfile`` reads them from ``open_tar_stream``; what goes wrong
+    while the caller reads them is a ``BadInput`` naming ``kind`` ("CIFAR-10") and the file to
+    download again."""
+    try:
+        with open_tar_stream(path, what) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+            yield tar
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise BadInput(f"{path.name} is not a readable {kind} tarball ({_one_line(exc)}); "
+                       f"re-download {redownload}") from None
+    except MemoryError:
+        raise BadInput(f"{path.name}: a header of it declares more than this machine's memory: "
+                       f"not {what}, refused") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
