@@ -115,3 +115,21 @@ def test_the_golden_records_what_usb_does_with_bad_input():
     assert behaviour["45 labels, 10 classes"].startswith("AssertionError")
     assert behaviour["40 labels, 10 classes, class 9 absent"].startswith("no error: 36 labeled")
     assert behaviour["-10 labels"].startswith("no error: 49990 labeled")
+
+
+
+TORCHSSL = json.loads((Path(__file__).parent / "golden" / "torchssl_splits.json").read_text())
+
+
+@pytest.mark.parametrize("key", sorted(TORCHSSL["cases"]))
+def test_torchssl_labels_the_images_usb_labels_for_a_seed(key):
+    """TorchSSL's split (its own function's indices, recorded) draws each class's labeled images
+    with ``np.random.choice(positions, k, replace=False)``, a permutation's first k: the same
+    draws as USB's shuffle, so the same labeled images, in the same order. Its unlabeled set
+    differs only in order (every other image, ascending; USB's: class by class), which the
+    runs here do not use: they train on every image the label file does not name."""
+    name, num_labels, seed = key.split("/")
+    targets = stand_in_targets(name)
+    labeled, unlabeled = usb_split(targets, int(num_labels), CLASSES[name], int(seed), include_lb_to_ulb=False)
+    assert summary(labeled) == TORCHSSL["cases"][key]["labeled"]
+    assert summary(np.sort(unlabeled)) == TORCHSSL["cases"][key]["unlabeled_without_labeled"]

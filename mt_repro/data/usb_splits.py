@@ -23,7 +23,10 @@ every image is allowed (USB itself then fails indexing with an empty float array
 set is then the labeled one, or empty without ``include_lb_to_ulb``.
 
 ``tests/test_usb_splits.py`` compares the result with indices recorded from USB's own function
-(``tests/golden/usb_splits.json``).
+(``tests/golden/usb_splits.json``), and with TorchSSL's (``tests/golden/torchssl_splits.json``):
+TorchSSL's ``sample_labeled_data`` draws each class's labeled images with ``np.random.choice(...,
+replace=False)``, which takes a permutation's first ones, the same draws as USB's shuffle. So a
+seed labels the same images in both; TorchSSL's unlabeled set differs only in order.
 """
 from __future__ import annotations
 
