@@ -214,6 +214,8 @@ def test_a_shortened_svhn_or_stl10_cell_runs_through_the_command(dataset, method
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["train_subdir"] == {"svhn": "train+extra",
                                                                               "stl10": "train+unlabeled"}[dataset]
+    # what published numbers are keyed by: the extra images trained on (the fixture's 90 SVHN ones)
+    assert json.loads((out / "summary.json").read_text())["extra_unlabeled"] == {"svhn": 90, "stl10": 0}[dataset]
     assert (out / LABEL_FILE).is_file() and (out / "summary.json").is_file() and "done:" in result.output
 
 

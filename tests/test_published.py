@@ -204,12 +204,14 @@ def test_cli_refuses_unknown_names(cli):
 
 
 # --- compare --published: our runs beside a source's numbers -------------------------------------
-def protocol_run(directory, error, *, method="fixmatch", n_labeled=40, arch="wrn_28_2", provenance=None):
+def protocol_run(directory, error, *, method="fixmatch", n_labeled=40, arch="wrn_28_2", provenance=None,
+                 dataset="cifar10", extra_unlabeled=0):
     """A finished protocol cell's run as far as `compare` reads it: its summary and EMA log."""
     import json
 
     directory.mkdir(parents=True)
-    summary = {"dataset": "cifar10", "arch": arch, "method": method, "n_labeled": n_labeled,
+    summary = {"dataset": dataset, "arch": arch, "method": method, "n_labeled": n_labeled,
+               "extra_unlabeled": extra_unlabeled,
                "global_step": 1048576, "student_error1": error, "teacher_error1": error}
     if provenance is not None:
         summary["provenance"] = provenance
@@ -291,3 +293,17 @@ def test_torchssl_s_standard_errors_are_made_deviations_for_the_test(tmp_path):
 def test_every_dataset_of_the_published_numbers_has_a_reader_here():
     from mt_repro.data.registry import dataset_names
     assert set(published.DATASETS) <= set(dataset_names())
+
+
+def test_svhn_cells_meet_the_numbers_of_runs_that_used_the_extra_images(cli, tmp_path):
+    """USB's and TorchSSL's SVHN rows trained on the 531131 extra images too; a cell says how
+    many it trained on (``extra_unlabeled`` in its summary), and only one that used them all
+    meets those rows."""
+    for seed, error in enumerate((3.1, 3.4, 3.0)):
+        protocol_run(tmp_path / "full" / f"mt_{seed}", error, method="mean_teacher", dataset="svhn",
+                     extra_unlabeled=531131)
+        protocol_run(tmp_path / "train_only" / f"mt_{seed}", error, method="mean_teacher", dataset="svhn")
+    code, out, _ = cli("compare", tmp_path / "full", "--published", "torchssl")
+    assert code in (0, 1) and any(line.startswith("svhn wrn_28_2 mean_teacher 40 labels") for line in out.splitlines()), out
+    assert_one_line_error(cli("compare", tmp_path / "train_only", "--published", "torchssl"),
+                          "no number of torchssl is of the cells of these runs (svhn wrn_28_2 mean_teacher 40 labels)")

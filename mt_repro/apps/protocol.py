@@ -51,6 +51,19 @@ def published_order(train) -> tuple[list[str], list[int]]:
     return [name for _, name, _ in indexed], [target for _, _, target in indexed]
 
 
+def extra_images(config: ProtocolConfig) -> int:
+    """How many images of the dataset's ``extra`` file the cell trains on (SVHN's train+extra),
+    counted in the data given: published numbers say whether they used them, and the cell's
+    summary says it for ``compare --published``."""
+    spec = get_dataset(config.dataset)
+    part = spec.open_part(spec.root(config.data_dir), config.train_subdir, None, config.damaged_images)
+    return int(getattr(part, "part_sizes", {}).get("extra", 0))
+
+
+def _with_split(config: ProtocolConfig, labels: Path) -> ProtocolConfig:
+    return config.replace(labels=str(labels.resolve()), extra_unlabeled=extra_images(config)).validate()
+
+
 def write_protocol_labels(config: ProtocolConfig, path: Path) -> Path:
     """The label file of the cell's split: ``usb_split`` of the training targets, ``n_labels``
     labels for the run's seed."""
@@ -94,8 +107,7 @@ def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int,
     out = Path(out) if out is not None else default_out(protocol, dataset, n_labels, method, seed)
     runs.refuse_existing_run(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    labels = write_protocol_labels(config, out / LABEL_FILE)
-    config = config.replace(labels=str(labels.resolve())).validate()
+    config = _with_split(config, write_protocol_labels(config, out / LABEL_FILE))
     use_threads(config, given=threads)
     return runs.train(config, out, overwrite=overwrite, progress=progress)
 
@@ -124,6 +136,6 @@ def grid_runs(protocol: str, dataset: str, labels: Sequence[int], methods: Seque
             continue
         runs.refuse_existing_run(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        labels_file = write_protocol_labels(config, directory / LABEL_FILE)
-        grid.append(GridRun(directory, config.replace(labels=str(labels_file.resolve())).validate(), label))
+        grid.append(GridRun(directory, _with_split(config, write_protocol_labels(config, directory / LABEL_FILE)),
+                            label))
     return grid

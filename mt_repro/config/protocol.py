@@ -53,6 +53,7 @@ class ProtocolConfig(TrainConfig):
     print_span: int = 256                 # a training-log row every this many steps
     lr_cycles: float = 7 / 16             # lr · cos(lr_cycles · π · step / training_length)
     consistency_rampup_steps: int = 0     # linear warm-up of the consistency weight (0: none)
+    extra_unlabeled: int = 0              # images of the dataset's extra part trained on (SVHN's train+extra)
 
     def validate(self) -> "ProtocolConfig":
         super().validate()
@@ -76,7 +77,8 @@ class ProtocolConfig(TrainConfig):
         return self.n_labels
 
     def run_description(self) -> dict[str, Any]:
-        return {**super().run_description(), "data_seed": self.seed, "protocol": self.protocol}
+        return {**super().run_description(), "data_seed": self.seed, "protocol": self.protocol,
+                "extra_unlabeled": self.extra_unlabeled}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "ProtocolConfig":

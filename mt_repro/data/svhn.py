@@ -246,6 +246,7 @@ class JoinedParts:
     images: np.ndarray
     labels: np.ndarray
     names: list[str]
+    sizes: dict[str, int]           # the images of each file joined, in order
     class_names: tuple[str, ...] = CLASS_NAMES
 
     def file_names(self) -> list[str]:
@@ -257,7 +258,8 @@ _READ: dict[tuple[Path, str], JoinedParts] = {}   # the last part read: a run op
 
 def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") -> Dataset:
     """A pipeline part (``PIPELINE_PARTS``) in memory, looking like ``ImageFolder`` over images
-    named as the module says. Its ``published_order`` lists its items in the files' order."""
+    named as the module says. Its ``published_order`` lists its items in the files' order, its
+    ``part_sizes`` the images of each file it joins."""
     if part not in PIPELINE_PARTS:
         raise BadInput(f"SVHN's per-image parts are {', '.join(PIPELINE_PARTS)}, not {part!r}")
     key = (Path(root).resolve(), part)
@@ -266,11 +268,13 @@ def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") 
         pieces = [read_svhn(root, name) for name in PIPELINE_PARTS[part]]
         _READ[key] = JoinedParts(np.concatenate([p.images for p in pieces]) if len(pieces) > 1 else pieces[0].images,
                                  np.concatenate([p.labels for p in pieces]),
-                                 [name for p in pieces for name in p.file_names()])
+                                 [name for p in pieces for name in p.file_names()],
+                                 {p.part: len(p.labels) for p in pieces})
     joined = _READ[key]
     dataset = CifarArrays(joined, transform)
     position = {name: i for i, name in enumerate(joined.names)}
     dataset.published_order = sorted(range(len(dataset)), key=lambda k: position[dataset.samples[k][0]])
+    dataset.part_sizes = dict(joined.sizes)
     return dataset
 
 

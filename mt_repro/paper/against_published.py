@@ -131,7 +131,8 @@ def _not_the_protocol(run: RunResult, number: PublishedNumber) -> list[str]:
 
 
 def _describe(key) -> str:
-    return f"{key.dataset} {key.architecture} {key.method} {key.n_labels} labels"
+    extra = f" + {key.extra_unlabeled:,} extra images" if key.extra_unlabeled else ""
+    return f"{key.dataset} {key.architecture} {key.method} {key.n_labels} labels{extra}"
 
 
 COLUMNS = ("cell", "source's row", "theirs", "selection", "ours", "n", "p", "verdict")
