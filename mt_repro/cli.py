@@ -665,6 +665,8 @@ def protocol_command(protocol: str, dataset: str, labels: str, methods: str, see
     label_counts, seed_list = _int_list(labels, "--labels"), _int_list(seeds, "--seed")
     method_list = [m.strip() for m in methods.split(",") if m.strip()] or ["mean_teacher"]
     grid = len(label_counts) * len(method_list) * len(seed_list) > 1 or launcher_options["launcher"] != "serial"
+    root = out or default_grid_root(protocol)
+    choices = _launcher_choices(launcher_options, root)   # checked for one cell too: none is ignored
     if grid and overwrite:
         raise BadInput("--overwrite starts one cell afresh; a grid skips finished cells and resumes interrupted "
                        "ones: remove a cell's directory to run it again")
@@ -677,8 +679,6 @@ def protocol_command(protocol: str, dataset: str, labels: str, methods: str, see
                                 out=out, overrides=settings, device=device, overwrite=overwrite,
                                 progress=not no_progress, threads=threads))
         return
-    root = out or default_grid_root(protocol)
-    choices = _launcher_choices(launcher_options, root)
     runs = grid_runs(protocol, dataset, label_counts, method_list, seed_list, data_dir=data_dir, out=root,
                      overrides=settings, device=device)
     counts = launch.launch(runs, threads=threads, progress=not no_progress, say=click.echo, **choices)

@@ -311,6 +311,7 @@ def test_a_grid_runs_in_local_processes_one_per_slot(tarball, tmp_path):
     (["--labels", "40,100"], "defines cifar10 with 40, 250, 4000 labels, not 100"),
     (["--labels", "40", "--method", "fixmatch,vat"], "protocol usb has no settings for method 'vat'"),
     (["--labels", "40", "--seed", "0,1", "--overwrite"], "--overwrite starts one cell afresh"),
+    (["--labels", "40", "--devices", "cpu,cpu"], "--devices lists the devices of --launcher local or torchrun"),
 ])
 def test_a_bad_grid_is_refused_before_any_cell_is_written(arguments, message, tarball, tmp_path, capsys):
     out = tmp_path / "grid"
