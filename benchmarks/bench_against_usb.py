@@ -206,7 +206,7 @@ def timed_steps(program, batches, warmup: int) -> tuple[float, list[float], floa
 
 def measure(method: str, programs: list, args, workdir: Path) -> dict:
     uratio = args.uratio if args.uratio is not None else {"fixmatch": 7, "mean_teacher": 1}[method]
-    torch.manual_seed(args.seed)
+    # every program starts each repeat from mt-repro's initial weights (USB's module has the same layout)
     weights = {k: v.clone() for k, v in programs[0].trainer.method.student.state_dict().items()}
     raw = minibatches(args.warmup + args.steps, args.labeled_batch, uratio, args.seed)
     per_repeat = {p.name: [] for p in programs}
