@@ -54,7 +54,10 @@ def published_order(train) -> tuple[list[str], list[int]]:
 def extra_images(config: ProtocolConfig) -> int:
     """How many images of the dataset's ``extra`` file the cell trains on (SVHN's train+extra),
     counted in the data given: published numbers say whether they used them, and the cell's
-    summary says it for ``compare --published``."""
+    summary says it for ``compare --published``. Only a part that joins an ``extra`` file is
+    opened: any other would be read (STL-10's 2.76 GB unlabeled file) to count nothing."""
+    if "extra" not in config.train_subdir.split("+"):
+        return 0
     spec = get_dataset(config.dataset)
     part = spec.open_part(spec.root(config.data_dir), config.train_subdir, None, config.damaged_images)
     return int(getattr(part, "part_sizes", {}).get("extra", 0))
