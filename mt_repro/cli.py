@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from mt_repro import __version__
-from mt_repro.config.train import MODES
+from mt_repro.config.train import COMPILE_MODES, MODES
 from mt_repro.core.errors import BadInput, MtReproError, RunFailed, one_line, printable
 
 LABEL_DIR_ENV = "MT_REPRO_LABEL_DIR"
@@ -785,14 +785,16 @@ def ablation(name: str, data_dir: Path | None, out: Path, overrides: tuple[str, 
 @click.option("--warmup", default=3, show_default=True, help="untimed steps first")
 @click.option("--workers", type=int, help="faithful mode's loader processes (default: the config's)")
 @click.option("--compile", "compile_model", is_flag=True, help="fast mode with torch.compile")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default="default", show_default=True,
+              help="torch.compile's mode (implies --compile)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path(BENCH_OUT), show_default=True,
               help="directory of the dated result file, under the current directory unless absolute "
                    "(this repository's own results: --out benchmarks/results)")
 @click.option("--no-save", is_flag=True)
 def bench_command(arch: str, modes: str, legacy: Path | None, batch_size: int, labeled_batch_size: int,
-                  steps: int, warmup: int, workers: int | None, compile_model: bool, device: str,
-                  out: Path, no_save: bool) -> None:
+                  steps: int, warmup: int, workers: int | None, compile_model: bool, compile_mode: str,
+                  device: str, out: Path, no_save: bool) -> None:
     """Time training steps (per mode) and the data pipeline in one run: steps/s, images/s,
     ratios to faithful mode and to the original code, model FLOPs utilisation."""
     from mt_repro.apps import bench as benchmark
@@ -800,7 +802,7 @@ def bench_command(arch: str, modes: str, legacy: Path | None, batch_size: int, l
     settings = benchmark.BenchSettings(
         arch=arch, modes=tuple(m.strip() for m in modes.split(",") if m.strip()), batch_size=batch_size,
         labeled_batch_size=labeled_batch_size, steps=steps, warmup=warmup, device=device, workers=workers,
-        compile=compile_model, legacy=legacy)
+        compile=compile_model or compile_mode != "default", compile_mode=compile_mode, legacy=legacy)
     report = benchmark.run_benchmark(settings)
     click.echo(benchmark.render(report))
     if not no_save:

@@ -46,3 +46,18 @@ def test_bench_bad_input(cli, tmp_path):
     assert_one_line_error(cli("bench", *TINY, "--mode", "turbo", "--no-save"), "--mode takes faithful and/or fast")
     assert_one_line_error(cli("bench", *TINY[:-6], "--steps", "0", "--no-save"), "--steps and --warmup")
     assert_one_line_error(cli("bench", *TINY, "--legacy", tmp_path, "--no-save"), "--legacy", "mean_teacher/datasets.py")
+
+
+def test_bench_compiles_fast_mode_in_the_mode_asked_and_keeps_its_own_file(cli, tmp_path, monkeypatch):
+    import torch
+
+    modes = []   # what torch.compile was asked (not run: compiling takes long on a CPU)
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **options: modes.append(options.get("mode")))
+    code, out, err = cli("bench", *TINY, "--mode", "fast", "--compile-mode", "reduce-overhead",
+                         "--out", tmp_path / "results")
+    assert code == 0, err
+    assert modes == ["reduce-overhead", "reduce-overhead"]   # the student and the teacher
+    [result] = (tmp_path / "results").iterdir()
+    assert result.name.endswith("-cpu-bench-cifar_shakeshake_mini-batch16-compile-reduce-overhead.txt")
+    text = result.read_text()
+    assert "--compile --compile-mode reduce-overhead" in text and "compile True (reduce-overhead)" in text

@@ -102,12 +102,19 @@ def _moco_digits(tmp_path, views, **changes):
     return config.replace(method_options=config.method_options + f",views={views}").validate()
 
 
-def test_moco_asks_for_its_views_and_refuses_fast_mode(tmp_path):
+def test_moco_asks_for_its_views_and_fast_mode_loads_them_per_image(tmp_path):
+    from mt_repro.data.device_loader import DeviceBatches
+    from mt_repro.data.loaders import training_data
+
     config = _moco_digits(tmp_path, "v1")
-    assert "moco_v1_views" in registry.method_class("moco").extras_for(config)
+    extras = registry.method_class("moco").extras_for(config)
+    assert "moco_v1_views" in extras
     assert registry.method_class("moco").extras_for(_moco_digits(tmp_path, "pipeline")) == ()
-    with pytest.raises(BadInput, match="fast mode"):
-        registry.check_config(config.replace(mode="fast"))
+    fast = config.replace(mode="fast")
+    registry.check_config(fast)   # no longer refused: its views are made image by image
+    data = training_data(fast, extras=extras)
+    assert not isinstance(data.train_loader, DeviceBatches)
+    assert next(iter(data.train_loader))[2]["moco_v1_views"].shape[1] == 2   # query and key
     with pytest.raises(BadInput, match="views must be one of pipeline, v1, v2"):
         registry.method_options("moco", "views=v3")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +16,15 @@ from torch import nn
 from conftest import assert_one_line_error
 from mt_repro.apps.protocol import LABEL_FILE, published_order, write_protocol_labels
 from mt_repro.cli import cli, main
-from mt_repro.config import recipes
+from mt_repro.config import TrainConfig, recipes
 from mt_repro.config.protocol import load_protocol, protocol_config, protocol_names
 from mt_repro.config.saved import from_saved, to_saved
 from mt_repro.core.errors import BadInput
 from mt_repro.core.rng import seed_everything
+from mt_repro.core.types import NO_LABEL
 from mt_repro.data import synthetic
 from mt_repro.data.labels import read_label_file
+from mt_repro.data.loaders import training_data
 from mt_repro.data.registry import dataset_names, get_dataset
 from mt_repro.data.usb_splits import usb_split
 from mt_repro.engine import ema, optimizers, schedules
@@ -57,6 +60,8 @@ def test_every_cell_composes_with_usbs_settings(dataset, method):
         assert (config.labeled_batch_size, config.batch_size) == (64, 64 * (1 + uratio))
     else:
         assert config.exclude_unlabeled and config.batch_size == 64
+    # USB's include_lb_to_ulb: every training image is unlabeled data too (where there is any)
+    assert config.unlabeled_includes_labeled is bool(uratio)
     # saved and read back as a run directory keeps it (resume)
     assert from_saved(to_saved(config), "config.json") == config
 
@@ -142,6 +147,41 @@ def test_the_label_file_holds_the_images_usbs_split_chooses(tarball, tmp_path):
     # the published order: image i is the i-th of the tarball's training batches
     assert names[:3] == ["0_" + train.classes[targets[0]] + ".png", "1_" + train.classes[targets[1]] + ".png",
                          "2_" + train.classes[targets[2]] + ".png"]
+
+
+@pytest.mark.parametrize("mode", ["faithful", "fast"])
+@pytest.mark.parametrize("included", [True, False])
+def test_the_unlabeled_part_of_each_minibatch_is_drawn_from_every_training_image_with_labels_hidden(
+        tarball, tmp_path, mode, included):
+    """As USB's ``include_lb_to_ulb``: an epoch's unlabeled places take each of the 200 training
+    images once, the 40 labeled ones included, all with their labels hidden there; the labeled
+    places take labeled images with their labels. Off: the 160 unlabeled images only."""
+    config = protocol_config("usb", "cifar10", "mean_teacher", 40, 0, data_dir=str(tarball), device="cpu",
+                             overrides=f"labeled_batch_size=4,batch_size=12,workers=0,mode={mode},"
+                                       f"unlabeled_includes_labeled={str(included).lower()}")
+    labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
+    config = config.replace(labels=str(labels)).validate()
+    seed_everything(0)
+    data = training_data(config, extras=("indices",))
+    assert (data.n_labeled, data.n_unlabeled) == (40, 200 if included else 160)
+    train = get_dataset("cifar10").open_part(tarball, config.train_subdir, None)
+    named = read_label_file(labels)
+    labeled = {i for i, (path, _) in enumerate(train.samples) if Path(path).name in named}
+    unlabeled_places = []
+    for batch in data.epoch(0):
+        indices = batch.extras["indices"].tolist()
+        assert batch.targets[:8].eq(NO_LABEL).all()
+        assert set(indices[8:]) <= labeled and batch.targets[8:].tolist() == [train.targets[i] for i in indices[8:]]
+        unlabeled_places += indices[:8]
+    expected = range(200) if included else sorted(set(range(200)) - labeled)
+    assert sorted(unlabeled_places) == list(expected)
+
+
+def test_labeled_images_in_the_unlabeled_stream_need_minibatches_with_an_unlabeled_part():
+    with pytest.raises(BadInput, match="unlabeled_includes_labeled needs minibatches with an unlabeled part"):
+        TrainConfig(exclude_unlabeled=True, unlabeled_includes_labeled=True).validate()
+    with pytest.raises(BadInput, match="sampling 'uniform'"):
+        TrainConfig(sampling="uniform", unlabeled_includes_labeled=True).validate()
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +274,10 @@ def test_a_shortened_cell_runs_through_the_command(method, tarball, tmp_path):
     # the best test accuracy seen in training is reported only as what it is
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_teacher_prec1_on"] == "test"
+    # every training image is unlabeled data too, where the method has unlabeled data at all
+    assert summary["unlabeled_includes_labeled"] is (method != "supervised")
+    if method != "supervised":
+        assert "40 labeled / 200 unlabeled images (the labeled ones among them)" in result.output
     assert "best prec@1 on test during training" in result.output and "best-on-test" in result.output
 
 

@@ -73,6 +73,7 @@ class BenchSettings:
     device: str = "auto"
     workers: int | None = None       # faithful mode's loader workers (default: the config's)
     compile: bool = False            # fast mode with torch.compile
+    compile_mode: str = "default"    # its mode (config.train.COMPILE_MODES)
     legacy: Path | None = None       # the original checkout's pytorch/ directory
     pipeline_images: int = 512
 
@@ -116,7 +117,9 @@ def _write_data(workdir: Path, settings: BenchSettings) -> tuple[Path, Path]:
 
 
 def _config(settings: BenchSettings, mode: str, data: Path, label_file: Path):
-    values = dict(arch=settings.arch, mode=mode, compile=settings.compile and mode == "fast",
+    compiled = settings.compile and mode == "fast"
+    values = dict(arch=settings.arch, mode=mode, compile=compiled,
+                  compile_mode=settings.compile_mode if compiled else "default",
                   data_dir=str(data), device=settings.device, seed=0,
                   batch_size=settings.batch_size, labeled_batch_size=settings.labeled_batch_size,
                   checkpoint_epochs=0, evaluation_epochs=0)
@@ -338,6 +341,8 @@ def command_line(settings: BenchSettings) -> str:
         parts.append(f"--workers {s.workers}")
     if s.compile:
         parts.append("--compile")
+        if s.compile_mode != "default":
+            parts.append(f"--compile-mode {s.compile_mode}")
     if s.legacy is not None:
         parts.append("--legacy ORIGINAL_CHECKOUT/pytorch")
     return " ".join(parts)
@@ -359,7 +364,8 @@ def header(report: BenchReport) -> str:
         f"{torchvision.__version__}, numpy {np.__version__}, pillow {PIL.__version__}",
         f"settings: arch {s.arch}, batch {s.batch_size} ({s.labeled_batch_size} labeled), {s.steps} timed "
         f"steps after {s.warmup} warm-up steps, the cifar10_4000 recipe otherwise, synthetic CIFAR-10 "
-        f"in memory; compile {s.compile}; pipeline over {s.pipeline_images} images",
+        f"in memory; compile {s.compile}{f' ({s.compile_mode})' if s.compile else ''}; "
+        f"pipeline over {s.pipeline_images} images",
         "",
     ])
 
@@ -367,7 +373,10 @@ def header(report: BenchReport) -> str:
 def save(report: BenchReport, directory: Path) -> Path:
     kind = "gpu" if report.device and "CPU" not in report.device.split()[0] else "cpu"
     s = report.settings
-    path = Path(directory) / f"{datetime.date.today().isoformat()}-{kind}-bench-{s.arch}-batch{s.batch_size}.txt"
+    # a compiled run beside the plain one of the same day keeps its own file
+    compiled = "" if not s.compile else "-compile" + ("" if s.compile_mode == "default" else f"-{s.compile_mode}")
+    path = (Path(directory) /
+            f"{datetime.date.today().isoformat()}-{kind}-bench-{s.arch}-batch{s.batch_size}{compiled}.txt")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header(report) + render(report) + "\n")

@@ -5,11 +5,12 @@ directory, and the run on the one engine.
 
 USB draws its split over the training targets in the published order (torchvision's CIFAR
 readers: data_batch_1 … data_batch_5); the images here are named ``<i>_<class>.png`` by that
-order (``mt_repro.data.cifar10``), so the split's indices name the same images. Known
-differences from USB's own runs, by design or not yet closed: the unlabeled stream holds the
-unlabeled images only (USB's ``include_lb_to_ulb`` adds the labeled ones), it is drawn without
-replacement one pass at a time (USB's ``RandomSampler`` over ``num_train_iter`` steps), and the
-images are normalised with the dataset's statistics (USB normalises CIFAR-10 with ImageNet's).
+order (``mt_repro.data.cifar10``), so the split's indices name the same images. As in USB, the
+unlabeled stream holds every training image, the labeled ones with their labels hidden
+(``unlabeled_includes_labeled``, USB's ``include_lb_to_ulb``). Known differences from USB's own
+runs, by design or not yet closed: the unlabeled stream is drawn without replacement one pass at
+a time (USB's ``RandomSampler`` over ``num_train_iter`` steps), and the images are normalised
+with the dataset's statistics (USB normalises CIFAR-10 with ImageNet's).
 """
 from __future__ import annotations
 

@@ -287,7 +287,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         return "n/a" if value is None else f"{value:.2f}%"
 
     lines = [f"done: {summary['epochs']} epochs, {summary['global_step']} steps, "
-             f"{summary['n_labeled_in_split']} labeled / {summary['n_unlabeled']} unlabeled images",
+             f"{summary['n_labeled_in_split']} labeled / {summary['n_unlabeled']} unlabeled images"
+             + (" (the labeled ones among them)" if summary.get("unlabeled_includes_labeled") else ""),
              f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}",
              f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}"]
     if summary.get("protocol") and summary.get("best_teacher_prec1_on") == "test":

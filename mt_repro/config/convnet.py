@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from mt_repro.config.coerce import typed_values
 from mt_repro.config.files import original_configs_dir, read_toml
 from mt_repro.config.recipes import TENSORFLOW, Recipe
-from mt_repro.config.train import MODES
+from mt_repro.config.train import MODES, compile_settings_problem
 from mt_repro.core.errors import BadInput
 
 CONVNET_DIR = "convnet"
@@ -44,6 +44,7 @@ class ConvNetConfig:
     device: str = "auto"
     mode: str = "faithful"                # "fast": channels-last, bf16 autocast where supported (mt_repro.engine.fast_mode)
     compile: bool = False                 # fast mode: torch.compile student and teacher
+    compile_mode: str = "default"         # with compile: one of config.train.COMPILE_MODES
     data_dir: str | None = None           # SVHN .mat directory, CIFAR-10 tarball/batches or the original's npz
     out_dir: str | None = None            # None: results/<experiment>/<run>
     batch_size: int = 100
@@ -84,8 +85,9 @@ class ConvNetConfig:
 
         if self.mode not in MODES:
             raise bad(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.compile and self.mode != "fast":
-            raise bad("compile is a fast-mode setting: set mode = \"fast\" too")
+        problem = compile_settings_problem(self.mode, self.compile, self.compile_mode)
+        if problem:
+            raise bad(problem)
         if not 0.0 <= self.consistency_trust <= 1.0:
             raise bad(f"consistency_trust must be in [0, 1], got {self.consistency_trust}")
         if self.num_logits not in (1, 2):

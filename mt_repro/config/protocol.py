@@ -185,7 +185,7 @@ def protocol_config(protocol: str, dataset: str, method: str, n_labels: int, see
     if "batch_size" not in changes:
         settings["batch_size"] = labeled * (1 + uratio)
     if not uratio:   # labeled minibatches only
-        settings.update(labeled_batch_size=None, exclude_unlabeled=True)
+        settings.update(labeled_batch_size=None, exclude_unlabeled=True, unlabeled_includes_labeled=False)
     typed = typed_values(HINTS, settings, f"protocol {protocol}")
     if "consistency_rampup_steps" not in changes and "consistency_rampup_steps" not in values:
         # the protocol's warm-up is a fraction of the run: a shortened run keeps its shape

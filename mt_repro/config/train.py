@@ -23,6 +23,19 @@ CONSISTENCY_TYPES = ("mse", "kl")
 # uniform: minibatches drawn uniformly from all training images (Laine & Aila's), one pass an epoch.
 SAMPLINGS = ("two_stream", "uniform")
 MODES = ("faithful", "fast")  # how a run computes (mt_repro.engine.fast_mode), in both recipes
+# torch.compile's modes: "reduce-overhead" replays CUDA graphs, "max-autotune" searches kernels
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_settings_problem(mode: str, compile: bool, compile_mode: str) -> str | None:
+    """What is wrong with a run's compile settings (both recipes), or None."""
+    if compile_mode not in COMPILE_MODES:
+        return f"compile_mode {compile_mode!r} is not one of {', '.join(COMPILE_MODES)}"
+    if compile and mode != "fast":
+        return "compile is a fast-mode setting: set mode = \"fast\" too"
+    if compile_mode != "default" and not compile:
+        return f"compile_mode {compile_mode!r} is a setting of compile: set compile = true too"
+    return None
 
 
 @dataclass
@@ -65,8 +78,13 @@ class TrainConfig:
     method: str = "mean_teacher"  # a registered method (mt_repro.methods.registry)
     method_options: str | None = None  # "name=value,..." over the method's [options] (its settings file)
     sampling: str = "two_stream"  # how minibatches are composed: one of SAMPLINGS
+    # The unlabeled part of two-stream minibatches drawn from every training image, the labeled
+    # ones too with their labels hidden there (USB's include_lb_to_ulb); off: from the images
+    # without a label only, as the original's TwoStreamBatchSampler.
+    unlabeled_includes_labeled: bool = False
     mode: str = "faithful"        # "fast": same maths, faster execution (mt_repro.engine.fast_mode)
     compile: bool = False         # fast mode: torch.compile student and teacher
+    compile_mode: str = "default"  # with compile: one of COMPILE_MODES
     # Split each minibatch into this many equal chunks with their own batch-norm statistics, as
     # DataParallel over that many GPUs did (mt_repro.engine.distributed); None: one per process.
     batch_shards: int | None = None
@@ -85,8 +103,9 @@ class TrainConfig:
             raise bad(f"consistency_type {self.consistency_type!r} is not one of mse, kl")
         if self.mode not in MODES:
             raise bad(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.compile and self.mode != "fast":
-            raise bad("compile is a fast-mode setting: set mode = \"fast\" too")
+        problem = compile_settings_problem(self.mode, self.compile, self.compile_mode)
+        if problem:
+            raise bad(problem)
         if self.batch_shards is not None and self.batch_shards < 1:
             raise bad(f"batch_shards must be at least 1, got {self.batch_shards}")
         if self.batch_shards and self.batch_size % self.batch_shards:
@@ -106,6 +125,10 @@ class TrainConfig:
             raise bad("set exactly one of exclude_unlabeled and labeled_batch_size "
                       f"(got exclude_unlabeled={self.exclude_unlabeled}, "
                       f"labeled_batch_size={self.labeled_batch_size})")
+        if self.unlabeled_includes_labeled and (self.sampling == "uniform" or self.exclude_unlabeled):
+            raise bad("unlabeled_includes_labeled needs minibatches with an unlabeled part: "
+                      f"sampling 'two_stream' with labeled_batch_size set (got sampling {self.sampling!r}, "
+                      f"exclude_unlabeled={self.exclude_unlabeled})")
         if self.batch_size <= 0:
             raise bad(f"batch_size must be positive, got {self.batch_size}")
         if self.labeled_batch_size is not None and not 0 < self.labeled_batch_size < self.batch_size:

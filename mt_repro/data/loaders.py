@@ -9,7 +9,8 @@ happens in the original's order. Fast mode (``config.mode``) trains datasets tha
 augmentation from ``DeviceBatches`` on ``device``, over the same batch sampler; the others keep
 per-image loading with workers that stay alive between epochs and prefetch further ahead.
 The sample extras a method asks for (``mt_repro.data.sample_extras``) come with the faithful
-loader's minibatches; the strong view (``strong_input``) only there, from its own generator.
+loader's minibatches; the strong view (``strong_input``) and MoCo's views only there, from their
+own generator, so a fast run that needs them loads per image too.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Subset, SubsetRa
 
 from mt_repro.core.errors import BadInput
 from mt_repro.core.threads import available_cores
-from mt_repro.core.types import Batch
+from mt_repro.core.types import NO_LABEL, Batch
 from mt_repro.data.device_loader import DeviceBatches, images_in_memory
 from mt_repro.data.labels import apply_labels, read_label_file
 from mt_repro.data.randaugment import StrongAugment, StrongView
@@ -36,11 +37,14 @@ _log = logging.getLogger("mt_repro.data")
 
 
 class LoaderData:
-    """Training minibatches epoch by epoch, and the evaluation loader."""
+    """Training minibatches epoch by epoch, and the evaluation loader. ``hidden_places``: the
+    minibatches' first places whose labels are hidden (``NO_LABEL``), where the unlabeled part
+    is drawn from labeled images too (``unlabeled_includes_labeled``)."""
 
     def __init__(self, train_loader, eval_loader, num_classes: int, n_labeled: int, n_unlabeled: int,
-                 labeled_loader: Callable[[], DataLoader] | None = None):
+                 labeled_loader: Callable[[], DataLoader] | None = None, hidden_places: int = 0):
         self.train_loader = train_loader
+        self.hidden_places = hidden_places
         self.eval_loader = eval_loader
         self.num_classes = num_classes
         self.n_labeled = n_labeled
@@ -64,6 +68,9 @@ class LoaderData:
         if hasattr(dataset, "set_epoch"):  # the strong view's generator is per epoch (SampleExtras)
             dataset.set_epoch(epoch)
         for count, ((student_input, teacher_input), targets, *extras) in enumerate(self.train_loader, 1):
+            if self.hidden_places:  # the two-stream sampler puts the unlabeled part first
+                targets = targets.clone()
+                targets[:self.hidden_places] = NO_LABEL
             yield Batch(student_input, teacher_input, targets, extras[0] if extras else {})
             if count == steps:
                 break
@@ -101,9 +108,10 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
                        f"(mt-repro {spec.name})")
     root = spec.root(config.data_dir)
     on_device = config.mode == "fast" and spec.batch_augment is not None
-    if on_device and ("strong_input" in extras or set(extras) & set(CONTRASTIVE)):  # the methods refuse it first
-        raise BadInput("fast mode's on-device augmentation makes no strong view (strong_input) or MoCo views: "
-                       "run with mode = \"faithful\"")
+    if on_device and ("strong_input" in extras or set(extras) & set(CONTRASTIVE)):
+        on_device = False
+        _log.info("fast mode: the strong (or MoCo) views are made image by image, so the minibatches are "
+                  "loaded per image, by workers that persist and prefetch; the rest of fast mode applies")
     damaged = getattr(config, "damaged_images", "refuse")
     train_set = spec.open_part(root, config.train_subdir, None if on_device else spec.train_transform(), damaged)
     eval_set = spec.open_part(root, config.eval_subdir, spec.eval_transform(), damaged)
@@ -114,6 +122,9 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
                                           source=f"label file {Path(config.labels).name}")
     else:
         labeled, unlabeled = list(range(len(train_set))), []
+    hidden_places = 0
+    if config.unlabeled_includes_labeled:   # USB's include_lb_to_ulb (semilearn/datasets/utils.py)
+        unlabeled, hidden_places = list(range(len(train_set))), config.batch_size - config.labeled_batch_size
     batch_sampler = _batch_sampler(config, len(train_set), labeled, unlabeled)
 
     pin = torch.cuda.is_available()
@@ -138,7 +149,7 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
                           num_workers=worker_count(config.workers), pin_memory=pin)
 
     return LoaderData(train_loader, eval_loader, spec.num_classes, len(labeled), len(unlabeled),
-                      labeled_loader if labeled else None)
+                      labeled_loader if labeled else None, hidden_places)
 
 
 def _without_skipped(labels: dict[str, str], train_set: Dataset) -> dict[str, str]:

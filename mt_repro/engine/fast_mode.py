@@ -11,7 +11,13 @@ faithful mode. It changes only:
   as the original's GPUs computed);
 * the optimizer: SGD's multi-tensor (``foreach``) implementation on every device, the same
   arithmetic per element (``mt_repro.engine.optimizers``);
-* optionally ``torch.compile`` of student and teacher (``compile = true``). Not the default on
+* when the host reads the steps' logged values: once per training-log row (and at least every
+  ``MAX_PENDING_STEPS`` steps) instead of after each step, so that a GPU runs ahead of the
+  host; a diverged loss fails the run at that read, naming its step
+  (``Trainer.read_steps``). The values, and so the logs, are the same numbers. The steps of
+  ``tests/test_fast_mode.py``'s ``STEPS_WITHOUT_READS`` methods read nothing else either;
+* optionally ``torch.compile`` of student and teacher (``compile = true``; ``compile_mode``:
+  torch's modes, ``reduce-overhead`` replaying CUDA graphs, ``max-autotune`` searching kernels). Not the default on
   CPUs: compiling the digits ConvNet's step took 29 s on 2 cores for a 1.2x faster step, more
   than the demo's whole run gains.
 
@@ -34,6 +40,7 @@ class Speedups:
     channels_last: bool = False
     autocast_dtype: torch.dtype | None = None
     compile: bool = False
+    compile_mode: str = "default"   # torch.compile's mode
 
     @property
     def precision(self) -> str:
@@ -53,7 +60,7 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def speedups_for(mode: str, compile: bool, device: torch.device,
-                 note: Callable[[str], None] | None = None) -> Speedups:
+                 note: Callable[[str], None] | None = None, compile_mode: str = "default") -> Speedups:
     """Fast mode's settings on ``device``; ``note`` hears about what had to fall back."""
     if mode != "fast":
         return FAITHFUL
@@ -62,7 +69,8 @@ def speedups_for(mode: str, compile: bool, device: torch.device,
         what = "this GPU" if device.type == "cuda" else device.type
         note(f"{what} has no bf16 support for training: fast mode computes in float32 "
              "(the data pipeline, memory format and EMA speed-ups still apply)")
-    return Speedups(channels_last=True, autocast_dtype=torch.bfloat16 if bf16 else None, compile=compile)
+    return Speedups(channels_last=True, autocast_dtype=torch.bfloat16 if bf16 else None, compile=compile,
+                    compile_mode=compile_mode)
 
 
 def set_float32_precision(speedups: Speedups, device: torch.device) -> None:
@@ -80,7 +88,7 @@ def prepare_model(model: torch.nn.Module, speedups: Speedups) -> torch.nn.Module
     if speedups.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if speedups.compile:
-        model.compile()
+        model.compile(mode=speedups.compile_mode)
     return model
 
 
