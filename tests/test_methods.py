@@ -109,5 +109,5 @@ def test_teacher_update_caps_alpha_at_ema_decay_and_skips_buffers():
 def test_accuracy_counts_labeled_samples_only():
     logits = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     targets = torch.tensor([1, 1, -1, -1])
-    top1, top2 = accuracy(logits, targets, topk=(1, 2))
+    top1, top2 = (float(p) for p in accuracy(logits, targets, topk=(1, 2)))
     assert top1 == pytest.approx(50.0) and top2 == pytest.approx(100.0)

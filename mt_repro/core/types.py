@@ -2,9 +2,13 @@
 a method hands back to the engine."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence, Union
 
 import torch
+
+from mt_repro.core.errors import NonFiniteLoss
 
 NO_LABEL = -1  # the target of an unlabeled sample (the original's NO_LABEL)
 
@@ -44,10 +48,78 @@ class StepContext:
     consistency_weight: float
 
 
+Logged = Union[torch.Tensor, float, "OnHost"]
+
+
 @dataclass
 class StepResult:
-    """What a method's step returns: the loss to minimise and the values to log."""
+    """What a method's step returns: the loss to minimise and what to log of the step.
+
+    ``logged`` holds 0-d tensors where the step computed a value on its device, numbers where
+    it knew one on the host. Reading a tensor waits for the device, so the engine chooses when:
+    each step in faithful mode (as the original, which read its losses every step), once per
+    training-log row in fast mode (``read_logged`` reads many steps with one wait). ``max_loss``:
+    the loss above which the step counts as diverged (``check_loss``)."""
 
     loss: torch.Tensor
-    values: dict[str, float]
-    labeled_minibatch_size: int
+    logged: dict[str, Logged]
+    labeled_minibatch_size: torch.Tensor | int
+    max_loss: float = math.inf
+    _values: dict[str, float] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def values(self) -> dict[str, float]:
+        """``logged`` as numbers, with ``labeled_minibatch_size`` (read from the device once)."""
+        if self._values is None:
+            self._values = read_logged([self])[0]
+        return self._values
+
+
+LABELED_MINIBATCH_SIZE = "labeled_minibatch_size"
+
+
+def check_loss(values: dict[str, float], max_loss: float) -> None:
+    """Raise ``NonFiniteLoss`` for a step whose loss is not finite or above ``max_loss``."""
+    loss = values["loss"]
+    if not math.isfinite(loss) or loss > max_loss:
+        raise NonFiniteLoss(loss, {name: value for name, value in values.items() if name != "loss"})
+
+
+@dataclass(frozen=True)
+class OnHost:
+    """A logged value the host derives from ``tensor`` as it reads it, ``derive(value)``: in
+    Python's float64 arithmetic, where the original computed it (an error from a precision, a
+    weighted cost), since not every device computes in float64."""
+
+    tensor: torch.Tensor
+    derive: Callable[[float], float]
+
+
+def read_logged(results: Sequence[StepResult]) -> list[dict[str, float]]:
+    """The logged values of ``results`` as numbers, each step's ``labeled_minibatch_size`` last.
+    The tensors of one device and dtype are stacked and copied to the host together: the host
+    waits for each device once (the later copies find it idle), and each value is read exactly."""
+    rows = [{**r.logged, LABELED_MINIBATCH_SIZE: r.labeled_minibatch_size} if r._values is None else r._values
+            for r in results]
+    groups: dict[tuple[torch.device, torch.dtype], list[tuple[dict, str, torch.Tensor]]] = {}
+    derived = []
+    for row, result in zip(rows, results):
+        if result._values is not None:   # read before
+            continue
+        for name, value in row.items():
+            if isinstance(value, OnHost):
+                derived.append((row, name, value.derive))
+                value = value.tensor
+            if isinstance(value, torch.Tensor):
+                groups.setdefault((value.device, value.dtype), []).append((row, name, value))
+            else:
+                row[name] = float(value)
+    for places in groups.values():
+        numbers = torch.stack([value.detach().reshape(()) for _, _, value in places]).tolist()
+        for (row, name, _), number in zip(places, numbers):
+            row[name] = float(number)
+    for row, name, derive in derived:
+        row[name] = derive(row[name])
+    for row, result in zip(rows, results):
+        result._values = row
+    return rows

@@ -41,12 +41,22 @@ def reflected_index(size: int, shift: torch.Tensor) -> torch.Tensor:
     return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor drawn on the CPU, on ``device`` without making the host wait: a copy from
+    pageable memory to a GPU waits for the work queued before it, one from pinned memory does
+    not (and the copy leaves it alone until it is done)."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def translate_flip(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
-                   flip: torch.Tensor | None = None) -> torch.Tensor:
+                   flip: torch.Tensor | None = None, *, check: bool = True) -> torch.Tensor:
     """Translate each ``H x W x C`` image of ``images`` by its (dx, dy) with mirrored borders,
-    then mirror it left-right where ``flip``: one gather for the whole minibatch."""
+    then mirror it left-right where ``flip``: one gather for the whole minibatch. ``check``
+    False: the caller knows the offsets fit (reading them would make a step wait for them)."""
     n, height, width = images.shape[:3]
-    if n and (dx.abs().max() >= width or dy.abs().max() >= height):
+    if check and n and (dx.abs().max() >= width or dy.abs().max() >= height):
         raise ValueError(f"translations up to ({int(dx.abs().max())}, {int(dy.abs().max())}) "
                          f"are too large for {width}x{height} images")
     rows = reflected_index(height, dy)
@@ -86,11 +96,15 @@ class BatchAugment:
 
     def __call__(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         device = images.device
-        moved = translate_flip(images, params.dx.to(device), params.dy.to(device),
-                               None if params.flip is None else params.flip.to(device))
+        # draw() offsets by at most max_translation: checked once against the image size, not read
+        if self.max_translation >= min(images.shape[1:3]):
+            raise ValueError(f"max_translation {self.max_translation} is too large for "
+                             f"{images.shape[2]}x{images.shape[1]} images")
+        moved = translate_flip(images, to_device(params.dx, device), to_device(params.dy, device),
+                               None if params.flip is None else to_device(params.flip, device), check=False)
         tensor = self.normalise(moved)
         if params.noise is not None:
-            tensor.add_(self.noise_std * params.noise.to(device))
+            tensor.add_(self.noise_std * to_device(params.noise, device))
         return tensor
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mt_repro.data.batch_augment import BatchAugment, epoch_generator
+from mt_repro.data.batch_augment import BatchAugment, epoch_generator, to_device
 from mt_repro.core.errors import BadInput
 
 
@@ -70,7 +70,7 @@ class DeviceBatches:
         _, height, width, channels = self.images.shape
         for batch in self.batch_sampler:
             index = torch.as_tensor(batch, dtype=torch.int64)
-            on_device = index.to(self.images.device, non_blocking=True)
+            on_device = to_device(index, self.images.device)
             raw = self.images[on_device]
             views = tuple(self.augment(raw, self.augment.draw(len(batch), channels, height, width, generator))
                           for _ in range(2))  # the student's view, then the teacher's

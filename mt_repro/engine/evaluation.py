@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mt_repro.core.metrics import accuracy
+from mt_repro.core.metrics import accuracy, hundred_less
 from mt_repro.core.types import NO_LABEL
 from mt_repro.engine import fast_mode
 from mt_repro.engine.meters import MeterSet
@@ -39,12 +39,12 @@ def evaluate_model(model: torch.nn.Module, batches, device: torch.device,
                 logits, _ = model(inputs)
             logits = logits.float()
             class_loss = classification_cost(logits, targets) / len(targets)
-            top1, top5 = accuracy(logits, targets, topk=(1, 5))
+            top1, top5 = (float(p) for p in accuracy(logits, targets, topk=(1, 5)))
             meters.update("class_loss", class_loss.item(), n_labeled)
             meters.update("top1", top1, n_labeled)
-            meters.update("error1", 100.0 - top1, n_labeled)
+            meters.update("error1", hundred_less(top1), n_labeled)
             meters.update("top5", top5, n_labeled)
-            meters.update("error5", 100.0 - top5, n_labeled)
+            meters.update("error5", hundred_less(top5), n_labeled)
             meters.update("batch_time", time.time() - end)
             end = time.time()
     return meters.record()
@@ -88,12 +88,12 @@ def knn_evaluate(model: torch.nn.Module, bank_batches, batches, device: torch.de
     start = time.time()
     bank, bank_labels = features_of(model, bank_batches, device, speedups)
     queries, targets = features_of(model, batches, device, speedups)
-    top1, top5 = accuracy(knn_predictions(bank, bank_labels, queries, num_classes, k, temperature),
-                          targets, topk=(1, min(5, num_classes)))
+    top1, top5 = (float(p) for p in accuracy(knn_predictions(bank, bank_labels, queries, num_classes, k,
+                                                              temperature), targets, topk=(1, min(5, num_classes))))
     meters = MeterSet()
     n = int(targets.ne(NO_LABEL).sum())
     meters.update("labeled_minibatch_size", n)
-    for name, value in (("top1", top1), ("error1", 100.0 - top1), ("top5", top5), ("error5", 100.0 - top5)):
+    for name, value in (("top1", top1), ("error1", hundred_less(top1)), ("top5", top5), ("error5", hundred_less(top5))):
         meters.update(name, value, n)
     meters.update("batch_time", time.time() - start)
     return meters.record()

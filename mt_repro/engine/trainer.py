@@ -28,7 +28,7 @@ from mt_repro.config.saved import to_saved
 from mt_repro.core.errors import BadInput, NonFiniteLoss, RunFailed
 from mt_repro.core.fileio import TEMPORARY_SUFFIX, write_text_atomic
 from mt_repro.core.rng import restore_rng_state
-from mt_repro.core.types import Batch, StepContext, StepResult
+from mt_repro.core.types import LABELED_MINIBATCH_SIZE, Batch, StepContext, StepResult, check_loss, read_logged
 from mt_repro.data.registry import get_dataset
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import distributed, fast_mode, provenance, recipes
@@ -118,6 +118,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# Fast mode reads the steps' logged values at each log row, and at least every this many steps
+# (a diverged loss is seen that soon).
+MAX_PENDING_STEPS = 64
+
+
+@dataclass
+class PendingStep:
+    """A step taken, with what the meters take of it once its logged values are read."""
+
+    epoch: int
+    global_step: int    # the SGD steps taken, this one included
+    data_time: float
+    hp: StepHyper
+    result: StepResult
+    batch_time: float
+
+
 @dataclass
 class TrainState:
     """Where the run stands: epochs completed, steps taken in the current epoch and in all."""
@@ -167,7 +184,8 @@ class Trainer:
         run records its settings once it is known to go on: ``record_config()``)."""
         cfg, recipe = self.config, self.recipe
         self.speedups = fast_mode.speedups_for(cfg.mode, cfg.compile, self.device,
-                                               note=log.warning if self.is_main else None)
+                                               note=log.warning if self.is_main else None,
+                                               compile_mode=cfg.compile_mode)
         fast_mode.set_float32_precision(self.speedups, self.device)
         method_class = methods.method_class(cfg.method)
         self.data = recipes.training_data(cfg, self.device, method_class.extras_for(cfg))
@@ -356,30 +374,68 @@ class Trainer:
         steps, start = self.timeline.steps_in(epoch), self.state.step_in_epoch if epoch == self.state.epoch else 0
         if start == 0:
             self.meters = MeterSet()
-        meters = self.meters
         self.train_mode()
+        pending: list[PendingStep] = []
         end = time.time()
         for i, batch in enumerate(self.data.epoch(epoch, start, steps), start):
-            meters.update("data_time", time.time() - end)
+            data_time = time.time() - end
             hp, result = self.step(batch, epoch, i, steps)
-            for name, value in hp.logged.items():
-                meters.update(name, value)
-            n_labeled = result.labeled_minibatch_size
-            meters.update("labeled_minibatch_size", n_labeled)
-            for name, value in result.values.items():
-                meters.update(name, value, n_labeled if ("top" in name or "error" in name) else 1)
-            meters.update("batch_time", time.time() - end)
+            pending.append(PendingStep(epoch, self.state.global_step, data_time, hp, result, time.time() - end))
             end = time.time()
             self.state.step_in_epoch = i + 1
-            if self.timeline.log_row(i, self.state.global_step):
+            log_row = self.timeline.log_row(i, self.state.global_step)
+            evaluate = self.timeline.evaluate_after_step(self.state.global_step)
+            if not self.deferred_readout or log_row or evaluate or i + 1 == steps or len(pending) >= MAX_PENDING_STEPS:
+                self.read_steps(pending, bar)
+                pending = []
+            if log_row:
                 self.training_log.record(epoch + i / self.timeline.steps_per_epoch,
-                                         {"step": self.state.global_step, **meters.record()})
+                                         {"step": self.state.global_step, **self.meters.record()})
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{result.values['loss']:.3f}",
-                                top1=f"{meters['top1'].avg:.1f}", refresh=False)
-            if self.timeline.evaluate_after_step(self.state.global_step):
+            if evaluate:
                 self.evaluate_and_checkpoint()
+        self.read_steps(pending, bar)
+
+    @property
+    def deferred_readout(self) -> bool:
+        """Whether the steps' logged values are read once per log row (fast mode: the device
+        runs ahead of the host) rather than after each step (faithful mode, as the original)."""
+        return self.speedups != fast_mode.FAITHFUL
+
+    def read_steps(self, pending: "list[PendingStep]", bar: tqdm | None = None) -> None:
+        """Read the logged values of ``pending`` steps from the device (one wait), check each
+        step's loss in order and add them to the epoch's meters, as each step did in the original."""
+        if not pending:
+            return
+        rows = read_logged([p.result for p in pending])
+        meters = self.meters
+        for step, values in zip(pending, rows):
+            self.check_loss(step.epoch, step.global_step, step.result)
+            values = dict(values)
+            n_labeled = values.pop(LABELED_MINIBATCH_SIZE)
+            meters.update("data_time", step.data_time)
+            for name, value in step.hp.logged.items():
+                meters.update(name, value)
+            meters.update(LABELED_MINIBATCH_SIZE, n_labeled)
+            for name, value in values.items():
+                meters.update(name, value, n_labeled if ("top" in name or "error" in name) else 1)
+            meters.update("batch_time", step.batch_time)
+        if bar is not None:
+            bar.set_postfix(epoch=pending[-1].epoch, loss=f"{rows[-1]['loss']:.3f}",
+                            top1=f"{meters['top1'].avg:.1f}", refresh=False)
+
+    def check_loss(self, epoch: int, step_number: int, result: StepResult) -> None:
+        """``RunFailed`` naming step ``step_number`` if its loss diverged (its values read)."""
+        try:
+            check_loss(result.values, result.max_loss)
+        except NonFiniteLoss as exc:
+            taken_since = self.state.global_step - step_number
+            late = (f"; fast mode reads the losses once per log row, so {taken_since} more step(s) were taken"
+                    if taken_since > 0 else "")
+            raise RunFailed(f"training diverged at step {step_number} (epoch {epoch}): "
+                            f"{exc}; the last good checkpoint is kept in "
+                            f"{self.out_dir / CHECKPOINT_DIR}{late}") from None
 
     def train_mode(self) -> None:
         """Both networks in training mode (the teacher too: batch statistics, its own noise)."""
@@ -399,13 +455,10 @@ class Trainer:
         method, state = self.method, self.state
         batch = self._on_device(batch)
         step = StepContext(epoch=epoch, global_step=state.global_step, consistency_weight=hp.consistency_weight)
-        try:
-            with fast_mode.autocast(self.speedups, self.device):
-                result = method.losses(batch, step)
-        except NonFiniteLoss as exc:
-            raise RunFailed(f"training diverged at step {state.global_step + 1} (epoch {epoch}): "
-                            f"{exc}; the last good checkpoint is kept in "
-                            f"{self.out_dir / CHECKPOINT_DIR}") from None
+        with fast_mode.autocast(self.speedups, self.device):
+            result = method.losses(batch, step)
+        if not self.deferred_readout:  # the original's check, before the step is taken
+            self.check_loss(epoch, state.global_step + 1, result)
         self.optimizer.zero_grad()
         result.loss.backward()
         update = self.teacher_update
@@ -509,6 +562,8 @@ class Trainer:
             "n_labeled": n_labeled,
             "n_labeled_in_split": self.data.n_labeled,
             "n_unlabeled": self.data.n_unlabeled,
+            # the unlabeled stream drawn from every training image, the labeled ones too
+            "unlabeled_includes_labeled": bool(getattr(cfg, "unlabeled_includes_labeled", False)),
             "epochs": self.timeline.epochs,
             "global_step": self.state.global_step,
             "student_prec1": student.get("top1/avg"),

@@ -8,16 +8,14 @@ original and Laine & Aila's Algorithm 1 divide it, or ÷ the labeled samples
 samples."""
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from mt_repro.core.errors import NonFiniteLoss
-from mt_repro.core.metrics import accuracy
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.metrics import accuracy, hundred_less
+from mt_repro.core.types import NO_LABEL, Batch, Logged, OnHost, StepContext, StepResult
 from mt_repro.methods.interface import MethodHooks, NetworkBuilder
 from mt_repro.methods.losses import classification_cost
 from mt_repro.methods.registry import method_options
@@ -26,22 +24,20 @@ from mt_repro.methods.registry import method_options
 MAX_LOSS = 1e5
 
 
-def step_result(loss: torch.Tensor, values: dict[str, float], class_logit: torch.Tensor,
+def step_result(loss: torch.Tensor, logged: dict[str, Logged], class_logit: torch.Tensor,
                 teacher_logit: torch.Tensor | None, targets: torch.Tensor, max_loss: float = MAX_LOSS) -> StepResult:
-    """Check the loss (non-finite, or above ``max_loss``: the original's explosion guard), add it
-    and the student's and teacher's minibatch precision to ``values``: the end of every
-    method's step. No ``teacher_logit``: no teacher precision logged (no teacher pass was made)."""
-    loss_value = loss.item()
-    if not math.isfinite(loss_value) or loss_value > max_loss:
-        raise NonFiniteLoss(loss_value, values)
-    values["loss"] = loss_value
+    """The end of every method's step: ``logged`` with the loss and the student's and teacher's
+    minibatch precision added, all left on the device (``StepResult``); the engine checks the
+    loss against ``max_loss`` (non-finite, or above the original's explosion guard) when it
+    reads them. No ``teacher_logit``: no teacher precision logged (no teacher pass was made)."""
+    logged["loss"] = loss.detach()
     top1, top5 = accuracy(class_logit.detach(), targets, topk=(1, 5))
-    values.update(top1=top1, error1=100.0 - top1, top5=top5, error5=100.0 - top5)
+    logged.update(top1=top1, error1=OnHost(top1, hundred_less), top5=top5, error5=OnHost(top5, hundred_less))
     if teacher_logit is not None:
         ema_top1, ema_top5 = accuracy(teacher_logit.detach(), targets, topk=(1, 5))
-        values.update(ema_top1=ema_top1, ema_error1=100.0 - ema_top1,
-                      ema_top5=ema_top5, ema_error5=100.0 - ema_top5)
-    return StepResult(loss, values, int(targets.ne(NO_LABEL).sum()))
+        logged.update(ema_top1=ema_top1, ema_error1=OnHost(ema_top1, hundred_less),
+                      ema_top5=ema_top5, ema_error5=OnHost(ema_top5, hundred_less))
+    return StepResult(loss, logged, targets.ne(NO_LABEL).sum(), max_loss)
 
 
 @contextmanager
@@ -94,13 +90,15 @@ class EMAMethod(MethodHooks):
         self.build_network = build_network
 
     def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        labeled = int(targets.ne(NO_LABEL).sum())
-        return self.part_mean(classification_cost(logits, targets), labeled, len(targets))
+        return self.part_mean(classification_cost(logits, targets), targets.ne(NO_LABEL), len(targets))
 
-    def part_mean(self, summed_cost: torch.Tensor, part_size: int, minibatch_size: int) -> torch.Tensor:
-        """A cost summed over one part of the minibatch (its labeled or unlabeled samples) ÷ that
-        part's size when ``mean_over_parts``, else ÷ the whole minibatch."""
-        return summed_cost / (max(part_size, 1) if self.mean_over_parts else minibatch_size)
+    def part_mean(self, summed_cost: torch.Tensor, part: torch.Tensor, minibatch_size: int) -> torch.Tensor:
+        """A cost summed over one part of the minibatch (``part``: the mask of its labeled or
+        unlabeled samples) ÷ that part's size (at least 1) when ``mean_over_parts``, else ÷ the
+        whole minibatch. The size stays on the device: nothing here waits for it."""
+        if not self.mean_over_parts:
+            return summed_cost / minibatch_size
+        return summed_cost / part.sum().clamp_min(1)
 
     def logged_teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor | None:
         """The EMA model's logits on ``inputs`` (no gradient), for a step that uses them only in

@@ -21,8 +21,8 @@ pass would only be logged. FixMatch and USB evaluate the EMA model, so this meth
 teacher.
 
 The strong view is made image by image in the data pipeline: the ConvNet recipe (raw arrays, the
-noise inside the model) and fast mode (on-device augmentation of the weak views only) have none,
-and the method refuses them before anything is built.
+noise inside the model) has none, and the method refuses it before anything is built; fast mode
+then loads its minibatches per image too (``mt_repro.data.loaders``).
 """
 from __future__ import annotations
 
@@ -54,9 +54,6 @@ def refuse_without_strong_view(config, method: str) -> None:
         raise BadInput(f"{method} needs a strong view of each image (RandAugment + Cutout), made in the "
                        "per-image data pipeline, and the ConvNet recipe feeds raw arrays with the noise "
                        "inside the model: train it with the ResNet recipe's settings or in the digits demo")
-    if config.mode == "fast":
-        raise BadInput(f"{method} needs a strong view of each image (RandAugment + Cutout), which fast "
-                       "mode's on-device augmentation does not make: run it with mode = \"faithful\"")
 
 
 def weak_and_strong_logits(student, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +107,9 @@ class WeakStrongMethod(EMAMethod):
         class_loss = self.class_loss(logits, targets)
         cost, mask = self.unlabeled_cost(logits[unlabeled], strong_logits)
         weight = step.consistency_weight
-        consistency = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item(),
-                  "confident": float(mask.float().mean()) if len(mask) else 0.0}
+        consistency = weight * self.part_mean(cost, unlabeled, len(targets))
+        values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach(),
+                  "confident": mask.float().mean() if len(mask) else 0.0}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)
 
 

@@ -79,13 +79,13 @@ class ICT(EMAMethod):
             lam = float(np.random.beta(self.options.supervised_alpha, self.options.supervised_alpha))
             permutation = torch.randperm(int(labeled.sum()), device=logits.device)
             class_loss = self.part_mean(mixup_class_cost(self.student, batch.student_input[labeled], targets[labeled],
-                                                         lam, permutation), int(labeled.sum()), len(targets))
+                                                         lam, permutation), labeled, len(targets))
         cost = logits.sum() * 0.0
         if unlabeled.sum() > 1:
             lam = float(np.random.beta(self.options.alpha, self.options.alpha))
             permutation = torch.randperm(int(unlabeled.sum()), device=logits.device)
             cost = ict_cost(self.student, ema_logits[unlabeled], batch.teacher_input[unlabeled], lam, permutation,
                             self.options.mix_targets)
-        consistency = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item()}
+        consistency = weight * self.part_mean(cost, unlabeled, len(targets))
+        values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach()}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)

@@ -51,9 +51,10 @@ def losses_as_main_py(config, student, teacher, consistency_cost, batch: Batch, 
     """The PyTorch half's step (``main.py`` ``train``); ``weight`` None: no consistency cost."""
     targets = batch.targets
     minibatch_size = len(targets)
-    labeled_minibatch_size = int(targets.ne(NO_LABEL).sum())
     # The original asserted this; uniformly drawn minibatches may lack labels (class cost 0).
-    if labeled_minibatch_size == 0 and config.sampling != "uniform":
+    # Fast mode reads nothing from the device within a step: its sampler fills the labeled
+    # places by construction (labeled_batch_size >= 1 is validated).
+    if config.sampling != "uniform" and config.mode != "fast" and not targets.ne(NO_LABEL).any():
         raise RunFailed("a minibatch has no labeled samples")
 
     # Teacher first, then student: both draw shake gates from torch's generator.
@@ -66,20 +67,20 @@ def losses_as_main_py(config, student, teacher, consistency_cost, batch: Batch, 
     if config.logit_distance_cost >= 0:
         class_logit, cons_logit = logit1, logit2
         res_loss = config.logit_distance_cost * losses.symmetric_mse_loss(class_logit, cons_logit) / minibatch_size
-        values["res_loss"] = res_loss.item()
+        values["res_loss"] = res_loss.detach()
     else:
         class_logit = cons_logit = logit1
         res_loss = 0
 
     class_loss = losses.classification_cost(class_logit, targets) / minibatch_size
-    values["class_loss"] = class_loss.item()
+    values["class_loss"] = class_loss.detach()
     ema_class_loss = losses.classification_cost(teacher_logit, targets) / minibatch_size
-    values["ema_class_loss"] = ema_class_loss.item()
+    values["ema_class_loss"] = ema_class_loss.detach()
 
     if weight is not None:
         values["cons_weight"] = weight
         consistency_loss = weight * consistency_cost(cons_logit, target(batch, teacher_logit)) / minibatch_size
-        values["cons_loss"] = consistency_loss.item()
+        values["cons_loss"] = consistency_loss.detach()
     else:
         consistency_loss = 0
         values["cons_loss"] = 0.0
@@ -102,9 +103,9 @@ def losses_as_model_py(config, student, teacher, batch: Batch, weight: float,
     res_costs = losses.residual_costs(class_1, cons_1, config.logit_distance_cost)
     loss = losses.total_cost(class_costs, cons_costs, res_costs)
     with torch.no_grad():
-        values = {"cons_weight": weight, "class_loss": class_costs.mean().item(),
-                  "ema_class_loss": losses.classification_costs(class_ema, y).mean().item(),
-                  "cons_loss": cons_costs.mean().item(), "res_loss": res_costs.mean().item()}
+        values = {"cons_weight": weight, "class_loss": class_costs.mean().detach(),
+                  "ema_class_loss": losses.classification_costs(class_ema, y).mean().detach(),
+                  "cons_loss": cons_costs.mean().detach(), "res_loss": res_costs.mean().detach()}
     # The TensorFlow half had no explosion guard: only a loss that is not finite stops it.
     return step_result(loss, values, class_1, class_ema, y, max_loss=math.inf)
 

@@ -86,5 +86,5 @@ class MixMatch(EMAMethod):
         supervised, unsupervised = mixmatch_costs(mixed_logits, mixed_targets, int(labeled.sum()))
         weight = step.consistency_weight
         consistency = weight * unsupervised
-        values = {"class_loss": supervised.item(), "cons_weight": weight, "cons_loss": consistency.item()}
+        values = {"class_loss": supervised.detach(), "cons_weight": weight, "cons_loss": consistency.detach()}
         return step_result(supervised + consistency, values, logits, ema_logits, targets)

@@ -187,9 +187,6 @@ class MoCo(EMAMethod):
                            "the labeled images it loads; the ConvNet recipe feeds raw arrays with the noise "
                            "inside the model: train it with the ResNet recipe's settings or on the digits")
         opts = method_options("moco", config.method_options)
-        if opts.views != "pipeline" and config.mode == "fast":
-            raise BadInput(f"moco with views = \"{opts.views}\" draws MoCo's augmentation per image, which fast "
-                           "mode's on-device augmentation does not make: run it with mode = \"faithful\"")
         if opts.queue_size % config.batch_size:
             raise BadInput(f"moco: queue_size ({opts.queue_size}) must be a multiple of batch_size "
                            f"({config.batch_size}): each step replaces one minibatch of keys")
@@ -240,7 +237,7 @@ class MoCo(EMAMethod):
         contrastive, logits = info_nce(queries, keys, self.queue.keys.clone(), self.options.temperature)
         self.queue.enqueue(keys)
         positives = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
-        values = {"contrastive_loss": contrastive.item(), "cons_weight": step.consistency_weight}
+        values = {"contrastive_loss": contrastive.detach(), "cons_weight": step.consistency_weight}
         # top1/top5 of a contrastive step: how often the positive key is the best match of K + 1
         return step_result(step.consistency_weight * contrastive, values, logits, logits, positives)
 

@@ -19,6 +19,8 @@ method's state.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mt_repro.core.errors import BadInput
-from mt_repro.core.types import Batch, StepContext, StepResult
+from mt_repro.core.types import Batch, OnHost, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
@@ -85,7 +87,9 @@ class MutualLearning(EMAMethod):
         mimicry = [cost / len(targets) for cost in mimicry_losses(all_logits, self.options.ensemble_teacher)]
         loss = sum(c + weight * m for c, m in zip(class_losses, mimicry))
         # the first student's terms; "loss" is the cohort's sum
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": weight * mimicry[0].item()}
+        # the weighted cost as the host computed it from the cost (float64)
+        weighted = OnHost(mimicry[0].detach(), functools.partial(operator.mul, weight))
+        values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": weighted}
         return step_result(loss, values, logits, ema_logits, targets)
 
     def state_dict(self) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class PiModel(EMAMethod):
         weight = self.weight(step, batch)
         # softmax_mse_loss sums over classes and samples; both sides keep their gradients
         consistency = weight * softmax_mse_loss(logits, other) / len(targets)
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item()}
+        values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach()}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)
 
     def state_dict(self) -> dict[str, Any]:

@@ -82,9 +82,9 @@ class EpochPseudoLabel(EMAMethod):
         chosen = guesses.ne(NO_LABEL)
         cost = (F.cross_entropy(logits[chosen], guesses[chosen], reduction="sum") if chosen.any()
                 else logits.sum() * 0.0)
-        pseudo = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": pseudo.item(),
-                  "pseudo_labeled": float(chosen.sum())}
+        pseudo = weight * self.part_mean(cost, unlabeled, len(targets))
+        values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": pseudo.detach(),
+                  "pseudo_labeled": chosen.sum()}
         return step_result(class_loss + pseudo, values, logits, ema_logits, targets)
 
     def end_of_epoch(self, epochs_done: int) -> None:

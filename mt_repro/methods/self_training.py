@@ -123,8 +123,8 @@ class SelfTraining(EMAMethod):
         weight = step.consistency_weight if generation > 0 else 0.0
         cost = (distillation_cost(logits[unlabeled], teacher_logits[unlabeled], self.options.temperature)
                 if weight and unlabeled.any() else logits.sum() * 0.0)
-        distillation = weight * self.part_mean(cost, int(unlabeled.sum()), len(targets))
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": distillation.item(),
+        distillation = weight * self.part_mean(cost, unlabeled, len(targets))
+        values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": distillation.detach(),
                   "generation": float(generation)}
         return step_result(class_loss + distillation, values, logits, teacher_logits, targets)
 

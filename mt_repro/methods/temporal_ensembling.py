@@ -125,7 +125,7 @@ class TemporalEnsembling(EMAMethod):
         squared = (probabilities - ensemble.to(logits.device)) ** 2
         cost = squared[mask].sum() / logits.size(1)
         consistency = weight * cost / len(targets)
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": consistency.item()}
+        values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach()}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)
 
     def end_of_epoch(self, epochs_done: int) -> None:

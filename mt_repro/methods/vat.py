@@ -91,9 +91,9 @@ class VAT(EMAMethod):
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         vat = weight * vat_cost(self.student, batch.student_input, logits, self.options) / len(targets)
         loss = class_loss + vat
-        values = {"class_loss": class_loss.item(), "cons_weight": weight, "cons_loss": vat.item()}
+        values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": vat.detach()}
         if self.options.entropy_minimization:
             entropy = prediction_entropy(logits) / len(targets)
             loss = loss + entropy
-            values["entropy"] = entropy.item()
+            values["entropy"] = entropy.detach()
         return step_result(loss, values, logits, ema_logits, targets)
