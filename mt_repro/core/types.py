@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
+import numpy as np
 import torch
 
 from mt_repro.core.errors import NonFiniteLoss
@@ -36,6 +37,32 @@ class Batch:
     teacher_input: torch.Tensor
     targets: torch.Tensor
     extras: dict[str, torch.Tensor]
+    # The rows of the labeled and of the unlabeled samples (int64 indices on the targets'
+    # device), found by the engine on the host before the minibatch went to the device
+    # (``rows_of``): selecting by them waits for nothing, where a boolean mask on a GPU makes the
+    # host wait for the device to count its rows. None: found here from the targets when asked.
+    rows: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def labeled_rows(self) -> torch.Tensor:
+        return self._rows()[0]
+
+    @property
+    def unlabeled_rows(self) -> torch.Tensor:
+        return self._rows()[1]
+
+    def _rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.rows is None:
+            labeled = self.targets.ne(NO_LABEL)
+            self.rows = (labeled.nonzero().flatten(), labeled.logical_not().nonzero().flatten())
+        return self.rows
+
+
+def rows_of(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of the labeled and of the unlabeled samples of host ``targets``, on the host
+    (numpy's, so no tensor operation is dispatched): for ``Batch.rows``."""
+    labeled = targets.numpy() != NO_LABEL
+    return torch.from_numpy(np.flatnonzero(labeled)), torch.from_numpy(np.flatnonzero(~labeled))
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ class DeviceBatches:
                  augment: BatchAugment, device: torch.device, *, seed: int | None,
                  extras: Sequence[str] = ()):
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        self.targets = torch.as_tensor(list(targets), dtype=torch.int64).to(device)
+        # on the host, as a DataLoader's: the engine finds the labeled rows there (core.types.rows_of)
+        self.targets = torch.as_tensor(list(targets), dtype=torch.int64)
         self.batch_sampler = batch_sampler
         self.augment = augment
         self.seed = seed
@@ -74,7 +75,7 @@ class DeviceBatches:
             raw = self.images[on_device]
             views = tuple(self.augment(raw, self.augment.draw(len(batch), channels, height, width, generator))
                           for _ in range(2))  # the student's view, then the teacher's
-            item = (views, self.targets[on_device])
+            item = (views, self.targets[index])
             if self.extras:
                 extras = {}
                 if "indices" in self.extras:

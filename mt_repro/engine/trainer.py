@@ -28,7 +28,9 @@ from mt_repro.config.saved import to_saved
 from mt_repro.core.errors import BadInput, NonFiniteLoss, RunFailed
 from mt_repro.core.fileio import TEMPORARY_SUFFIX, write_text_atomic
 from mt_repro.core.rng import restore_rng_state
-from mt_repro.core.types import LABELED_MINIBATCH_SIZE, Batch, StepContext, StepResult, check_loss, read_logged
+from mt_repro.core.types import (LABELED_MINIBATCH_SIZE, Batch, StepContext, StepResult, check_loss, read_logged,
+                                 rows_of)
+from mt_repro.data.batch_augment import to_device
 from mt_repro.data.registry import get_dataset
 from mt_repro.engine import checkpoint as ckpt
 from mt_repro.engine import distributed, fast_mode, provenance, recipes
@@ -477,8 +479,12 @@ class Trainer:
         student_input = prepare(batch.student_input)
         # one tensor for both views where the noise is the network's (the ConvNet recipe)
         teacher_input = student_input if batch.teacher_input is batch.student_input else prepare(batch.teacher_input)
-        return Batch(student_input, teacher_input, batch.targets.to(self.device, non_blocking=True),
-                     {name: prepare(value) for name, value in batch.extras.items()})
+        targets = batch.targets
+        rows = None
+        if targets.device.type == "cpu":   # as the loaders give them: the rows found before the copy
+            rows = tuple(to_device(part, self.device) for part in rows_of(targets))
+        return Batch(student_input, teacher_input, to_device(targets, self.device),
+                     {name: prepare(value) for name, value in batch.extras.items()}, rows)
 
     def evaluate(self, model: torch.nn.Module, name: str = "model") -> dict[str, float]:
         """Precision@1/@5 and class cost on head 1, in eval mode (running statistics), or for a

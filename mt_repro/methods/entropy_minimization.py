@@ -17,6 +17,6 @@ class EntropyMinimization(EMAMethod):
         targets = batch.targets
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         unlabeled = targets.eq(NO_LABEL)
-        entropy = weight * self.part_mean(prediction_entropy(logits[unlabeled]), unlabeled, len(targets))
+        entropy = weight * self.part_mean(prediction_entropy(logits[batch.unlabeled_rows]), unlabeled, len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": entropy.detach()}
         return step_result(class_loss + entropy, values, logits, ema_logits, targets)

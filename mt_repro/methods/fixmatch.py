@@ -59,7 +59,7 @@ def refuse_without_strong_view(config, method: str) -> None:
 def weak_and_strong_logits(student, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """The student's logits on the minibatch's weak view (every image) and on the unlabeled
     images' strong view, from one pass over both."""
-    strong = batch.extras[STRONG][batch.targets.eq(NO_LABEL)]
+    strong = batch.extras[STRONG][batch.unlabeled_rows]
     logits, _ = student(torch.cat([batch.student_input, strong]))
     n = len(batch.targets)
     return logits[:n], logits[n:]
@@ -105,7 +105,7 @@ class WeakStrongMethod(EMAMethod):
         logits, strong_logits = weak_and_strong_logits(self.student, batch)
         ema_logits = self.logged_teacher_logits(batch.teacher_input)
         class_loss = self.class_loss(logits, targets)
-        cost, mask = self.unlabeled_cost(logits[unlabeled], strong_logits)
+        cost, mask = self.unlabeled_cost(logits[batch.unlabeled_rows], strong_logits)
         weight = step.consistency_weight
         consistency = weight * self.part_mean(cost, unlabeled, len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach(),

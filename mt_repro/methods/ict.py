@@ -74,18 +74,19 @@ class ICT(EMAMethod):
         targets = batch.targets
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         unlabeled = targets.eq(NO_LABEL)
-        labeled = ~unlabeled
-        if self.options.supervised_alpha and labeled.any():
+        labeled_rows, unlabeled_rows = batch.labeled_rows, batch.unlabeled_rows   # their counts known on the host
+        if self.options.supervised_alpha and len(labeled_rows):
             lam = float(np.random.beta(self.options.supervised_alpha, self.options.supervised_alpha))
-            permutation = torch.randperm(int(labeled.sum()), device=logits.device)
-            class_loss = self.part_mean(mixup_class_cost(self.student, batch.student_input[labeled], targets[labeled],
-                                                         lam, permutation), labeled, len(targets))
+            permutation = torch.randperm(len(labeled_rows), device=logits.device)
+            class_loss = self.part_mean(mixup_class_cost(self.student, batch.student_input[labeled_rows],
+                                                         targets[labeled_rows], lam, permutation),
+                                        ~unlabeled, len(targets))
         cost = logits.sum() * 0.0
-        if unlabeled.sum() > 1:
+        if len(unlabeled_rows) > 1:
             lam = float(np.random.beta(self.options.alpha, self.options.alpha))
-            permutation = torch.randperm(int(unlabeled.sum()), device=logits.device)
-            cost = ict_cost(self.student, ema_logits[unlabeled], batch.teacher_input[unlabeled], lam, permutation,
-                            self.options.mix_targets)
+            permutation = torch.randperm(len(unlabeled_rows), device=logits.device)
+            cost = ict_cost(self.student, ema_logits[unlabeled_rows], batch.teacher_input[unlabeled_rows], lam,
+                            permutation, self.options.mix_targets)
         consistency = weight * self.part_mean(cost, unlabeled, len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach()}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from mt_repro.core.errors import BadInput
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
@@ -66,24 +66,25 @@ class MixMatch(EMAMethod):
 
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         student_input, teacher_input, targets = batch.student_input, batch.teacher_input, batch.targets
-        labeled = targets.ne(NO_LABEL)
-        unlabeled = ~labeled
+        labeled, unlabeled = batch.labeled_rows, batch.unlabeled_rows   # their counts known on the host
         with torch.no_grad():
             logits, _ = self.student(student_input)  # the plain prediction: meters and first guess
             ema_logits, _ = self.teacher(teacher_input)
             guess = F.softmax(logits[unlabeled], dim=1)
-            if unlabeled.any():
+            if len(unlabeled):
                 other_view, _ = self.student(teacher_input[unlabeled])
                 guess = sharpen((guess + F.softmax(other_view, dim=1)) / 2, self.options.temperature)
         num_classes = logits.size(1)
         inputs = torch.cat([student_input[labeled], student_input[unlabeled], teacher_input[unlabeled]])
-        soft_targets = torch.cat([F.one_hot(targets[labeled], num_classes).to(guess.dtype), guess, guess])
+        # one-hot by comparison: F.one_hot checks the labels' range, a read of the device
+        one_hot = targets[labeled, None].eq(torch.arange(num_classes, device=targets.device)).to(guess.dtype)
+        soft_targets = torch.cat([one_hot, guess, guess])
         lam = float(np.random.beta(self.options.alpha, self.options.alpha))
         lam = max(lam, 1 - lam)
         partner = torch.randperm(len(inputs), device=inputs.device)
         mixed_inputs, mixed_targets = mix(inputs, soft_targets, lam, partner)
         mixed_logits, _ = self.student(mixed_inputs)
-        supervised, unsupervised = mixmatch_costs(mixed_logits, mixed_targets, int(labeled.sum()))
+        supervised, unsupervised = mixmatch_costs(mixed_logits, mixed_targets, len(labeled))
         weight = step.consistency_weight
         consistency = weight * unsupervised
         values = {"class_loss": supervised.detach(), "cons_weight": weight, "cons_loss": consistency.detach()}

@@ -121,8 +121,9 @@ class SelfTraining(EMAMethod):
         generation = self.generation(epoch)
         # the schedule's weight at schedule_position(epoch): its ramp-up starts again each generation
         weight = step.consistency_weight if generation > 0 else 0.0
-        cost = (distillation_cost(logits[unlabeled], teacher_logits[unlabeled], self.options.temperature)
-                if weight and unlabeled.any() else logits.sum() * 0.0)
+        rows = batch.unlabeled_rows
+        cost = (distillation_cost(logits[rows], teacher_logits[rows], self.options.temperature)
+                if weight and len(rows) else logits.sum() * 0.0)
         distillation = weight * self.part_mean(cost, unlabeled, len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": distillation.detach(),
                   "generation": float(generation)}
