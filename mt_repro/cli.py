@@ -644,6 +644,8 @@ def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None,
               help="override a setting of every cell (training_length=1000 for a short run)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="one cell: --out holds a run: remove its files and start afresh")
+@click.option("--dry-run", is_flag=True, help="list the cells, their steps and cost; run nothing")
+@click.option("--status", is_flag=True, help="every cell's state in --out; run nothing; exit 1 if any failed")
 @_DOWNLOAD_OPTIONS[0]
 @_DOWNLOAD_OPTIONS[1]
 @_with_launcher_options
@@ -651,13 +653,14 @@ def svhn(ctx: click.Context, n_labels: str, n_extra: str, data_seed: int | None,
 @_WANDB_OPTION
 @click.option("--no-progress", is_flag=True)
 def protocol_command(protocol: str, dataset: str, labels: str, methods: str, seeds: str, data_dir: Path | None,
-                     out: Path | None, overrides: tuple[str, ...], device: str, overwrite: bool,
-                     download: bool, data_root: Path | None, threads: int | None, no_progress: bool,
+                     out: Path | None, overrides: tuple[str, ...], device: str, overwrite: bool, dry_run: bool,
+                     status: bool, download: bool, data_root: Path | None, threads: int | None, no_progress: bool,
                      **launcher_options) -> None:
     """Cells of a benchmark protocol after the paper: `mt-repro protocol usb cifar10 --labels 40
     --method fixmatch --seed 0` (USB/TorchSSL: WRN-28-2, 2^20 steps, the teacher evaluated).
     Lists (`--labels 40,250,4000 --method fixmatch,mean_teacher --seed 0,1,2`) or a --launcher
-    run the grid of cells, skipping finished ones and resuming interrupted ones."""
+    run the grid of cells, skipping finished ones and resuming interrupted ones; the same command
+    with --status says where each cell stands, with --dry-run what the grid would run."""
     from mt_repro.apps.protocol import default_grid_root, grid_runs, run_cell
     from mt_repro.config.protocol import load_protocol
     from mt_repro.engine import launch
@@ -666,6 +669,10 @@ def protocol_command(protocol: str, dataset: str, labels: str, methods: str, see
     method_list = [m.strip() for m in methods.split(",") if m.strip()] or ["mean_teacher"]
     grid = len(label_counts) * len(method_list) * len(seed_list) > 1 or launcher_options["launcher"] != "serial"
     root = out or default_grid_root(protocol)
+    if dry_run or status:
+        _protocol_plan(protocol, dataset, label_counts, method_list, seed_list, out=out, single=not grid,
+                       overrides=",".join(overrides) or None, device=device, status=status, dry_run=dry_run)
+        return
     choices = _launcher_choices(launcher_options, root)   # checked for one cell too: none is ignored
     if grid and overwrite:
         raise BadInput("--overwrite starts one cell afresh; a grid skips finished cells and resumes interrupted "
@@ -685,6 +692,40 @@ def protocol_command(protocol: str, dataset: str, labels: str, methods: str, see
     click.echo(f"{protocol} {dataset}: {len(runs)} cells in {root}: {counts.started} started, "
                f"{counts.resumed} resumed, {counts.skipped} already finished"
                + (f"; {len(counts.jobs)} submitted to Slurm" if counts.jobs else ""))
+
+
+def _protocol_plan(protocol: str, dataset: str, label_counts: list[int], methods: list[str], seeds: list[int], *,
+                   out: Path | None, single: bool, overrides: str | None, device: str, status: bool,
+                   dry_run: bool) -> None:
+    """``protocol --status`` (each cell's state, read from its directory) or ``--dry-run`` (the
+    cells, their steps and the device-hours committed benchmarks give them)."""
+    from mt_repro.apps.protocol import grid_cells
+    from mt_repro.paper import status as run_status
+
+    if dry_run and status:
+        raise BadInput("give --dry-run (the plan) or --status (the cells' states), not both")
+    cells = grid_cells(protocol, dataset, label_counts, methods, seeds, out=out, overrides=overrides,
+                       device=device, single=single)
+    if status:
+        states = [(cell, *run_status.directory_state(cell.directory, cell.config.training_length)) for cell in cells]
+        for line in run_status.describe_rows([(c.label, state, detail) for c, state, detail in states], "cells"):
+            click.echo(line)
+        failed = [(c, detail) for c, state, detail in states if state == "failed"]
+        if failed:
+            raise RunFailed(f"{len(failed)} of the {len(cells)} cells failed; the first: "
+                            f"{failed[0][0].directory}: {failed[0][1]}")
+        return
+    for cell in cells:
+        config = cell.config
+        click.echo(f"{cell.label}: {cell.directory}, {config.training_length:,} steps of {cell.images_per_step} "
+                   f"images ({config.labeled_batch_size or cell.images_per_step} labeled), {config.arch}")
+    click.echo("estimated cost on one device, from committed benchmarks:")
+    for line in run_status.planned_device_hours([(c.config.arch, c.images_per_step, c.config.training_length)
+                                                 for c in cells]):
+        click.echo(line)
+    from mt_repro.engine.trainer import SUMMARY_FILE  # (the cli's imports stay lazy: a fast --help)
+    finished = sum((cell.directory / SUMMARY_FILE).is_file() for cell in cells)
+    click.echo(f"{finished} of the {len(cells)} cells already finished")
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -1235,11 +1276,14 @@ _GRID_COMMANDS = ("table", "ablation")   # run again, they keep finished runs an
 
 
 def _interrupted(cause: BaseException | None, argv: list[str]) -> str:
-    """The line a Ctrl-C leaves: how to go on. A run (or the digits demo's grid) interrupted
-    names its directory (``RunInterrupted``): ``mt-repro resume DIR`` continues it."""
+    """The line a Ctrl-C leaves: how to go on. A grid (``GridInterrupted``) goes on with the same
+    command; a run (or the digits demo's grid) interrupted names its directory
+    (``RunInterrupted``): ``mt-repro resume DIR`` continues it."""
     import shlex
 
-    if argv and argv[0] in _GRID_COMMANDS:
+    from mt_repro.engine.launch import GridInterrupted  # (the cli's imports stay lazy: a fast --help)
+
+    if argv and (argv[0] in _GRID_COMMANDS or isinstance(cause, GridInterrupted)):   # a protocol's grid
         return _one_line(f"mt-repro: interrupted; continue with the same command: {shlex.join(['mt-repro', *argv])}")
     directory = getattr(cause, "directory", None)
     if directory is None:

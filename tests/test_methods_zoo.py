@@ -704,9 +704,10 @@ def test_temporal_ensembling_resumes_bit_for_bit(tmp_path, monkeypatch):
                                     and not registry.method_class(m).pretraining])
 def test_each_method_runs_on_the_digits(cli, tmp_path, method):
     """(Mean Teacher is the README demo's test; supervised-only is the baseline of every run; a
-    pre-training method is the demo's --pretrain, tests/test_moco.py.)"""
+    pre-training method is the demo's --pretrain, tests/test_moco.py. In this process: the
+    parallel processes' results are tests/test_threads.py's.)"""
     code, out, err = cli("digits", "--method", method, "--seeds", 1, "--epochs", 1, "--out", tmp_path,
-                         "--no-progress")
+                         "--no-progress", "--jobs", 1)
     assert code == 0, err
     assert method.replace("_", " ") in out and "supervised" in out
     config = json.loads((tmp_path / f"{method}_0" / "config.json").read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from mt_repro.data.labels import read_label_file
 from mt_repro.data.loaders import training_data
 from mt_repro.data.registry import dataset_names, get_dataset
 from mt_repro.data.usb_splits import usb_split
-from mt_repro.engine import ema, optimizers, schedules
+from mt_repro.engine import ema, optimizers, runs, schedules
 from mt_repro.engine.trainer import Trainer
 from mt_repro.methods.registry import method_names
 from mt_repro.models import get_model, list_models
@@ -317,7 +318,7 @@ SHORT = ["--set", "training_length=2", "--set", "evaluation_span=1", "--set", "p
 
 
 @pytest.mark.slow
-def test_a_grid_of_cells_runs_skips_what_is_finished_and_says_so(tarball, tmp_path):
+def test_a_grid_of_cells_runs_skips_what_is_finished_and_says_so(tarball, tmp_path, capsys):
     out = tmp_path / "grid"
     command = ["protocol", "usb", "cifar10", "--labels", "40", "--method", "supervised,fixmatch", "--seed", "0,1",
                "--data", str(tarball), "--out", str(out), *SHORT]
@@ -337,6 +338,29 @@ def test_a_grid_of_cells_runs_skips_what_is_finished_and_says_so(tarball, tmp_pa
     again = CliRunner().invoke(cli, command)
     assert again.exit_code == 0 and "0 started, 0 resumed, 4 already finished" in again.output
 
+    # the same command says where each cell stands, and what a larger grid would still run
+    status = CliRunner().invoke(cli, [*command, "--status"])
+    assert status.exit_code == 0, status.output
+    lines = status.output.splitlines()
+    assert len(lines) == 5 and lines[-1] == "4 done (4 cells)"
+    # the EMA model's error, supervised-only's too: USB evaluates every algorithm's EMA model
+    assert all(" done " in line and "% test error" in line and line.endswith("(teacher)") for line in lines[:4])
+    larger = [*command[:command.index("--seed") + 1], "0,1,2", *command[command.index("--seed") + 2:]]
+    failed = out / "cifar10_40_fixmatch_2"
+    failed.mkdir()
+    (failed / "failed.txt").write_text("Traceback ...\nRunFailed: training diverged at step 7 (epoch 0): loss is nan\n")
+    capsys.readouterr()
+    assert main([*larger, "--status"]) == 1   # a failed cell: a failed run's exit code
+    printed, error = capsys.readouterr()
+    assert "usb cifar10 40 labels fixmatch seed 2   failed      RunFailed: training diverged" in printed
+    assert printed.splitlines()[-1] == "4 done, 1 failed, 1 pending (6 cells)"
+    assert f"1 of the 6 cells failed; the first: {failed}: RunFailed: training diverged" in error
+    plan = CliRunner().invoke(cli, [*larger, "--dry-run"])
+    assert plan.exit_code == 0, plan.output
+    assert "4 of the 6 cells already finished" in plan.output
+    assert f"usb cifar10 40 labels supervised seed 2: {out / 'cifar10_40_supervised_2'}, 2 steps of 4 images" in plan.output
+    assert not (out / "cifar10_40_supervised_2").exists()   # nothing run, nothing written
+
 
 @pytest.mark.slow
 def test_a_grid_runs_in_local_processes_one_per_slot(tarball, tmp_path):
@@ -350,7 +374,40 @@ def test_a_grid_runs_in_local_processes_one_per_slot(tarball, tmp_path):
     assert [s["data_seed"] for s in summaries] == [0, 1]
 
 
+def test_dry_run_and_status_of_a_grid_run_nothing_and_write_nothing(tmp_path):
+    out = tmp_path / "grid"
+    command = ["protocol", "usb", "cifar10", "--labels", "40,250", "--method", "fixmatch,mean_teacher", "--out", str(out)]
+    plan = CliRunner().invoke(cli, [*command, "--dry-run"])
+    assert plan.exit_code == 0, plan.output
+    assert (f"usb cifar10 250 labels mean_teacher seed 0: {out / 'cifar10_250_mean_teacher_0'}, 1,048,576 steps "
+            "of 128 images (64 labeled), wrn_28_2") in plan.output
+    # no committed benchmark of WRN-28-2 at these minibatches: no estimate, said so
+    assert "2 run(s) of wrn_28_2 at batch 512: no committed benchmark, no estimate" in plan.output
+    assert "0 of the 4 cells already finished" in plan.output
+    status = CliRunner().invoke(cli, [*command, "--status"])
+    assert status.exit_code == 0 and status.output.splitlines()[-1] == "4 pending (4 cells)"
+    # one cell: its --out is the run directory itself, as the one-cell run puts it
+    one = CliRunner().invoke(cli, ["protocol", "usb", "cifar10", "--labels", "40", "--out", str(out), "--status"])
+    assert one.output.splitlines() == ["usb cifar10 40 labels mean_teacher seed 0 pending", "1 pending (1 cells)"]
+    assert not out.exists()
+
+
+def test_ctrl_c_in_a_grid_names_the_same_command_not_one_cells_resume(tarball, tmp_path, monkeypatch, capsys):
+    from mt_repro.engine import launch
+
+    def interrupted(run, *args, **kwargs):
+        raise runs.RunInterrupted(run.directory)   # as a Ctrl-C inside a cell's training leaves it
+
+    monkeypatch.setattr(launch, "_run_one", interrupted)
+    command = ["protocol", "usb", "cifar10", "--labels", "40", "--method", "supervised", "--seed", "0,1",
+               "--data", str(tarball), "--out", str(tmp_path / "grid"), *SHORT]
+    assert main(command) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "mt-repro: interrupted; continue with the same command: " + shlex.join(["mt-repro", *command]))
+
+
 @pytest.mark.parametrize("arguments, message", [
+    (["--labels", "40", "--dry-run", "--status"], "give --dry-run (the plan) or --status (the cells' states), not both"),
     (["--labels", "40,x"], "--labels: expected an integer or a comma-separated list of them, got '40,x'"),
     (["--labels", "40,100"], "defines cifar10 with 40, 250, 4000 labels, not 100"),
     (["--labels", "40", "--method", "fixmatch,vat"], "protocol usb has no settings for method 'vat'"),

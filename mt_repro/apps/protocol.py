@@ -14,6 +14,7 @@ with the dataset's statistics (USB normalises CIFAR-10 with ImageNet's).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -116,6 +117,36 @@ def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int,
     return runs.train(config, out, overwrite=overwrite, progress=progress)
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a grid: its name, its run directory and its checked settings."""
+
+    label: str
+    directory: Path
+    config: ProtocolConfig
+
+    @property
+    def images_per_step(self) -> int:
+        return self.config.batch_size
+
+
+def grid_cells(protocol: str, dataset: str, labels: Sequence[int], methods: Sequence[str], seeds: Sequence[int], *,
+               data_dir: str | Path | None = None, out: str | Path | None = None, overrides: str | None = None,
+               device: str = "auto", single: bool = False) -> list[Cell]:
+    """The cells labels × methods × seeds, each in ``<out>/<dataset>_<labels>_<method>_<seed>``
+    (``single``: one cell in ``out`` itself, as ``run_cell`` puts it), every cell's settings
+    checked; nothing is written."""
+    if single and out is not None:
+        (n, method, seed), = [(n, m, s) for n in labels for m in methods for s in seeds]
+        directories = {(n, method, seed): Path(out)}
+    else:
+        root = Path(out) if out is not None else default_grid_root(protocol)
+        directories = {(n, m, s): root / cell_name(dataset, n, m, s) for n in labels for m in methods for s in seeds}
+    return [Cell(f"{protocol} {dataset} {n} labels {method} seed {seed}", directory,
+                 _cell_config(protocol, dataset, n, method, seed, data_dir=data_dir, overrides=overrides, device=device))
+            for (n, method, seed), directory in directories.items()]
+
+
 def grid_runs(protocol: str, dataset: str, labels: Sequence[int], methods: Sequence[str], seeds: Sequence[int], *,
               data_dir: str | Path | None = None, out: str | Path | None = None, overrides: str | None = None,
               device: str = "auto") -> list[GridRun]:
@@ -123,14 +154,11 @@ def grid_runs(protocol: str, dataset: str, labels: Sequence[int], methods: Seque
     ``<out>/<dataset>_<labels>_<method>_<seed>`` (the directory ``run_cell`` would use), every
     cell's settings checked before anything is written. A cell without a run yet gets its label
     file now; a finished one is left as it is; an interrupted one resumes with the data given now."""
-    root = Path(out) if out is not None else default_grid_root(protocol)
-    cells = [(n, method, seed, _cell_config(protocol, dataset, n, method, seed, data_dir=data_dir,
-                                            overrides=overrides, device=device))
-             for n in labels for method in methods for seed in seeds]
+    cells = grid_cells(protocol, dataset, labels, methods, seeds, data_dir=data_dir, out=out, overrides=overrides,
+                       device=device)
     grid = []
-    for n, method, seed, config in cells:
-        directory = root / cell_name(dataset, n, method, seed)
-        label = f"{protocol} {dataset} {n} labels {method} seed {seed}"
+    for cell in cells:
+        directory, label, config = cell.directory, cell.label, cell.config
         if (directory / SUMMARY_FILE).is_file():
             grid.append(GridRun(directory, None, label))
             continue

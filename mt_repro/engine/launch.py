@@ -135,15 +135,31 @@ class SlurmSettings:
     wait: bool = False            # wait for every job, and count their outcomes
 
 
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a grid: launching the same grid again skips its finished runs and resumes
+    the interrupted ones, so that, not ``mt-repro resume`` of one run, is how it goes on."""
+
+
 def launch(grid: list[GridRun], *, launcher: str = "serial", devices: list[str] | None = None,
            threads: int | None = None, progress: bool = True, say: Callable[[str], None] = log.info,
            slurm: SlurmSettings | None = None, procs_per_run: int | None = None) -> LaunchCounts:
-    """Train, resume or skip every run of ``grid``; raises ``RunFailed`` at the end if any failed.
+    """Train, resume or skip every run of ``grid``; raises ``RunFailed`` at the end if any failed,
+    ``GridInterrupted`` on a Ctrl-C.
     ``threads``: torch threads per run (``--threads``; per process under torchrun), else chosen
     for each run's network and the processes that share the cores (``mt_repro.core.threads``).
     ``procs_per_run``: ``torchrun``'s processes per run (default: every device, one run at a time)."""
     if launcher not in LAUNCHERS:
         raise BadInput(f"--launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
+    try:
+        return _launch(grid, launcher, devices, threads, progress, say, slurm, procs_per_run)
+    except GridInterrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise GridInterrupted(*exc.args) from exc
+
+
+def _launch(grid: list[GridRun], launcher: str, devices: list[str] | None, threads: int | None, progress: bool,
+            say: Callable[[str], None], slurm: SlurmSettings | None, procs_per_run: int | None) -> LaunchCounts:
     counts = LaunchCounts()
     todo = []
     for run in grid:

@@ -139,7 +139,9 @@ def _read_ours(directory: Path) -> RunResult:
         raise BadInput(f"{path}: extra_unlabeled should be a number of images, got {extra!r}")
     key = CellKey(dataset, ARCHITECTURES.get(summary["arch"], summary["arch"]), method, n_labels, extra)
 
-    network = reported_network(method)
+    # A protocol's cells report the EMA model whatever the method, as USB and TorchSSL evaluate
+    # every algorithm (semilearn/core/algorithmbase.py's evaluate applies the EMA weights first).
+    network = "teacher" if summary.get("protocol") else reported_network(method)
     rows = read_rows(directory / ("ema_validation.jsonl" if network == "teacher" else "validation.jsonl"))
     last = rows[-1] if rows else {}
     errors = {metric: float(last[column]) for metric, column in LOG_COLUMNS.items() if _is_number(last.get(column))}
