@@ -280,6 +280,7 @@ def test_a_shortened_cell_runs_through_the_command(method, tarball, tmp_path):
     if method != "supervised":
         assert "40 labeled / 200 unlabeled images (the labeled ones among them)" in result.output
     assert "best prec@1 on test during training" in result.output and "best-on-test" in result.output
+    assert "(the EMA model: the protocol's result)" in result.output   # whatever the method, as USB's
 
 
 def _fixmatch_trainer(tarball, out, *, copied: bool, monkeypatch):

@@ -290,7 +290,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
              f"{summary['n_labeled_in_split']} labeled / {summary['n_unlabeled']} unlabeled images"
              + (" (the labeled ones among them)" if summary.get("unlabeled_includes_labeled") else ""),
              f"  student  prec@1 {pct(summary['student_prec1'])}  error {pct(summary['student_error1'])}",
-             f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}"]
+             f"  teacher  prec@1 {pct(summary['teacher_prec1'])}  error {pct(summary['teacher_error1'])}"
+             # USB and TorchSSL evaluate every algorithm's EMA model
+             + ("  (the EMA model: the protocol's result)" if summary.get("protocol") else "")]
     if summary.get("protocol") and summary.get("best_teacher_prec1_on") == "test":
         # USB and TorchSSL report this one; said for what it is, beside the final model's above
         lines.append(f"  teacher  best prec@1 on test during training {pct(summary['best_teacher_prec1'])} "
