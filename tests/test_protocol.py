@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from conftest import assert_one_line_error
+from mt_repro.apps.evaluate import evaluate_checkpoint
 from mt_repro.apps.protocol import LABEL_FILE, published_order, write_protocol_labels
 from mt_repro.cli import cli, main
 from mt_repro.config import TrainConfig, recipes
@@ -25,7 +26,9 @@ from mt_repro.core.rng import seed_everything
 from mt_repro.core.types import NO_LABEL
 from mt_repro.data import synthetic
 from mt_repro.data.labels import read_label_file
+from mt_repro.data.cifar100 import CIFAR100_STATS
 from mt_repro.data.loaders import training_data
+from mt_repro.data.normalisation import IMAGENET_STATS, normalised
 from mt_repro.data.registry import dataset_names, get_dataset
 from mt_repro.data.usb_splits import usb_split
 from mt_repro.engine import ema, optimizers, runs, schedules
@@ -178,6 +181,42 @@ def test_the_unlabeled_part_of_each_minibatch_is_drawn_from_every_training_image
     assert sorted(unlabeled_places) == list(expected)
 
 
+@pytest.mark.parametrize("dataset, statistics", [("cifar10", IMAGENET_STATS), ("cifar100", CIFAR100_STATS)])
+def test_images_are_normalised_with_usbs_statistics(dataset, statistics, tarball, tmp_path):
+    """USB normalises CIFAR-10 with ImageNet's mean and deviation (its cifar.py), CIFAR-100 with
+    CIFAR-100's: the evaluation images, and fast mode's batched augmentation, as USB's."""
+    data_dir = tarball if dataset == "cifar10" else synthetic.write_cifar100_tarball(
+        tmp_path / "cifar-100-python.tar.gz", n_train=600, n_test=20, seed=1)
+    config = protocol_config("usb", dataset, "fixmatch", USB.labels(dataset)[0], 0, data_dir=str(data_dir),
+                             device="cpu", overrides="workers=0,labeled_batch_size=4,batch_size=32")
+    assert config.normalisation == ("imagenet" if dataset == "cifar10" else "dataset")
+    labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
+    config = config.replace(labels=str(labels)).validate()
+    spec = get_dataset(dataset)
+    raw = spec.open_part(spec.root(str(data_dir)), "test", None)[0][0]
+    expected = (torch.from_numpy(np.asarray(raw, dtype=np.float32) / 255).permute(2, 0, 1)
+                - torch.tensor(statistics["mean"])[:, None, None]) / torch.tensor(statistics["std"])[:, None, None]
+    first = next(iter(training_data(config, extras=("strong_input",)).evaluation()))[0][0]
+    torch.testing.assert_close(first, expected, rtol=0, atol=1e-6)
+    fast = training_data(config.replace(mode="fast").validate(), extras=())
+    batched = fast.train_loader.augment.normalise(torch.from_numpy(np.array(raw))[None])[0]
+    torch.testing.assert_close(batched, expected, rtol=0, atol=1e-6)
+
+
+def test_a_normalisation_the_dataset_cannot_change_is_refused(tmp_path):
+    from mt_repro.apps.evaluate import trained_normalisation
+
+    with pytest.raises(BadInput, match="normalisation 'imagenet': digits's images are not normalised by a "
+                                       "translate-and-flip pipeline"):
+        normalised(get_dataset("digits"), "imagenet")
+    with pytest.raises(BadInput, match="normalisation 'cifar' is not one of dataset, imagenet"):
+        TrainConfig(normalisation="cifar").validate()
+    with pytest.raises(BadInput, match=r"checkpoint x.ckpt: its settings' normalisation 'sepia' is not one of"):
+        trained_normalisation({"mt_repro": {"config": {"normalisation": "sepia"}}}, "x.ckpt")
+    # the original's checkpoints, and ours from before the setting: the dataset's own statistics
+    assert trained_normalisation({"state_dict": {}}, "old.ckpt") == "dataset"
+
+
 def test_labeled_images_in_the_unlabeled_stream_need_minibatches_with_an_unlabeled_part():
     with pytest.raises(BadInput, match="unlabeled_includes_labeled needs minibatches with an unlabeled part"):
         TrainConfig(exclude_unlabeled=True, unlabeled_includes_labeled=True).validate()
@@ -281,6 +320,11 @@ def test_a_shortened_cell_runs_through_the_command(method, tarball, tmp_path):
         assert "40 labeled / 200 unlabeled images (the labeled ones among them)" in result.output
     assert "best prec@1 on test during training" in result.output and "best-on-test" in result.output
     assert "(the EMA model: the protocol's result)" in result.output   # whatever the method, as USB's
+    # evaluated later, the networks see the images as they were trained on them (ImageNet's statistics)
+    evaluation = evaluate_checkpoint(summary["checkpoint"], tarball, workers=0, device="cpu", progress=False)
+    assert evaluation.normalisation == "imagenet" and "ImageNet's statistics as trained" in evaluation.lines()[0]
+    assert evaluation.teacher["top1/avg"] == pytest.approx(summary["teacher_prec1"], abs=1e-9)
+    assert evaluation.student["top1/avg"] == pytest.approx(summary["student_prec1"], abs=1e-9)
 
 
 def _fixmatch_trainer(tarball, out, *, copied: bool, monkeypatch):

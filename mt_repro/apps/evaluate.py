@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from mt_repro.config.train import NORMALISATIONS
 from mt_repro.core.errors import BadInput
 from mt_repro.data.loaders import evaluation_loader
+from mt_repro.data.normalisation import described, normalised
 from mt_repro.data.registry import DatasetSpec, get_dataset
 from mt_repro.engine.evaluation import evaluate_model
 from mt_repro.engine.runs import read_run_config
@@ -28,10 +30,12 @@ class Evaluation:
     images: int
     student: dict[str, float]
     teacher: dict[str, float]
+    normalisation: str = "dataset"
 
     def lines(self) -> list[str]:
         epoch = "" if self.epoch is None else f", epoch {self.epoch}"
-        out = [f"{self.source} ({self.arch}{epoch}) on {self.split}: {self.images} images"]
+        how = "" if self.normalisation == "dataset" else f", normalised with {described(self.normalisation)} as trained"
+        out = [f"{self.source} ({self.arch}{epoch}) on {self.split}: {self.images} images{how}"]
         for name, result in (("student", self.student), ("teacher", self.teacher)):
             out.append(f"  {name}  prec@1 {result['top1/avg']:.3f}  prec@5 {result['top5/avg']:.3f}")
         return out
@@ -47,6 +51,7 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None, *, datase
     spec, data_dir = dataset_of(path, dataset, data_dir)
     check_batches(batch_size, workers)
     loaded = load_networks(path, spec, arch, resolve_device(device), trust, warn)
+    spec = normalised(spec, loaded.normalisation)   # the images as the networks were trained on them
     part = eval_subdir or spec.eval_part
     # twice the workers, as the original's evaluation loader
     loader = evaluation_loader(spec, data_dir, part, batch_size, 2 * workers, pin_memory=loaded.device.type == "cuda")
@@ -54,7 +59,8 @@ def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None, *, datase
         results = [evaluate_model(model, loader, loaded.device, progress=f"evaluating the {name}" if progress else None)
                    for name, model in loaded.networks.items()]
     return Evaluation(source=str(path), arch=loaded.arch, epoch=loaded.epoch, split=part_name(spec, data_dir, part),
-                      images=len(loader.dataset), student=results[0], teacher=results[1])
+                      images=len(loader.dataset), student=results[0], teacher=results[1],
+                      normalisation=loaded.normalisation)
 
 
 def part_name(spec: DatasetSpec, data_dir: str | Path | None, part: str) -> str:
@@ -68,6 +74,7 @@ class LoadedNetworks:
     epoch: int | None
     device: torch.device
     networks: dict[str, torch.nn.Module]   # student, teacher; in eval mode
+    normalisation: str = "dataset"         # the statistics its images were normalised with in training
 
 
 def load_networks(path: str | Path, spec: DatasetSpec, arch: str | None, device: torch.device,
@@ -76,7 +83,21 @@ def load_networks(path: str | Path, spec: DatasetSpec, arch: str | None, device:
     state = normalize(read_checkpoint(path, trust=trust, warn=warn)).state
     arch, _ = resolve_arch(state, arch, str(path))
     student, teacher = load_models(state, arch, spec.num_classes, device)
-    return LoadedNetworks(arch, state.get("epoch"), device, {"student": student, "teacher": teacher})
+    return LoadedNetworks(arch, state.get("epoch"), device, {"student": student, "teacher": teacher},
+                          trained_normalisation(state, path))
+
+
+def trained_normalisation(state: dict, path: str | Path) -> str:
+    """The normalisation a checkpoint's run trained with (``config.normalisation`` in the
+    settings our checkpoints carry); the dataset's own for a checkpoint without them (the
+    original's, or ours from before the setting)."""
+    extras = state.get("mt_repro")
+    settings = extras.get("config") if isinstance(extras, dict) else None
+    value = settings.get("normalisation", "dataset") if isinstance(settings, dict) else "dataset"
+    if value not in NORMALISATIONS:
+        raise BadInput(f"checkpoint {path}: its settings' normalisation {value!r:.60} is not one of "
+                       f"{', '.join(NORMALISATIONS)}")
+    return value
 
 
 def dataset_of(checkpoint: str | Path, dataset: str | None, data_dir: str | Path | None) -> tuple[DatasetSpec, str | Path | None]:

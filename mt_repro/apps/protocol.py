@@ -7,10 +7,10 @@ USB draws its split over the training targets in the published order (torchvisio
 readers: data_batch_1 … data_batch_5); the images here are named ``<i>_<class>.png`` by that
 order (``mt_repro.data.cifar10``), so the split's indices name the same images. As in USB, the
 unlabeled stream holds every training image, the labeled ones with their labels hidden
-(``unlabeled_includes_labeled``, USB's ``include_lb_to_ulb``). Known differences from USB's own
-runs, by design or not yet closed: the unlabeled stream is drawn without replacement one pass at
-a time (USB's ``RandomSampler`` over ``num_train_iter`` steps), and the images are normalised
-with the dataset's statistics (USB normalises CIFAR-10 with ImageNet's).
+(``unlabeled_includes_labeled``, USB's ``include_lb_to_ulb``), and the images are normalised with
+USB's statistics (CIFAR-10 with ImageNet's: ``normalisation``, ``mt_repro.data.normalisation``).
+A known difference from USB's own runs: the unlabeled stream is drawn without replacement one
+pass at a time (USB's sampler draws its permutations over all ``num_train_iter`` steps at once).
 """
 from __future__ import annotations
 

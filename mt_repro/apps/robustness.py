@@ -13,6 +13,7 @@ from typing import Callable
 from mt_repro.apps import evaluate
 from mt_repro.core.errors import BadInput
 from mt_repro.core.fileio import write_text_atomic
+from mt_repro.data.normalisation import described, normalised
 from mt_repro.engine.robustness import NETWORKS, Robustness, chosen_corruptions, measure
 from mt_repro.engine.trainer import CHECKPOINT_DIR, resolve_device
 from mt_repro.legacy.reading import Warn, stderr_warning
@@ -41,6 +42,12 @@ def evaluate_corruptions(checkpoint: str | Path, data_dir: str | Path | None = N
     models = {"": evaluate.load_networks(checkpoint, spec, arch, run_device, trust, warn)}
     if baseline is not None:
         models["baseline"] = evaluate.load_networks(baseline, spec, None, run_device, trust, warn)
+    trained = {loaded.normalisation for loaded in models.values()}
+    if len(trained) > 1:
+        raise BadInput(f"{checkpoint} was trained on images normalised with {described(models[''].normalisation)}, "
+                       f"the baseline {baseline} with {described(models['baseline'].normalisation)}: one set of "
+                       "corrupted images cannot feed both as each was trained")
+    spec = normalised(spec, models[""].normalisation)   # the images as the networks were trained on them
     networks = {f"{key}/{name}": model for key, loaded in models.items() for name, model in loaded.networks.items()}
     with evaluate.cannot_take_images(models[""].arch, spec.name):
         measured = measure(networks, spec, data_dir, names, published=published, seed=seed, frost_dir=frost_dir,

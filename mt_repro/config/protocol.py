@@ -96,7 +96,7 @@ DATASET_KEYS = {"arch", "weight_decay", "labels", "source"}
 # train_part: the part of the dataset a run trains on (its images not in the split's label file
 # are the unlabeled ones); split_part: the part the labeled images are drawn from (default: the
 # train_part), both as the dataset's reader names its parts
-OPTIONAL_DATASET_KEYS = {"train_part", "split_part"}
+OPTIONAL_DATASET_KEYS = {"train_part", "split_part", "normalisation"}
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,8 @@ def protocol_config(protocol: str, dataset: str, method: str, n_labels: int, see
                     n_labels=n_labels, seed=seed, protocol=protocol)
     if "train_part" in data:
         settings["train_subdir"] = data["train_part"]
+    if "normalisation" in data:
+        settings["normalisation"] = data["normalisation"]
     if "consistency" in method_table:
         settings["consistency"] = method_table["consistency"]
     changes = parse_pairs(overrides, "--set")

@@ -22,6 +22,9 @@ CONSISTENCY_TYPES = ("mse", "kl")
 # two_stream: the original's minibatches, a fixed number of labeled samples in each;
 # uniform: minibatches drawn uniformly from all training images (Laine & Aila's), one pass an epoch.
 SAMPLINGS = ("two_stream", "uniform")
+# How images are normalised after augmentation: with the dataset's own statistics, or with
+# ImageNet's (as USB normalises CIFAR-10: mt_repro.data.normalisation).
+NORMALISATIONS = ("dataset", "imagenet")
 MODES = ("faithful", "fast")  # how a run computes (mt_repro.engine.fast_mode), in both recipes
 # torch.compile's modes: "reduce-overhead" replays CUDA graphs, "max-autotune" searches kernels
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -82,6 +85,7 @@ class TrainConfig:
     # ones too with their labels hidden there (USB's include_lb_to_ulb); off: from the images
     # without a label only, as the original's TwoStreamBatchSampler.
     unlabeled_includes_labeled: bool = False
+    normalisation: str = "dataset"  # one of NORMALISATIONS
     mode: str = "faithful"        # "fast": same maths, faster execution (mt_repro.engine.fast_mode)
     compile: bool = False         # fast mode: torch.compile student and teacher
     compile_mode: str = "default"  # with compile: one of COMPILE_MODES
@@ -113,6 +117,8 @@ class TrainConfig:
                       f"({self.batch_shards}): every shard gets the same number of images")
         if not self.dist_timeout_s > 0:
             raise bad(f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
+        if self.normalisation not in NORMALISATIONS:
+            raise bad(f"normalisation {self.normalisation!r} is not one of {', '.join(NORMALISATIONS)}")
         if self.sampling not in SAMPLINGS:
             raise bad(f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
         if self.damaged_images not in ("refuse", "skip"):

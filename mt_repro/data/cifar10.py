@@ -485,4 +485,4 @@ SPEC = register(DatasetSpec(
           "(ConvNet runs also: the original's cifar10_gcn_zca_v2.npz)",
     train_part=TRAIN_PART, eval_part=TEST_PART,
     open_part=open_part, train_transform=train_transform, eval_transform=eval_transform,
-    batch_augment=batch_augment, tf_arrays=tf_arrays, tf_split=tf_split))
+    batch_augment=batch_augment, augmentation=AUGMENTATION, tf_arrays=tf_arrays, tf_split=tf_split))

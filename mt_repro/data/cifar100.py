@@ -43,4 +43,4 @@ SPEC = register(DatasetSpec(
           "(train+val/<class>/<i>_<class>.png, test/...)",
     train_part=TRAIN_PART, eval_part=TEST_PART,
     open_part=open_part, train_transform=train_transform, eval_transform=eval_transform,
-    batch_augment=batch_augment))
+    batch_augment=batch_augment, augmentation=AUGMENTATION))

@@ -9,10 +9,9 @@ from torchvision import transforms
 
 from mt_repro.core.errors import BadInput
 from mt_repro.data.images import checked_folder
+from mt_repro.data.normalisation import IMAGENET_STATS
 from mt_repro.data.registry import DatasetSpec, register
 from mt_repro.data.transforms import TransformTwice
-
-IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 def open_part(root: Path, part: str, transform, damaged_images: str = "refuse") -> Dataset:

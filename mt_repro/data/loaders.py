@@ -27,6 +27,7 @@ from mt_repro.core.threads import available_cores
 from mt_repro.core.types import NO_LABEL, Batch
 from mt_repro.data.device_loader import DeviceBatches, images_in_memory
 from mt_repro.data.labels import apply_labels, read_label_file
+from mt_repro.data.normalisation import normalised
 from mt_repro.data.randaugment import StrongAugment, StrongView
 from mt_repro.data.registry import DatasetSpec, get_dataset
 from mt_repro.data.contrastive import ContrastiveAugment
@@ -102,7 +103,7 @@ def training_data(config, device: torch.device | None = None, extras: Sequence[s
     """Datasets, label split, sampler and loaders of a ``TrainConfig``; ``extras``: the sample
     extras the run's method asks for (``mt_repro.core.types.SAMPLE_EXTRAS``)."""
     device = device or torch.device("cpu")
-    spec = get_dataset(config.dataset)
+    spec = normalised(get_dataset(config.dataset), config.normalisation)
     if spec.open_part is None:
         raise BadInput(f"{spec.name} has no per-image pipeline: train it with the ConvNet recipe "
                        f"(mt-repro {spec.name})")

@@ -58,6 +58,9 @@ class DatasetSpec:
     train_transform: Callable[[], Any] | None = None
     eval_transform: Callable[[], Any] | None = None
     batch_augment: Callable[[], Any] | None = None
+    # the object the three above come from where it is a translate-and-flip pipeline
+    # (mt_repro.data.translate_flip): mt_repro.data.normalisation changes its statistics
+    augmentation: Any = None
     # the TensorFlow recipe and `mt-repro splits`
     tf_arrays: Callable[..., TFArrays] | None = None   # (root, n_labeled|None, data_seed, test_phase, n_extra)
     tf_split: Callable[..., Any] | None = None         # (root, n_labeled|None, data_seed, test_phase, n_extra) -> NamedSplit

@@ -437,4 +437,4 @@ SPEC = register(DatasetSpec(
           "train+unlabeled)",
     train_part=TRAIN_PART, eval_part=TEST_PART,
     open_part=open_part, train_transform=train_transform, eval_transform=eval_transform,
-    batch_augment=batch_augment))
+    batch_augment=batch_augment, augmentation=AUGMENTATION))

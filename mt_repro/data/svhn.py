@@ -293,4 +293,4 @@ SPEC = register(DatasetSpec(
     num_classes=10, train_size=PUBLISHED_SIZES["train"], default_root="data-local/images/svhn",
     reads="the directory holding train_32x32.mat, test_32x32.mat (and extra_32x32.mat)",
     eval_part="test", open_part=open_part, train_transform=train_transform, eval_transform=eval_transform,
-    batch_augment=batch_augment, tf_arrays=tf_arrays, tf_split=tf_split, has_extra=True))
+    batch_augment=batch_augment, augmentation=AUGMENTATION, tf_arrays=tf_arrays, tf_split=tf_split, has_extra=True))
