@@ -413,7 +413,8 @@ class Trainer:
         rows = read_logged([p.result for p in pending])
         meters = self.meters
         for step, values in zip(pending, rows):
-            self.check_loss(step.epoch, step.global_step, step.result)
+            if self.deferred_readout:   # faithful mode checked each step before taking it
+                self.check_loss(step.epoch, step.global_step, step.result)
             values = dict(values)
             n_labeled = values.pop(LABELED_MINIBATCH_SIZE)
             meters.update("data_time", step.data_time)

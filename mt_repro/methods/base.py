@@ -90,15 +90,18 @@ class EMAMethod(MethodHooks):
         self.build_network = build_network
 
     def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.part_mean(classification_cost(logits, targets), targets.ne(NO_LABEL), len(targets))
+        return self.part_mean(classification_cost(logits, targets), targets.ne(NO_LABEL).sum(), len(targets))
 
-    def part_mean(self, summed_cost: torch.Tensor, part: torch.Tensor, minibatch_size: int) -> torch.Tensor:
-        """A cost summed over one part of the minibatch (``part``: the mask of its labeled or
-        unlabeled samples) ÷ that part's size (at least 1) when ``mean_over_parts``, else ÷ the
-        whole minibatch. The size stays on the device: nothing here waits for it."""
+    def part_mean(self, summed_cost: torch.Tensor, part_size: int | torch.Tensor, minibatch_size: int) -> torch.Tensor:
+        """A cost summed over one part of the minibatch (its labeled or its unlabeled samples,
+        ``part_size`` of them: a count the host knows, ``len(batch.unlabeled_rows)``, or one left
+        on the device) ÷ that size (at least 1) when ``mean_over_parts``, else ÷ the whole
+        minibatch. Nothing here waits for the device."""
         if not self.mean_over_parts:
             return summed_cost / minibatch_size
-        return summed_cost / part.sum().clamp_min(1)
+        if isinstance(part_size, torch.Tensor):
+            return summed_cost / part_size.clamp_min(1)
+        return summed_cost / max(part_size, 1)
 
     def logged_teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor | None:
         """The EMA model's logits on ``inputs`` (no gradient), for a step that uses them only in

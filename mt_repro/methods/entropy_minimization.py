@@ -5,7 +5,7 @@ the entropy × λ, so that a labeled and an unlabeled image weigh the same: here
 ÷ the minibatch, and λ is the run's consistency weight, ramped up as Mean Teacher's."""
 from __future__ import annotations
 
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.losses import prediction_entropy
 from mt_repro.methods.registry import register
@@ -16,7 +16,7 @@ class EntropyMinimization(EMAMethod):
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         targets = batch.targets
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
-        unlabeled = targets.eq(NO_LABEL)
-        entropy = weight * self.part_mean(prediction_entropy(logits[batch.unlabeled_rows]), unlabeled, len(targets))
+        rows = batch.unlabeled_rows
+        entropy = weight * self.part_mean(prediction_entropy(logits[rows]), len(rows), len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": entropy.detach()}
         return step_result(class_loss + entropy, values, logits, ema_logits, targets)

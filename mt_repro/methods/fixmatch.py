@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from mt_repro.core.errors import BadInput
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
 
@@ -101,13 +101,12 @@ class WeakStrongMethod(EMAMethod):
 
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         targets = batch.targets
-        unlabeled = targets.eq(NO_LABEL)
         logits, strong_logits = weak_and_strong_logits(self.student, batch)
         ema_logits = self.logged_teacher_logits(batch.teacher_input)
         class_loss = self.class_loss(logits, targets)
         cost, mask = self.unlabeled_cost(logits[batch.unlabeled_rows], strong_logits)
         weight = step.consistency_weight
-        consistency = weight * self.part_mean(cost, unlabeled, len(targets))
+        consistency = weight * self.part_mean(cost, len(batch.unlabeled_rows), len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach(),
                   "confident": mask.float().mean() if len(mask) else 0.0}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.core.errors import BadInput
 from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.registry import register
@@ -73,20 +73,19 @@ class ICT(EMAMethod):
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         targets = batch.targets
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
-        unlabeled = targets.eq(NO_LABEL)
         labeled_rows, unlabeled_rows = batch.labeled_rows, batch.unlabeled_rows   # their counts known on the host
         if self.options.supervised_alpha and len(labeled_rows):
             lam = float(np.random.beta(self.options.supervised_alpha, self.options.supervised_alpha))
             permutation = torch.randperm(len(labeled_rows), device=logits.device)
             class_loss = self.part_mean(mixup_class_cost(self.student, batch.student_input[labeled_rows],
                                                          targets[labeled_rows], lam, permutation),
-                                        ~unlabeled, len(targets))
+                                        len(labeled_rows), len(targets))
         cost = logits.sum() * 0.0
         if len(unlabeled_rows) > 1:
             lam = float(np.random.beta(self.options.alpha, self.options.alpha))
             permutation = torch.randperm(len(unlabeled_rows), device=logits.device)
             cost = ict_cost(self.student, ema_logits[unlabeled_rows], batch.teacher_input[unlabeled_rows], lam,
                             permutation, self.options.mix_targets)
-        consistency = weight * self.part_mean(cost, unlabeled, len(targets))
+        consistency = weight * self.part_mean(cost, len(unlabeled_rows), len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach()}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)

@@ -43,7 +43,7 @@ class PseudoLabel(EMAMethod):
         targets = batch.targets
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         cost, confident = pseudo_label_cost(logits, targets, self.options.threshold)
-        pseudo = weight * self.part_mean(cost, targets.eq(NO_LABEL), len(targets))
+        pseudo = weight * self.part_mean(cost, len(batch.unlabeled_rows), len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": pseudo.detach(),
                   "pseudo_labeled": float(confident)}
         return step_result(class_loss + pseudo, values, logits, ema_logits, targets)

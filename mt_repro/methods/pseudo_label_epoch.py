@@ -82,7 +82,7 @@ class EpochPseudoLabel(EMAMethod):
         chosen = guesses.ne(NO_LABEL)
         cost = (F.cross_entropy(logits[chosen], guesses[chosen], reduction="sum") if chosen.any()
                 else logits.sum() * 0.0)
-        pseudo = weight * self.part_mean(cost, unlabeled, len(targets))
+        pseudo = weight * self.part_mean(cost, unlabeled.sum(), len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": pseudo.detach(),
                   "pseudo_labeled": chosen.sum()}
         return step_result(class_loss + pseudo, values, logits, ema_logits, targets)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from mt_repro.core.errors import BadInput
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, step_result
 from mt_repro.methods.fixmatch import STRONG, refuse_without_strong_view
 from mt_repro.methods.registry import method_options, register
@@ -117,14 +117,13 @@ class SelfTraining(EMAMethod):
         self.teacher.eval()
         with torch.no_grad():
             teacher_logits, _ = self.teacher(clean_input)
-        unlabeled = targets.eq(NO_LABEL)
         generation = self.generation(epoch)
         # the schedule's weight at schedule_position(epoch): its ramp-up starts again each generation
         weight = step.consistency_weight if generation > 0 else 0.0
         rows = batch.unlabeled_rows
         cost = (distillation_cost(logits[rows], teacher_logits[rows], self.options.temperature)
                 if weight and len(rows) else logits.sum() * 0.0)
-        distillation = weight * self.part_mean(cost, unlabeled, len(targets))
+        distillation = weight * self.part_mean(cost, len(rows), len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": distillation.detach(),
                   "generation": float(generation)}
         return step_result(class_loss + distillation, values, logits, teacher_logits, targets)
