@@ -700,6 +700,7 @@ def _protocol_plan(protocol: str, dataset: str, label_counts: list[int], methods
     """``protocol --status`` (each cell's state, read from its directory) or ``--dry-run`` (the
     cells, their steps and the device-hours committed benchmarks give them)."""
     from mt_repro.apps.protocol import grid_cells
+    from mt_repro.engine.trainer import SUMMARY_FILE
     from mt_repro.paper import status as run_status
 
     if dry_run and status:
@@ -723,7 +724,6 @@ def _protocol_plan(protocol: str, dataset: str, label_counts: list[int], methods
     for line in run_status.planned_device_hours([(c.config.arch, c.images_per_step, c.config.training_length)
                                                  for c in cells]):
         click.echo(line)
-    from mt_repro.engine.trainer import SUMMARY_FILE  # (the cli's imports stay lazy: a fast --help)
     finished = sum((cell.directory / SUMMARY_FILE).is_file() for cell in cells)
     click.echo(f"{finished} of the {len(cells)} cells already finished")
 
