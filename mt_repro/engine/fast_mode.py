@@ -18,8 +18,8 @@ faithful mode. It changes only:
   ``tests/test_fast_mode.py``'s ``STEPS_WITHOUT_READS`` methods read nothing else either;
 * optionally ``torch.compile`` of student and teacher (``compile = true``; ``compile_mode``:
   torch's modes, ``reduce-overhead`` replaying CUDA graphs, ``max-autotune`` searching kernels). Not the default on
-  CPUs: compiling the digits ConvNet's step took 29 s on 2 cores for a 1.2x faster step, more
-  than the demo's whole run gains.
+  CPUs: on 2 cores, compiling the digits ConvNet's step took 26 to 51 s, and the compiled step
+  then ran at 0.96x to 0.97x the uncompiled one (README, "Fast mode and several GPUs").
 
 The EMA update uses multi-tensor ``torch._foreach_*`` operations in both modes
 (``mean_teacher.update_teacher``): they round exactly as the per-tensor loop did.
