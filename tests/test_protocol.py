@@ -157,12 +157,13 @@ def test_the_label_file_holds_the_images_usbs_split_chooses(tarball, tmp_path):
 @pytest.mark.parametrize("included", [True, False])
 def test_the_unlabeled_part_of_each_minibatch_is_drawn_from_every_training_image_with_labels_hidden(
         tarball, tmp_path, mode, included):
-    """As USB's ``include_lb_to_ulb``: an epoch's unlabeled places take each of the 200 training
-    images once, the 40 labeled ones included, all with their labels hidden there; the labeled
-    places take labeled images with their labels. Off: the 160 unlabeled images only."""
+    """As USB's ``include_lb_to_ulb``: the unlabeled places take the 200 training images pass
+    after pass, the 40 labeled ones included, all with their labels hidden there; the labeled
+    places take labeled images with their labels. Off: the 160 unlabeled images only. An epoch
+    of 50 steps here: 400 unlabeled places, two whole passes of 200 (USB's streams)."""
     config = protocol_config("usb", "cifar10", "mean_teacher", 40, 0, data_dir=str(tarball), device="cpu",
                              overrides=f"labeled_batch_size=4,batch_size=12,workers=0,mode={mode},"
-                                       f"unlabeled_includes_labeled={str(included).lower()}")
+                                       f"unlabeled_includes_labeled={str(included).lower()},sampler_epoch_steps=50")
     labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
     config = config.replace(labels=str(labels)).validate()
     seed_everything(0)
@@ -177,8 +178,47 @@ def test_the_unlabeled_part_of_each_minibatch_is_drawn_from_every_training_image
         assert batch.targets[:8].eq(NO_LABEL).all()
         assert set(indices[8:]) <= labeled and batch.targets[8:].tolist() == [train.targets[i] for i in indices[8:]]
         unlabeled_places += indices[:8]
-    expected = range(200) if included else sorted(set(range(200)) - labeled)
-    assert sorted(unlabeled_places) == list(expected)
+    expected = list(range(200) if included else sorted(set(range(200)) - labeled))
+    n = len(expected)
+    assert len(unlabeled_places) == 400 and 400 // n == 2
+    assert all(sorted(unlabeled_places[k * n:(k + 1) * n]) == expected for k in range(2))
+    assert set(unlabeled_places[2 * n:]) <= set(expected)   # part of a third pass, where 160 are
+
+
+@pytest.mark.parametrize("method, places", [("supervised", 64), ("mean_teacher", 128)])
+def test_a_cell_at_usbs_batch_size_fills_64_labeled_places_from_40_labeled_images(method, places, tarball,
+                                                                                   tmp_path):
+    """USB's labeled stream runs on into its next pass within a minibatch: the first minibatch of
+    an epoch holds every one of the 40 labeled images, 24 of them twice."""
+    config = protocol_config("usb", "cifar10", method, 40, 0, data_dir=str(tarball), device="cpu",
+                             overrides="workers=0")
+    assert (config.labeled_batch_size or config.batch_size, config.sampler_epoch_steps) == (64, 1024)
+    labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
+    data = training_data(config.replace(labels=str(labels)).validate(), extras=("indices",))
+    assert data.steps_per_epoch == 1024
+    batch = next(data.epoch(3))
+    labeled_part = batch.extras["indices"].tolist()[-64:]
+    assert len(batch.targets) == places and batch.targets[-64:].ne(NO_LABEL).all()
+    train = get_dataset("cifar10").open_part(tarball, config.train_subdir, None)
+    named = read_label_file(labels)
+    assert set(labeled_part) == {i for i, (path, _) in enumerate(train.samples) if Path(path).name in named}
+
+
+def test_a_cell_stopped_inside_an_epoch_of_usbs_streams_resumes_to_the_uninterrupted_weights(
+        tarball, tmp_path, monkeypatch):
+    """Epochs of 2 steps: stopped at step 3, the cell resumes from its checkpoint after step 2,
+    where its sampler's next epoch is drawn again from the epoch number alone."""
+    from conftest import straight_and_resumed
+
+    config = protocol_config("usb", "cifar10", "mean_teacher", 40, 0, data_dir=str(tarball), device="cpu",
+                             overrides="labeled_batch_size=2,batch_size=4,workers=0,training_length=6,"
+                                       "sampler_epoch_steps=2,evaluation_span=6,print_span=1")
+    labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
+    config = config.replace(labels=str(labels)).validate()
+    _, _, (straight, resumed) = straight_and_resumed(config, tmp_path, monkeypatch, stop_at_step=3)
+    assert int(straight["global_step"]) == int(resumed["global_step"]) == 6
+    for key in ("state_dict", "ema_state_dict"):
+        assert all(torch.equal(straight[key][k], resumed[key][k]) for k in straight[key])
 
 
 @pytest.mark.parametrize("dataset, statistics", [("cifar10", IMAGENET_STATS), ("cifar100", CIFAR100_STATS)])

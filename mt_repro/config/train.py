@@ -81,6 +81,10 @@ class TrainConfig:
     method: str = "mean_teacher"  # a registered method (mt_repro.methods.registry)
     method_options: str | None = None  # "name=value,..." over the method's [options] (its settings file)
     sampling: str = "two_stream"  # how minibatches are composed: one of SAMPLINGS
+    # An epoch of this many steps, each stream of images drawn as USB's sampler draws it
+    # (mt_repro.data.sampling.EpochSeededBatchSampler); None: an epoch is a pass over the
+    # (unlabeled) images, drawn as the original's samplers draw it.
+    sampler_epoch_steps: int | None = None
     # The unlabeled part of two-stream minibatches drawn from every training image, the labeled
     # ones too with their labels hidden there (USB's include_lb_to_ulb); off: from the images
     # without a label only, as the original's TwoStreamBatchSampler.
@@ -121,6 +125,8 @@ class TrainConfig:
             raise bad(f"normalisation {self.normalisation!r} is not one of {', '.join(NORMALISATIONS)}")
         if self.sampling not in SAMPLINGS:
             raise bad(f"sampling {self.sampling!r} is not one of {', '.join(SAMPLINGS)}")
+        if self.sampler_epoch_steps is not None and self.sampler_epoch_steps <= 0:
+            raise bad(f"sampler_epoch_steps must be positive (or unset), got {self.sampler_epoch_steps}")
         if self.damaged_images not in ("refuse", "skip"):
             raise bad(f"damaged_images {self.damaged_images!r} is not one of refuse, skip")
         if self.sampling == "uniform":

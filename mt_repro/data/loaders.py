@@ -32,7 +32,7 @@ from mt_repro.data.randaugment import StrongAugment, StrongView
 from mt_repro.data.registry import DatasetSpec, get_dataset
 from mt_repro.data.contrastive import ContrastiveAugment
 from mt_repro.data.sample_extras import CONTRASTIVE, SampleExtras
-from mt_repro.data.sampling import TwoStreamBatchSampler
+from mt_repro.data.sampling import EpochSeededBatchSampler, TwoStreamBatchSampler
 
 _log = logging.getLogger("mt_repro.data")
 
@@ -65,6 +65,9 @@ class LoaderData:
             raise ValueError("a loader's epoch is trained from its start, for at most its length")
         if hasattr(self.train_loader, "set_epoch"):  # fast mode's augmentation parameters are per epoch
             self.train_loader.set_epoch(epoch)
+        sampler = getattr(self.train_loader, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):  # USB's streams are seeded with the epoch
+            sampler.set_epoch(epoch)
         dataset = getattr(self.train_loader, "dataset", None)
         if hasattr(dataset, "set_epoch"):  # the strong view's generator is per epoch (SampleExtras)
             dataset.set_epoch(epoch)
@@ -181,6 +184,8 @@ def worker_count(requested: int) -> int:
 
 
 def _batch_sampler(config, n_train: int, labeled: list[int], unlabeled: list[int]):
+    if config.sampler_epoch_steps is not None:
+        return _epoch_seeded_sampler(config, n_train, labeled, unlabeled)
     if config.sampling == "uniform":  # labeled and unlabeled alike, one pass an epoch
         if n_train < config.batch_size:
             raise BadInput(f"only {n_train} training images: fewer than one batch of {config.batch_size}")
@@ -192,6 +197,20 @@ def _batch_sampler(config, n_train: int, labeled: list[int], unlabeled: list[int
     try:
         return TwoStreamBatchSampler(unlabeled, labeled, config.batch_size, config.labeled_batch_size,
                                      labeled_may_repeat=config.labeled_may_repeat)
+    except ValueError as exc:
+        raise BadInput(f"impossible split: {exc}") from None
+
+
+def _epoch_seeded_sampler(config, n_train: int, labeled: list[int], unlabeled: list[int]) -> EpochSeededBatchSampler:
+    """USB's streams: every minibatch is full, whatever the number of images behind a stream."""
+    if config.sampling == "uniform":
+        streams = [(range(n_train), config.batch_size)]
+    elif config.exclude_unlabeled:
+        streams = [(labeled, config.batch_size)]
+    else:
+        streams = [(unlabeled, config.batch_size - config.labeled_batch_size), (labeled, config.labeled_batch_size)]
+    try:
+        return EpochSeededBatchSampler(streams, config.sampler_epoch_steps)
     except ValueError as exc:
         raise BadInput(f"impossible split: {exc}") from None
 
