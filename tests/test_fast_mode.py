@@ -158,23 +158,25 @@ def zero_dropout(trainer: Trainer) -> None:
                 module.p = 0.0
 
 
-@pytest.mark.parametrize("method", ["mean_teacher", "fixmatch"])
+@pytest.mark.parametrize("method", ["mean_teacher", "fixmatch", "pseudo_label"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_fast_steps_give_the_faithful_losses_on_the_same_minibatches(tmp_path, device, method, caplog,
                                                                    monkeypatch):
     """Both trainers start from the same weights and take the same ten minibatches (fast mode's
     own: with its on-device augmentation's parameters, or loaded per image where the method
     needs a strong view); their losses and weights must agree to float32 tolerance on the CPU,
-    bf16 tolerance on a GPU with bf16 autocast."""
-    if method == "fixmatch":
-        # An untrained network's predictions are near ties, whose arg-max (FixMatch's hard
-        # pseudo-label) bf16 rounding flips: its per-image path is compared in float32.
+    bf16 tolerance on a GPU with bf16 autocast. Pseudo-Label's fast step sums its cost over
+    every row with the unchosen ones ignored, where faithful mode gathers the chosen ones."""
+    hard_labels = method in ("fixmatch", "pseudo_label")
+    if hard_labels:
+        # An untrained network's predictions are near ties, whose arg-max (a hard pseudo-label)
+        # bf16 rounding flips: these are compared in float32.
         monkeypatch.setattr(fast_mode, "bf16_supported", lambda device: False)
     trainers = {}
     for mode in ("faithful", "fast"):
         seed_everything(0)
         with caplog.at_level(logging.INFO, logger="mt_repro"):
-            options = "threshold=0.0" if method == "fixmatch" else None   # every pseudo-label kept: its term engaged
+            options = "threshold=0.0" if hard_labels else None   # every pseudo-label kept: its term engaged
             trainers[mode] = Trainer(digits_config(tmp_path, mode=mode, device=device, method=method,
                                                    method_options=options), tmp_path / mode, progress=False).build()
         zero_dropout(trainers[mode])
@@ -183,7 +185,7 @@ def test_fast_steps_give_the_faithful_losses_on_the_same_minibatches(tmp_path, d
     assert isinstance(trainers["fast"].data.train_loader, DeviceBatches) is not per_image
     assert any("loaded per image" in r.getMessage() for r in caplog.records) is per_image
     bf16 = trainers["fast"].speedups.autocast_dtype is torch.bfloat16
-    if os.environ.get("MT_REPRO_EXPECT_BF16") == "1" and method != "fixmatch":   # (run by the bf16-CPU test below)
+    if os.environ.get("MT_REPRO_EXPECT_BF16") == "1" and not hard_labels:   # (run by the bf16-CPU test below)
         assert bf16
     steps = trainers["fast"].data.steps_per_epoch
     losses = {"faithful": [], "fast": []}
@@ -316,11 +318,6 @@ class DeviceReads(TorchDispatchMode):
 LOADER_FILES = os.path.join("torch", "utils", "data", "")
 
 
-# The methods whose fast-mode step waits for nothing; every other one still reads a count or
-# masks by value inside its step (the test keeps this set exact, both ways).
-STEPS_WITHOUT_READS = {"mean_teacher", "supervised", "vat", "mutual_learning", "self_training", "moco",
-                       "fixmatch", "uda", "entropy_minimization", "ict", "mixmatch"}
-
 def one_epoch_of(tmp_path, name: str, **changes):
     """A fast-mode digits run of method ``name`` for one epoch (supervised-only on the 100
     labeled images, the others on all with 32 labeled in each minibatch of 128)."""
@@ -352,10 +349,7 @@ def test_fast_mode_reads_the_device_only_at_log_rows(tmp_path, name):
     # one read per log row, the steps since the last one; the epoch's last steps at its end
     expected = [b - a for a, b in zip([-1] + rows, rows)] + [steps - 1 - rows[-1]]
     assert [n for n in read_sizes if n] == [n for n in expected if n] and sum(read_sizes) == steps
-    if name in STEPS_WITHOUT_READS:
-        assert not reads.where, f"{name}'s fast-mode step waits for the device at {dict(reads.where)}"
-    else:
-        assert reads.where, f"{name}'s step no longer reads the device: add it to STEPS_WITHOUT_READS"
+    assert not reads.where, f"{name}'s fast-mode step waits for the device at {dict(reads.where)}"
     assert trainer.state.global_step == steps and len(trainer.training_log.rows()) == len(rows)
 
 
@@ -399,11 +393,11 @@ def test_logged_values_read_at_once_equal_those_read_one_by_one():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: CUDA's own check of what makes the host wait")
-@pytest.mark.parametrize("name", sorted(STEPS_WITHOUT_READS))
+@pytest.mark.parametrize("name", method_names())
 def test_on_a_gpu_fast_steps_between_log_rows_never_make_the_host_wait(tmp_path, name):
     """CUDA's sync debug mode raises on anything that waits for the device (a value read, a
-    copy from pageable memory, a synchronisation): the fast-mode steps of the methods counted
-    without reads above, from the loader's minibatches to the teacher's update, make none;
+    copy from pageable memory, a synchronisation): the fast-mode step of every method, from the
+    loader's minibatches to the teacher's update, makes none (per-sample memories included);
     reading their logged values afterwards gives what each step computed."""
     config = one_epoch_of(tmp_path, name, device="cuda")
     trainer = Trainer(config, tmp_path / "run", progress=False).build()

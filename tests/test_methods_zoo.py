@@ -131,16 +131,35 @@ def test_method_options_are_checked_when_the_config_is(options, fragment):
 
 
 # --- Pseudo-Label ---------------------------------------------------------------------------------
-def test_pseudo_label_uses_only_confident_unlabeled_samples():
+@pytest.mark.parametrize("wait_free", [False, True])
+def test_pseudo_label_uses_only_confident_unlabeled_samples(wait_free):
     logits = torch.tensor([[10.0, 0.0, 0.0],    # labeled: never pseudo-labeled
                            [0.0, 9.0, 0.0],     # unlabeled, confident: class 1
-                           [1.0, 1.2, 0.9]], dtype=torch.float64)  # unlabeled, unsure: skipped
+                           [1.0, 1.2, 0.9]], dtype=torch.float64, requires_grad=True)  # unlabeled, unsure
     targets = torch.tensor([0, -1, -1])
-    cost, confident = pseudo_label_cost(logits, targets, threshold=0.95)
+    cost, confident = pseudo_label_cost(logits, targets, threshold=0.95, wait_free=wait_free)
     p = math.exp(9) / (math.exp(9) + 2)
     assert confident == 1 and cost.item() == pytest.approx(-math.log(p), rel=1e-9)
-    none, zero = pseudo_label_cost(logits, torch.tensor([0, 1, 2]), 0.95)
-    assert zero == 0 and none.item() == 0.0
+    cost.backward()   # the gradient reaches the chosen row only
+    assert logits.grad[0].abs().sum() == 0 and logits.grad[2].abs().sum() == 0 and logits.grad[1].abs().sum() > 0
+    none, zero = pseudo_label_cost(logits, torch.tensor([0, 1, 2]), 0.95, wait_free=wait_free)
+    assert zero == 0 and none.item() == 0.0 and none.requires_grad
+
+
+def test_a_sum_over_chosen_rows_is_the_same_with_the_others_zeroed_as_with_them_left_out():
+    from mt_repro.methods.losses import chosen_cross_entropy, sum_of_chosen_rows
+
+    torch.manual_seed(0)
+    logits, classes = torch.randn(64, 10, dtype=torch.float64), torch.randint(0, 10, (64,))
+    chosen = torch.rand(64) < 0.3
+    values = torch.rand(64, 10, dtype=torch.float64)
+    for mask in (chosen, torch.zeros(64, dtype=torch.bool), torch.ones(64, dtype=torch.bool)):
+        gathered = chosen_cross_entropy(logits, classes, mask, wait_free=False)
+        torch.testing.assert_close(chosen_cross_entropy(logits, classes, mask, wait_free=True), gathered)
+        torch.testing.assert_close(sum_of_chosen_rows(values, mask, wait_free=True),
+                                   sum_of_chosen_rows(values, mask, wait_free=False))
+    expected = sum(F.cross_entropy(logits[i:i + 1], classes[i:i + 1]).item() for i in range(64) if chosen[i])
+    assert chosen_cross_entropy(logits, classes, chosen, wait_free=True).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_pseudo_label_step_averages_each_part_over_its_own_samples():
@@ -212,6 +231,26 @@ def test_pi_model_weight_is_scaled_by_the_labeled_fraction_seen():
     losses(method, x, x, torch.tensor([1, -1, -1, -1]), 0, indices=torch.tensor([0, 1, 2, 3]))
     result = losses(method, x, x, torch.tensor([2, 0, -1, -1]), 0, indices=torch.tensor([4, 5, 2, 3]))
     assert result.values["cons_weight"] == pytest.approx(10.0 * 3 / 6)  # images 0, 4, 5 of 0..5 labeled
+
+
+def test_the_labeled_fraction_counts_from_the_hosts_copy_and_keeps_its_checkpoint_format():
+    from mt_repro.core.types import Batch, HostCopy
+    from mt_repro.methods.base import LabeledFraction
+
+    targets, indices = torch.tensor([1, -1, 2, -1]), torch.tensor([7, 3, 0, 7])
+    x = torch.zeros(4, 1)
+    # the host's copy is what is read: its indices, not the (here different) tensor's
+    batch = Batch(x, x, targets, {"indices": indices + 100}, host=HostCopy.of(targets, indices))
+    fraction = LabeledFraction()
+    fraction.record(batch)
+    assert fraction.value() == pytest.approx(2 / 3)   # images 0, 3, 7 seen; 7 and 0 with a label
+    state = fraction.state_dict()   # torch bool tensors, as checkpoints always held them
+    assert state["seen"].dtype == torch.bool and state["seen"].tolist() == [True, False, False, True] + [False] * 3 + [True]
+    again = LabeledFraction()
+    again.load_state_dict(state)
+    assert again.value() == fraction.value()
+    with pytest.raises(ValueError, match="needs the samples' indices"):
+        LabeledFraction().record(Batch(x, x, targets, {}))
 
 
 @pytest.mark.parametrize("mix_targets", ["logits", "probabilities"])

@@ -42,6 +42,15 @@ class Batch:
     # (``rows_of``): selecting by them waits for nothing, where a boolean mask on a GPU makes the
     # host wait for the device to count its rows. None: found here from the targets when asked.
     rows: tuple[torch.Tensor, torch.Tensor] | None = None
+    # The same minibatch's indices and labeled rows as the host knew them before the copy
+    # (``HostCopy.of``): per-sample bookkeeping kept on the host reads them there, where reading
+    # the device's tensors would make the host wait. None: read here from the tensors when asked.
+    host: "HostCopy | None" = None
+
+    def on_host(self) -> "HostCopy":
+        if self.host is None:
+            self.host = HostCopy.of(self.targets.cpu(), self.extras.get("indices"))
+        return self.host
 
     @property
     def labeled_rows(self) -> torch.Tensor:
@@ -58,11 +67,27 @@ class Batch:
         return self.rows
 
 
-def rows_of(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows of the labeled and of the unlabeled samples of host ``targets``, on the host
-    (numpy's, so no tensor operation is dispatched): for ``Batch.rows``."""
-    labeled = targets.numpy() != NO_LABEL
-    return torch.from_numpy(np.flatnonzero(labeled)), torch.from_numpy(np.flatnonzero(~labeled))
+@dataclass(frozen=True)
+class HostCopy:
+    """A minibatch's samples as the host knows them, in numpy (so no tensor operation is
+    dispatched): their indices in the training set (the ``indices`` extra; None without it) and
+    whether each is labeled."""
+
+    indices: np.ndarray | None
+    labeled: np.ndarray
+
+    @classmethod
+    def of(cls, targets: torch.Tensor, indices: torch.Tensor | None = None) -> "HostCopy":
+        """From host ``targets`` (and ``indices``, read from the device if they are there)."""
+        return cls(None if indices is None else indices.cpu().numpy(), targets.numpy() != NO_LABEL)
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of the labeled and of the unlabeled samples, on the host: for ``Batch.rows``."""
+        return torch.from_numpy(np.flatnonzero(self.labeled)), torch.from_numpy(np.flatnonzero(~self.labeled))
+
+    def size_to_hold(self) -> int:
+        """The length a per-sample memory needs for these indices."""
+        return int(self.indices.max()) + 1
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class DeviceBatches:
     ``device``), each augmented twice by ``augment`` with parameters from ``epoch_generator``.
 
     ``set_epoch(e)`` before iterating epoch ``e`` (as for ``DistributedSampler``); the batch
-    sampler keeps drawing its permutations from the global generators, as in faithful mode.
+    sampler draws its permutations as in faithful mode.
     """
 
     def __init__(self, images: np.ndarray, targets: Sequence[int], batch_sampler: Iterable[list[int]],

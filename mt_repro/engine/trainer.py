@@ -28,8 +28,8 @@ from mt_repro.config.saved import to_saved
 from mt_repro.core.errors import BadInput, NonFiniteLoss, RunFailed
 from mt_repro.core.fileio import TEMPORARY_SUFFIX, write_text_atomic
 from mt_repro.core.rng import restore_rng_state
-from mt_repro.core.types import (LABELED_MINIBATCH_SIZE, Batch, StepContext, StepResult, check_loss, read_logged,
-                                 rows_of)
+from mt_repro.core.types import (LABELED_MINIBATCH_SIZE, Batch, HostCopy, StepContext, StepResult, check_loss,
+                                 read_logged)
 from mt_repro.data.batch_augment import to_device
 from mt_repro.data.registry import get_dataset
 from mt_repro.engine import checkpoint as ckpt
@@ -481,11 +481,12 @@ class Trainer:
         # one tensor for both views where the noise is the network's (the ConvNet recipe)
         teacher_input = student_input if batch.teacher_input is batch.student_input else prepare(batch.teacher_input)
         targets = batch.targets
-        rows = None
+        rows = host = None
         if targets.device.type == "cpu":   # as the loaders give them: the rows found before the copy
-            rows = tuple(to_device(part, self.device) for part in rows_of(targets))
+            host = HostCopy.of(targets, batch.extras.get("indices"))
+            rows = tuple(to_device(part, self.device) for part in host.rows())
         return Batch(student_input, teacher_input, to_device(targets, self.device),
-                     {name: prepare(value) for name, value in batch.extras.items()}, rows)
+                     {name: prepare(value) for name, value in batch.extras.items()}, rows, host)
 
     def evaluate(self, model: torch.nn.Module, name: str = "model") -> dict[str, float]:
         """Precision@1/@5 and class cost on head 1, in eval mode (running statistics), or for a

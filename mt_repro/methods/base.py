@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,6 +90,13 @@ class EMAMethod(MethodHooks):
         self.options = options if options is not None else method_options(self.method_name, config.method_options)
         self.build_network = build_network
 
+    @property
+    def wait_free(self) -> bool:
+        """Whether the step must not make the host wait for the device (fast mode): costs over
+        the rows a mask chooses are then summed with the others zeroed (``chosen_cross_entropy``)
+        and per-sample memories live on the training device."""
+        return self.config.mode == "fast"
+
     def class_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.part_mean(classification_cost(logits, targets), targets.ne(NO_LABEL).sum(), len(targets))
 
@@ -125,28 +133,31 @@ class EMAMethod(MethodHooks):
 class LabeledFraction:
     """M/N, the fraction of labeled images among the training images seen so far (by their
     indices; an image ever seen with its label counts as labeled), for the weights Laine & Aila
-    scaled by it (their ``train.py``)."""
+    scaled by it (their ``train.py``). Counted on the host, from the minibatch's ``HostCopy``:
+    the weight it scales is a number the step needs before the device has computed anything."""
 
     def __init__(self) -> None:
-        self.seen = torch.zeros(0, dtype=torch.bool)
-        self.labeled = torch.zeros(0, dtype=torch.bool)
+        self.seen = np.zeros(0, dtype=bool)
+        self.labeled = np.zeros(0, dtype=bool)
 
-    def record(self, indices: torch.Tensor, labeled: torch.Tensor) -> None:
-        indices = indices.cpu()
-        size = int(indices.max()) + 1
+    def record(self, batch: Batch) -> None:
+        host = batch.on_host()
+        if host.indices is None:
+            raise ValueError("counting the labeled fraction needs the samples' indices")
+        size = host.size_to_hold()
         if size > len(self.seen):
-            extra = torch.zeros(size - len(self.seen), dtype=torch.bool)
-            self.seen, self.labeled = torch.cat([self.seen, extra]), torch.cat([self.labeled, extra])
-        self.seen[indices] = True
+            extra = np.zeros(size - len(self.seen), dtype=bool)
+            self.seen, self.labeled = np.concatenate([self.seen, extra]), np.concatenate([self.labeled, extra])
+        self.seen[host.indices] = True
         # ConvNet minibatches draw their unlabeled part from all images, labels hidden: a
         # labeled image seen there is still a labeled image.
-        self.labeled[indices[labeled.cpu()]] = True
+        self.labeled[host.indices[host.labeled]] = True
 
     def value(self) -> float:
-        return float(self.labeled[self.seen].sum()) / max(int(self.seen.sum()), 1)
+        return int(self.labeled[self.seen].sum()) / max(int(self.seen.sum()), 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen": self.seen, "labeled": self.labeled}
+        return {"seen": torch.from_numpy(self.seen.copy()), "labeled": torch.from_numpy(self.labeled.copy())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seen, self.labeled = state["seen"].clone(), state["labeled"].clone()
+        self.seen, self.labeled = state["seen"].numpy().copy(), state["labeled"].numpy().copy()

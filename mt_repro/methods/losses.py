@@ -19,6 +19,28 @@ def classification_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits, targets, reduction="sum", ignore_index=NO_LABEL)
 
 
+def chosen_cross_entropy(logits: torch.Tensor, classes: torch.Tensor, chosen: torch.Tensor, *,
+                         wait_free: bool) -> torch.Tensor:
+    """Summed cross-entropy of the rows ``chosen`` (a boolean mask) against ``classes``; zero,
+    with a gradient, where none is chosen. ``wait_free`` (fast mode): every row with the others
+    ignored, which makes the host wait for nothing; else the chosen rows gathered, as faithful
+    mode always computed it (on a GPU a boolean mask makes the host wait to count its rows). The
+    same sum, its terms added in another order."""
+    if wait_free:
+        return classification_cost(logits, torch.where(chosen, classes, NO_LABEL))
+    if not chosen.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[chosen], classes[chosen], reduction="sum")
+
+
+def sum_of_chosen_rows(values: torch.Tensor, chosen: torch.Tensor, *, wait_free: bool) -> torch.Tensor:
+    """The sum of the rows of ``values`` that ``chosen`` (a boolean mask) marks; ``wait_free`` as
+    for ``chosen_cross_entropy``: the others zeroed rather than left out."""
+    if wait_free:
+        return torch.where(chosen.reshape(-1, *[1] * (values.dim() - 1)), values, 0.0).sum()
+    return values[chosen].sum()
+
+
 def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Summed entropy of the softmax predictions, one per row."""
     log_p = F.log_softmax(logits, dim=1)

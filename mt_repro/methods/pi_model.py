@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from mt_repro.core.errors import BadInput
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, LabeledFraction, dropout_rate, frozen_statistics, step_result
 from mt_repro.methods.losses import softmax_mse_loss
 from mt_repro.methods.mean_teacher import losses_as_model_py
@@ -55,7 +55,7 @@ class PiModel(EMAMethod):
             indices = batch.extras.get("indices")
             if indices is None:
                 raise ValueError("pi_model with scale_by_labeled_fraction needs the samples' indices")
-            self.labeled_fraction.record(indices, batch.targets.ne(NO_LABEL))
+            self.labeled_fraction.record(batch)
             weight *= self.labeled_fraction.value()
         return weight
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, step_result
+from mt_repro.methods.losses import chosen_cross_entropy
 from mt_repro.methods.registry import register
 
 
@@ -22,16 +23,16 @@ class PseudoLabelOptions:
     threshold: float = 0.95
 
 
-def pseudo_label_cost(logits: torch.Tensor, targets: torch.Tensor, threshold: float) -> tuple[torch.Tensor, int]:
+def pseudo_label_cost(logits: torch.Tensor, targets: torch.Tensor, threshold: float, *,
+                      wait_free: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy of the unlabeled samples against their confident arg-max class;
-    returns it and how many samples were confident."""
+    returns it and how many samples were confident (on the device). ``wait_free``: as
+    ``chosen_cross_entropy``'s."""
     with torch.no_grad():
         probabilities = F.softmax(logits, dim=1)
         confidence, guess = probabilities.max(dim=1)
         chosen = targets.eq(NO_LABEL) & confidence.ge(threshold)
-    if not chosen.any():
-        return logits.sum() * 0.0, 0
-    return F.cross_entropy(logits[chosen], guess[chosen], reduction="sum"), int(chosen.sum())
+    return chosen_cross_entropy(logits, guess, chosen, wait_free=wait_free), chosen.sum()
 
 
 @register("pseudo_label")
@@ -42,8 +43,8 @@ class PseudoLabel(EMAMethod):
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         targets = batch.targets
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
-        cost, confident = pseudo_label_cost(logits, targets, self.options.threshold)
+        cost, confident = pseudo_label_cost(logits, targets, self.options.threshold, wait_free=self.wait_free)
         pseudo = weight * self.part_mean(cost, len(batch.unlabeled_rows), len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": pseudo.detach(),
-                  "pseudo_labeled": float(confident)}
+                  "pseudo_labeled": confident}
         return step_result(class_loss + pseudo, values, logits, ema_logits, targets)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, step_result
+from mt_repro.methods.losses import chosen_cross_entropy
 from mt_repro.methods.registry import register
 
 
@@ -25,28 +26,35 @@ class EpochPseudoLabelOptions:
 
 class EpochPseudoLabels:
     """The pseudo-label of every sample for this epoch (``NO_LABEL``: none) and the candidates
-    collected during it; grows to the largest index it is given."""
+    collected during it; grows to the largest index it is given. Kept on the host, or with
+    ``on_training_device`` on the device of the predictions recorded (fast mode)."""
 
-    def __init__(self, threshold: float):
+    def __init__(self, threshold: float, on_training_device: bool = False):
         self.threshold = threshold
+        self.on_training_device = on_training_device
         self.current = torch.zeros(0, dtype=torch.long)
         self.next = torch.zeros(0, dtype=torch.long)
 
-    def _grow(self, size: int) -> None:
+    def _grow(self, size: int, device: torch.device) -> None:
+        if self.current.device != device:   # (a checkpoint's memories are loaded on the host)
+            self.current, self.next = self.current.to(device), self.next.to(device)
         if size > len(self.current):
-            extra = torch.full((size - len(self.current),), NO_LABEL, dtype=torch.long)
+            extra = torch.full((size - len(self.current),), NO_LABEL, dtype=torch.long, device=device)
             self.current = torch.cat([self.current, extra])
             self.next = torch.cat([self.next, extra.clone()])
 
-    def record(self, indices: torch.Tensor, probabilities: torch.Tensor, unlabeled: torch.Tensor) -> None:
-        indices = indices.cpu()
-        self._grow(int(indices.max()) + 1)
-        confidence, guess = probabilities.detach().cpu().max(dim=1)
-        chosen = unlabeled.cpu() & confidence.ge(self.threshold)
+    def record(self, indices: torch.Tensor, probabilities: torch.Tensor, unlabeled: torch.Tensor,
+               size: int | None = None) -> None:
+        """``size``: the length that holds ``indices`` as the host knows it (None: read from them)."""
+        device = probabilities.device if self.on_training_device else torch.device("cpu")
+        indices = indices.to(device)
+        self._grow(int(indices.max()) + 1 if size is None else size, device)
+        confidence, guess = probabilities.detach().to(device).max(dim=1)
+        chosen = unlabeled.to(device) & confidence.ge(self.threshold)
         self.next[indices] = torch.where(chosen, guess, torch.full_like(guess, NO_LABEL))
 
     def labels(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.current[indices.cpu()]
+        return self.current[indices.to(self.current.device)]
 
     def end_epoch(self) -> None:
         self.current = self.next.clone()
@@ -68,7 +76,7 @@ class EpochPseudoLabel(EMAMethod):
 
     def __init__(self, config, student, teacher, options=None, *, build_network=None):
         super().__init__(config, student, teacher, options, build_network=build_network)
-        self.pseudo_labels = EpochPseudoLabels(self.options.threshold)
+        self.pseudo_labels = EpochPseudoLabels(self.options.threshold, on_training_device=self.wait_free)
 
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         targets, indices = batch.targets, batch.extras.get("indices")
@@ -76,12 +84,11 @@ class EpochPseudoLabel(EMAMethod):
             raise ValueError("pseudo_label_epoch needs the samples' indices")
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         unlabeled = targets.eq(NO_LABEL)
-        self.pseudo_labels.record(indices, F.softmax(logits, dim=1), unlabeled)
+        self.pseudo_labels.record(indices, F.softmax(logits, dim=1), unlabeled, size=batch.on_host().size_to_hold())
         guesses = self.pseudo_labels.labels(indices).to(logits.device)
         guesses = torch.where(unlabeled, guesses, torch.full_like(guesses, NO_LABEL))
         chosen = guesses.ne(NO_LABEL)
-        cost = (F.cross_entropy(logits[chosen], guesses[chosen], reduction="sum") if chosen.any()
-                else logits.sum() * 0.0)
+        cost = chosen_cross_entropy(logits, guesses, chosen, wait_free=self.wait_free)
         pseudo = weight * self.part_mean(cost, unlabeled.sum(), len(targets))
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": pseudo.detach(),
                   "pseudo_labeled": chosen.sum()}

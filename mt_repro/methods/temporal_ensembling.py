@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from mt_repro.core.errors import BadInput
-from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
+from mt_repro.core.types import Batch, StepContext, StepResult
 from mt_repro.methods.base import EMAMethod, LabeledFraction, step_result
+from mt_repro.methods.losses import sum_of_chosen_rows
 from mt_repro.methods.registry import register
 
 
@@ -36,23 +37,29 @@ class TemporalEnsemblingOptions:
 
 class PredictionEnsemble:
     """Per-sample ensemble predictions ``Z``, their update counts and the current epoch's
-    predictions; grows to the largest sample index it is given."""
+    predictions; grows to the largest sample index it is given. Kept on the host, or with
+    ``on_training_device`` on the device of the predictions recorded (fast mode: a step then
+    copies nothing back)."""
 
-    def __init__(self, decay: float):
+    def __init__(self, decay: float, on_training_device: bool = False):
         self.decay = decay
+        self.on_training_device = on_training_device
         self.ensemble = torch.zeros(0, 0)
         self.updates = torch.zeros(0, dtype=torch.long)
         self.epoch_predictions = torch.zeros(0, 0)
         self.seen = torch.zeros(0, dtype=torch.bool)
 
-    def _grow(self, size: int, classes: int) -> None:
+    def _grow(self, size: int, classes: int, device: torch.device) -> None:
+        if self.updates.device != device:   # (a checkpoint's memories are loaded on the host)
+            for name in ("ensemble", "updates", "epoch_predictions", "seen"):
+                setattr(self, name, getattr(self, name).to(device))
         if size <= len(self.updates) and classes == self.ensemble.size(1):
             return
         old = len(self.updates)
         size = max(size, old)
 
         def grown(tensor: torch.Tensor, *shape: int) -> torch.Tensor:
-            bigger = torch.zeros(*shape, dtype=tensor.dtype)
+            bigger = torch.zeros(*shape, dtype=tensor.dtype, device=device)
             if old:
                 bigger[:old] = tensor
             return bigger
@@ -63,26 +70,29 @@ class PredictionEnsemble:
         self.epoch_predictions = grown(self.epoch_predictions, size, classes)
         self.updates, self.seen = grown(self.updates, size), grown(self.seen, size)
 
-    def record(self, indices: torch.Tensor, probabilities: torch.Tensor) -> None:
-        """Remember this step's predictions; a sample seen twice keeps the later one."""
-        indices = indices.cpu()
-        self._grow(int(indices.max()) + 1, probabilities.size(1))
-        self.epoch_predictions[indices] = probabilities.detach().float().cpu()
+    def record(self, indices: torch.Tensor, probabilities: torch.Tensor, size: int | None = None) -> None:
+        """Remember this step's predictions; a sample seen twice keeps the later one. ``size``:
+        the length that holds ``indices`` as the host knows it (None: read from them)."""
+        device = probabilities.device if self.on_training_device else torch.device("cpu")
+        indices = indices.to(device)
+        self._grow(int(indices.max()) + 1 if size is None else size, probabilities.size(1), device)
+        self.epoch_predictions[indices] = probabilities.detach().float().to(device)
         self.seen[indices] = True
 
     def targets(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(bias-corrected ensemble predictions, mask of the samples that have one) of
-        samples already ``record``-ed."""
-        indices = indices.cpu()
+        samples already ``record``-ed, where the memories are."""
+        indices = indices.to(self.updates.device)
         n = self.updates[indices]
         has_target = n > 0
         correction = 1 - self.decay ** n.double().clamp(min=1)
         return (self.ensemble[indices].double() / correction[:, None]).float(), has_target
 
     def end_epoch(self) -> None:
-        seen = self.seen
-        self.ensemble[seen] = self.decay * self.ensemble[seen] + (1 - self.decay) * self.epoch_predictions[seen]
-        self.updates[seen] += 1
+        seen = self.seen   # selected with where, not a mask: the same values, no rows to count
+        updated = self.decay * self.ensemble + (1 - self.decay) * self.epoch_predictions
+        self.ensemble = torch.where(seen[:, None], updated, self.ensemble)
+        self.updates += seen
         self.seen = torch.zeros_like(self.seen)
 
     def state_dict(self) -> dict[str, Any]:
@@ -107,7 +117,7 @@ class TemporalEnsembling(EMAMethod):
 
     def __init__(self, config, student, teacher, options=None, *, build_network=None):
         super().__init__(config, student, teacher, options, build_network=build_network)
-        self.predictions = PredictionEnsemble(self.options.prediction_decay)
+        self.predictions = PredictionEnsemble(self.options.prediction_decay, on_training_device=self.wait_free)
         self.labeled_fraction = LabeledFraction()
 
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
@@ -116,14 +126,14 @@ class TemporalEnsembling(EMAMethod):
             raise ValueError("temporal_ensembling needs the samples' indices")
         logits, ema_logits, class_loss, weight = self.common_part(batch, step)
         probabilities = F.softmax(logits, dim=1)
-        self.predictions.record(indices, probabilities)
-        self.labeled_fraction.record(indices, targets.ne(NO_LABEL))
+        self.predictions.record(indices, probabilities, size=batch.on_host().size_to_hold())
+        self.labeled_fraction.record(batch)
         ensemble, has_target = self.predictions.targets(indices)
         if self.options.scale_by_labeled_fraction:
             weight *= self.labeled_fraction.value()
         mask = has_target.to(logits.device)
         squared = (probabilities - ensemble.to(logits.device)) ** 2
-        cost = squared[mask].sum() / logits.size(1)
+        cost = sum_of_chosen_rows(squared, mask, wait_free=self.wait_free) / logits.size(1)
         consistency = weight * cost / len(targets)
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": consistency.detach()}
         return step_result(class_loss + consistency, values, logits, ema_logits, targets)
