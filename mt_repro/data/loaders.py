@@ -96,7 +96,9 @@ class LoaderData:
                        "PyTorch recipe's augmented data pipeline does not give: use the ConvNet recipe")
 
     def state_dict(self) -> dict:
-        return {}  # the samplers draw from the global generators, saved with the run's RNG state
+        # the samplers draw from the global generators (saved with the run's RNG state), or
+        # from a generator seeded with the epoch number (USB's)
+        return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass

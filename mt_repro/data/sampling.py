@@ -1,9 +1,10 @@
 """How minibatches are drawn: the original's two-stream sampler, and USB's epoch-seeded streams.
 
-``TwoStreamBatchSampler`` is the original's (``TwoStreamBatchSampler`` in ``data.py``). Each minibatch is ``batch_size - labeled_batch_size`` unlabeled indices followed by
-``labeled_batch_size`` labeled ones. An epoch is one pass over the unlabeled indices (one
-numpy permutation, partial chunk dropped); the labeled indices are cycled through fresh
-permutations as often as needed. The permutations are drawn lazily, at the moment the stream
+``TwoStreamBatchSampler`` is the original's (``TwoStreamBatchSampler`` in ``data.py``). Each
+minibatch is ``batch_size - labeled_batch_size`` unlabeled indices followed by
+``labeled_batch_size`` labeled ones. An epoch is one pass over the unlabeled indices (one numpy
+permutation, partial chunk dropped); the labeled indices are cycled through fresh permutations
+as often as needed. The permutations are drawn lazily, at the moment the stream
 needs them, because the augmentations draw from the same numpy generator in between.
 
 ``EpochSeededBatchSampler`` is USB's (``DistributedSampler`` of
