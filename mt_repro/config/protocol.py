@@ -34,7 +34,7 @@ class ProtocolConfig(TrainConfig):
     defaults; a run that sets one is refused rather than silently ignored."""
 
     recipe: ClassVar[Recipe] = USB
-    labeled_may_repeat: ClassVar[bool] = True   # without sampler_epoch_steps (cells started before it): 40 labels fill 64 places
+    labeled_may_repeat: ClassVar[bool] = True   # cells from before sampler_epoch_steps: 40 labels fill 64 places
     dataset: str = "cifar10"
     arch: str = "wrn_28_2"
     train_subdir: str = "train+val"
