@@ -39,7 +39,7 @@ class Batch:
     extras: dict[str, torch.Tensor]
     # The rows of the labeled and of the unlabeled samples (int64 indices on the targets'
     # device), found by the engine on the host before the minibatch went to the device
-    # (``rows_of``): selecting by them waits for nothing, where a boolean mask on a GPU makes the
+    # (``HostCopy.rows``): selecting by them waits for nothing, where a boolean mask on a GPU makes the
     # host wait for the device to count its rows. None: found here from the targets when asked.
     rows: tuple[torch.Tensor, torch.Tensor] | None = None
     # The same minibatch's indices and labeled rows as the host knew them before the copy

@@ -52,7 +52,7 @@ class DeviceBatches:
                  augment: BatchAugment, device: torch.device, *, seed: int | None,
                  extras: Sequence[str] = ()):
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        # on the host, as a DataLoader's: the engine finds the labeled rows there (core.types.rows_of)
+        # on the host, as a DataLoader's: the engine finds the labeled rows there (core.types.HostCopy)
         self.targets = torch.as_tensor(list(targets), dtype=torch.int64)
         self.batch_sampler = batch_sampler
         self.augment = augment
