@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mt_repro.models.memory_format import is_channels_last, same_layout_gradient
 from mt_repro.models.registry import register_model
 
 EVAL_MEAN_DECAY = 0.999
@@ -169,13 +170,15 @@ class ConvNet13(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.augment(x)
+        # The translation gathers into torch's default layout: back to the input's (fast mode's
+        # channels-last), so that the first convolution sees one layout.
+        x = self.augment(x).contiguous(memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
         for block, pool in ((self.block1, True), (self.block2, True), (self.block3, False)):
             for conv in block:
                 x = F.leaky_relu(conv(x), 0.1)
             if pool:
                 x = F.dropout(F.max_pool2d(x, 2), self.dropout, self.training)
-        x = x.mean(dim=(2, 3))
+        x = same_layout_gradient(x).mean(dim=(2, 3))   # (the mean's backward broadcasts in NCHW)
         primary, secondary = self.fc1(x), self.fc2(x)
         return primary, (secondary if self.num_logits == 2 else primary)
 

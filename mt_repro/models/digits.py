@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mt_repro.models.memory_format import SameLayoutGradient
 from mt_repro.models.registry import register_model
 from mt_repro.models.resnet import init_conv_bn
 
@@ -25,7 +26,7 @@ class DigitsConvNet(nn.Module):
             *_conv_block(1, width), *_conv_block(width, width),
             nn.MaxPool2d(2), nn.Dropout(dropout),
             *_conv_block(width, 2 * width), *_conv_block(2 * width, 2 * width),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            SameLayoutGradient(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),   # (pooling's backward gives NCHW)
         )
         self.fc1 = nn.Linear(2 * width, num_classes)
         self.fc2 = nn.Linear(2 * width, num_classes)

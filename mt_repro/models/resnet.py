@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mt_repro.models.memory_format import same_layout_gradient
 from mt_repro.models.registry import register_model
 
 
@@ -131,6 +132,7 @@ class ShiftConvDownsample(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = same_layout_gradient(x)   # (the slices' backward would give NCHW)
         x = torch.cat((x[:, :, 0::2, 0::2], x[:, :, 1::2, 1::2]), dim=1)
         return self.bn(self.conv(self.relu(x)))
 

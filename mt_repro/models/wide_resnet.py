@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mt_repro.models.memory_format import same_layout_gradient
 from mt_repro.models.registry import register_model
 
 LEAKY_SLOPE = 0.1
@@ -137,7 +138,7 @@ class WideResNet(nn.Module):
         out = self.conv1(x)
         for g in range(self.num_groups):
             out = getattr(self, f"block{g + 1}")(out)
-        out = F.leaky_relu(self.bn1(out), LEAKY_SLOPE)
+        out = same_layout_gradient(F.leaky_relu(self.bn1(out), LEAKY_SLOPE))   # (pooling's backward gives NCHW)
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
