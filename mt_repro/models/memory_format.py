@@ -4,9 +4,9 @@ Fast mode trains in channels-last. A few backward functions give their gradient 
 torch's default (NCHW) layout whatever the forward pass used: slicing's (``x[:, :, ::2, ::2]``
 backward fills a fresh NCHW tensor) and global average pooling's (its 1x1 output is both
 layouts at once, and the gradient takes NCHW). From there every backward op of the layers
-below gets one tensor of each layout, which their kernels handle on a slower, strided path (on
-this project's 2-core CPU: channels-last batch norm's backward 3x slower in shake-shake 26,
-leaky ReLU's 13x). ``same_layout_gradient`` marks where a network's gradient would change
+below gets one tensor of each layout, which their kernels handle on a slower, strided path (on a
+2-core AMD EPYC: channels-last batch norm's backward 3x slower in shake-shake 26, leaky ReLU's
+13x; benchmarks/README.md). ``same_layout_gradient`` marks where a network's gradient would change
 layout; in NCHW (faithful mode) it is the identity both ways.
 """
 from __future__ import annotations
