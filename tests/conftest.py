@@ -146,6 +146,19 @@ def pytest_sessionfinish(session):
         cache.set(MODULE_DURATIONS_KEY, {**cache.get(MODULE_DURATIONS_KEY, {}), **_module_seconds})
 
 
+def digits_demo_config(tmp_path: Path, method: str, mode: str):
+    """The digits demo's run of ``method`` (or a variant, ``NAME[options]``) for data seed 0,
+    100 labels, 2 epochs, in ``mode``."""
+    from mt_repro.apps import digits_demo   # (only the tests that build a demo run need it)
+    from mt_repro.config.compose import load_demo_config
+    from mt_repro.data import digits
+    from mt_repro.data.labels import write_label_file as write_labels
+
+    label_file = tmp_path / "labels.txt"
+    write_labels(label_file, digits.label_file_entries(100, 0))
+    return digits_demo.demo_configs(load_demo_config(), method, 100, label_file, 0, 2, tmp_path / mode, mode=mode)
+
+
 def interrupted_run(config, out, at_step: int, monkeypatch) -> None:
     """``config`` trained into ``out`` until its step ``at_step`` starts: then a Ctrl-C."""
     from mt_repro.engine import runs

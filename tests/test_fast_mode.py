@@ -22,10 +22,8 @@ from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision import transforms
 
-from conftest import assert_one_line_error
-from mt_repro.apps import digits_demo
+from conftest import assert_one_line_error, digits_demo_config
 from mt_repro.config import TrainConfig
-from mt_repro.config.compose import load_demo_config
 from mt_repro.core.errors import BadInput, RunFailed
 from mt_repro.core.rng import capture_rng_state, restore_rng_state, seed_everything
 from mt_repro.core.metrics import hundred_less
@@ -253,14 +251,11 @@ def test_every_method_takes_the_faithful_step_from_the_same_state(tmp_path, meth
     passes of FixMatch, MixMatch, the Π-model or mutual learning, its update differed by up to
     1.6 %; a missing or wrong term differs by its whole size."""
     monkeypatch.setattr(fast_mode, "bf16_supported", lambda device: False)
-    label_file = tmp_path / "labels.txt"
-    write_label_file(label_file, digits.label_file_entries(100, 0))
     trainers = {}
+    # a variant of the demo's, NAME[options] (its options over those of the method's [digits] table)
+    variant = f"{method}[{SAME_STATE_OPTIONS[method]}]" if method in SAME_STATE_OPTIONS else method
     for mode in ("faithful", "fast"):
-        config = digits_demo.demo_configs(load_demo_config(), method, 100, label_file, 0, 2, tmp_path / mode, mode=mode)
-        if method in SAME_STATE_OPTIONS:
-            config = config.replace(method_options=",".join(
-                filter(None, [config.method_options, SAME_STATE_OPTIONS[method]]))).validate()
+        config = digits_demo_config(tmp_path, variant, mode)
         seed_everything(0)
         trainers[mode] = Trainer(config, tmp_path / mode, progress=False).build()
         zero_dropout(trainers[mode])

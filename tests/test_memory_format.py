@@ -10,12 +10,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import digits_demo_config
 from mt_repro import models
-from mt_repro.apps import digits_demo
-from mt_repro.config.compose import load_demo_config
 from mt_repro.core.rng import seed_everything
-from mt_repro.data import digits
-from mt_repro.data.labels import write_label_file
 from mt_repro.engine.trainer import Trainer
 from mt_repro.methods.registry import method_names
 from mt_repro.models.memory_format import SameLayoutGradient, is_channels_last, same_layout_gradient
@@ -70,9 +67,7 @@ def test_a_fast_step_of_every_method_keeps_one_layout(tmp_path, method):
     """The whole step in fast mode, with the method's digits settings: its extra passes,
     backward, optimizer and teacher update. (The digits have one channel, where the two layouts
     coincide: what a method does to its input images is not checked here, only what follows.)"""
-    label_file = tmp_path / "labels.txt"
-    write_label_file(label_file, digits.label_file_entries(100, 0))
-    config = digits_demo.demo_configs(load_demo_config(), method, 100, label_file, 0, 2, tmp_path / "runs", mode="fast")
+    config = digits_demo_config(tmp_path, method, "fast")
     seed_everything(0)
     trainer = Trainer(config, tmp_path / "run", progress=False).build()
     assert trainer.speedups.channels_last

@@ -172,7 +172,8 @@ class ConvNet13(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The translation gathers into torch's default layout: back to the input's (fast mode's
         # channels-last), so that the first convolution sees one layout.
-        x = self.augment(x).contiguous(memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
+        layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        x = self.augment(x).contiguous(memory_format=layout)
         for block, pool in ((self.block1, True), (self.block2, True), (self.block3, False)):
             for conv in block:
                 x = F.leaky_relu(conv(x), 0.1)
