@@ -23,9 +23,12 @@ Steps are timed as a block after the warm-up steps, the device synchronised at b
 USB's published Mean Teacher compares the teacher's output with itself, so it skips the backward
 pass of the consistency term; ``--usb-mean-teacher fixed`` (and ``both``, the default) also times
 it with that one name corrected at import (``outs_x_ulb_s`` for ``outs_x_ulb_w``), which is
-the work a correct Mean Teacher does. Measurements alternate between the programs (AB, BA, ...)
-so machine noise hits both alike; for FixMatch, whose two implementations compute the same
-numbers, the per-step losses are compared.
+the work a correct Mean Teacher of its design does. mt-repro's ``mean_teacher`` is the paper's
+(its consistency covers the labeled images too, so its teacher passes them as well);
+``mean_teacher_usb`` is USB's step so corrected, and is timed against that one. Measurements
+alternate between the programs (AB, BA, ...) so machine noise hits both alike; for FixMatch and
+``mean_teacher_usb``, whose two implementations compute the same numbers, the per-step losses
+are compared.
 
     python benchmarks/bench_against_usb.py --usb USB_CHECKOUT
 
@@ -68,11 +71,16 @@ BUSY_CORES = 0.15
 IDLE_WAIT_S = 600
 SAME_WORK_RTOL = 1e-4
 BF16_RTOL = 3e-2     # tests/test_fast_mode.py's tolerance for bf16 autocast
-USB_NAMES = {"fixmatch": "fixmatch", "mean_teacher": "meanteacher"}
+USB_NAMES = {"fixmatch": "fixmatch", "mean_teacher": "meanteacher", "mean_teacher_usb": "meanteacher"}
+URATIO = {"fixmatch": 7, "mean_teacher": 1, "mean_teacher_usb": 1}   # the protocol's
 # The one name of USB's Mean Teacher that makes its consistency compare the teacher with itself
 # (semilearn/algorithms/meanteacher/meanteacher.py; USB issues #102 and #226).
 USB_MT_BUG = "logits_x_ulb_s = outs_x_ulb_w['logits']"
 USB_MT_FIX = "logits_x_ulb_s = outs_x_ulb_s['logits']"
+USB_MT_FIXED = "USB (its consistency input corrected)"
+# The methods whose step here computes what the USB program named computes: their per-step
+# losses are compared.
+SAME_COMPUTATION = {"fixmatch": "USB", "mean_teacher_usb": USB_MT_FIXED}
 
 
 @dataclass
@@ -234,7 +242,9 @@ class OursProgram:
         self.method = method
         self.work = {"fixmatch": "student: L + 2U images forward and backward, one pass; no teacher pass",
                      "mean_teacher": "student: L + U forward and backward; teacher: L + U forward "
-                                     "(the paper's consistency covers the labeled images too)"}[method]
+                                     "(the paper's consistency covers the labeled images too)",
+                     "mean_teacher_usb": "student: L + U forward and backward (two passes); teacher: U forward "
+                                         "(USB's step, its consistency input corrected)"}[method]
         self.trainer = Trainer(config.replace(labels=str(labels)).validate(), out, progress=False).build()
         self.trainer.train_mode()
 
@@ -248,7 +258,9 @@ class OursProgram:
 
     def batch(self, batch: Minibatch) -> Batch:
         """The same images as USB's step gets: the labeled images first, then the unlabeled ones
-        (the student's weak view for FixMatch, its strong one for Mean Teacher, as USB's)."""
+        (the student's weak view for FixMatch, its strong one for Mean Teacher, as USB's; Mean
+        Teacher's teacher sees the labeled images as the student does, where the paper's
+        consistency covers them)."""
         unlabeled = torch.full((len(batch.x_ulb_w),), NO_LABEL, dtype=batch.y_lb.dtype)
         targets = torch.cat([batch.y_lb, unlabeled])
         weak, strong = torch.cat([batch.x_lb, batch.x_ulb_w]), torch.cat([batch.x_lb, batch.x_ulb_s])
@@ -283,7 +295,7 @@ def timed_steps(program, batches, warmup: int, device: torch.device) -> tuple[fl
 
 
 def measure(method: str, programs: list, args, workdir: Path) -> dict:
-    uratio = args.uratio if args.uratio is not None else {"fixmatch": 7, "mean_teacher": 1}[method]
+    uratio = args.uratio if args.uratio is not None else URATIO[method]
     # every program starts each repeat from mt-repro's initial weights (USB's module has the same layout)
     weights = {k: v.clone() for k, v in programs[0].trainer.method.student.state_dict().items()}
     raw = [Minibatch(*(t.to(args.device) for t in (b.x_lb, b.y_lb, b.x_ulb_w, b.x_ulb_s)))
@@ -328,8 +340,8 @@ def summary_lines(method: str, result: dict, labeled: int) -> list[str]:
                      f"{seconds / ours:>20.3f}")
     lines.append(f"  what each step passes through the networks (L labeled, U = {result['uratio']}·L unlabeled):")
     lines += [f"    {name}: {work}" for name, work in result["work"].items()]
-    if method == "fixmatch":
-        ours_l, theirs_l = result["losses"][ours_name], result["losses"]["USB"]
+    if method in SAME_COMPUTATION:
+        ours_l, theirs_l = result["losses"][ours_name], result["losses"][SAME_COMPUTATION[method]]
         worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(ours_l, theirs_l))
         if "fast" in ours_name:   # bf16 autocast rounds: the same computation within its tolerance
             verdict = "within bf16 rounding" if worst <= BF16_RTOL else "DIFFERENT computation"
@@ -351,7 +363,7 @@ def usb_revision(checkout: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--usb", type=Path, required=True, metavar="PATH", help="a checkout of USB")
-    parser.add_argument("--methods", default="fixmatch,mean_teacher")
+    parser.add_argument("--methods", default="fixmatch,mean_teacher,mean_teacher_usb")
     parser.add_argument("--usb-mean-teacher", choices=("published", "fixed", "both"), default="both")
     parser.add_argument("--labeled-batch", type=int, default=8, help="labeled images per step (USB: 64)")
     parser.add_argument("--uratio", type=int, default=None, help="default: the protocol's (7 FixMatch, 1 MT)")
@@ -378,10 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mt-repro-bench-usb-") as tmp:
         workdir = Path(tmp)
         for method in methods:
-            uratio = args.uratio if args.uratio is not None else {"fixmatch": 7, "mean_teacher": 1}[method]
+            uratio = args.uratio if args.uratio is not None else URATIO[method]
             settings = usb_settings(args.usb, method, args.labeled_batch, uratio, workdir / "usb", args.device)
             programs = [OursProgram(method, args.labeled_batch, uratio, workdir, args.mode, args.device)]
-            if method == "fixmatch":
+            if method == "mean_teacher_usb":
+                programs.append(USBProgram(usb, usb_mean_teacher_fixed(args.usb), settings, USB_MT_FIXED,
+                                           "L + U forward and backward (two passes); EMA weights: U forward",
+                                           args.device))
+            elif method == "fixmatch":
                 programs.append(USBProgram(usb, usb.algorithms["fixmatch"], settings, "USB",
                                            "L + 2U images forward and backward, one pass (use_cat)", args.device))
             else:
@@ -391,8 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "L forward and backward, U forward twice (student, EMA weights); "
                                                "the student's U pass gets no backward", args.device))
                 if args.usb_mean_teacher in ("fixed", "both"):
-                    programs.append(USBProgram(usb, usb_mean_teacher_fixed(args.usb), settings,
-                                               "USB (its consistency input corrected)",
+                    programs.append(USBProgram(usb, usb_mean_teacher_fixed(args.usb), settings, USB_MT_FIXED,
                                                "L + U forward and backward (two passes); EMA weights: U forward",
                                                args.device))
             result = measure(method, programs, args, workdir)

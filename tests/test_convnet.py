@@ -417,7 +417,7 @@ def json_rows(path):
 
 # --- 5. every method with the ConvNet recipe ----------------------------------------------------------
 REFUSED = {"self_training": "measures its runs in steps", "fixmatch": "needs a strong view", "uda": "needs a strong view",
-           "moco": "feeds raw arrays"}
+           "moco": "feeds raw arrays", "mean_teacher_usb": "is USB's step"}
 
 
 @pytest.mark.parametrize("method", method_names())

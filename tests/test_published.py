@@ -307,3 +307,18 @@ def test_svhn_cells_meet_the_numbers_of_runs_that_used_the_extra_images(cli, tmp
     assert code in (0, 1) and any(line.startswith("svhn wrn_28_2 mean_teacher 40 labels") for line in out.splitlines()), out
     assert_one_line_error(cli("compare", tmp_path / "train_only", "--published", "torchssl"),
                           "no number of torchssl is of the cells of these runs (svhn wrn_28_2 mean_teacher 40 labels)")
+
+
+def test_usb_s_corrected_mean_teacher_stands_beside_mean_teacher_s_rows_apart_from_the_paper_s(cli, tmp_path):
+    """mean_teacher_usb computes Mean Teacher as TorchSSL did: its runs meet TorchSSL's Mean
+    Teacher row, in a row of their own beside the paper's formulation's runs."""
+    for seed, (paper, usb) in enumerate(((9.0, 8.0), (9.4, 8.3), (8.8, 7.9))):
+        protocol_run(tmp_path / f"mt_{seed}", paper, method="mean_teacher", n_labeled=4000)
+        protocol_run(tmp_path / f"mt_usb_{seed}", usb, method="mean_teacher_usb", n_labeled=4000)
+    code, out, _ = cli("compare", tmp_path, "--published", "torchssl")
+    rows = {line.split(" 4000 labels")[0]: line for line in out.splitlines() if " 4000 labels" in line}
+    assert set(rows) == {"cifar10 wrn_28_2 mean_teacher", "cifar10 wrn_28_2 mean_teacher_usb"}, out
+    assert all("8.10 ± 0.21" in row for row in rows.values())
+    assert "9.07 ± 0.31" in rows["cifar10 wrn_28_2 mean_teacher"] and rows["cifar10 wrn_28_2 mean_teacher"].endswith("worse")
+    assert "8.07 ± 0.21" in rows["cifar10 wrn_28_2 mean_teacher_usb"]
+    assert rows["cifar10 wrn_28_2 mean_teacher_usb"].endswith("reproduced") and code == 1

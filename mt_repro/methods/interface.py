@@ -93,6 +93,9 @@ class MethodHooks:
     # A pre-training method (MoCo) leaves an encoder; it is not a row of a semi-supervised
     # table (``--method all`` leaves it out).
     pretraining: ClassVar[bool] = False
+    # The method whose published numbers this one's runs stand beside (``compare --published``):
+    # another computation of that algorithm (mean_teacher_usb: Mean Teacher). None: its own name.
+    published_as: ClassVar[str | None] = None
 
     @classmethod
     def check_config(cls, config) -> None:

@@ -26,7 +26,7 @@ from mt_repro.core.errors import BadInput
 from mt_repro.core.tables import aligned
 from mt_repro.paper.compare import ALPHA, BETTER, NOT_COMPARABLE, NOT_ENOUGH, REPRODUCED, WORSE, verdict_of
 from mt_repro.paper.published import PublishedNumber, published_numbers
-from mt_repro.paper.runs import RunResult
+from mt_repro.paper.runs import RunResult, published_method
 
 INVALID = "published number invalid"
 # num_train_iter of USB's classic_cv settings (configs/protocols/usb.toml), the protocol
@@ -63,18 +63,20 @@ def check_source(source: str) -> None:
 
 
 def compare_published(runs: list[RunResult], source: str) -> list[PublishedComparison]:
-    """One comparison per published number of ``source`` whose cell has runs of ours, in the
-    order of ``published.csv``; ``BadInput`` for an unknown source or runs matching none."""
+    """One comparison per published number of ``source`` and method of ours whose runs are of
+    its cell, in the order of ``published.csv``: runs of another computation of the number's
+    algorithm (``published_as``: mean_teacher_usb beside Mean Teacher's rows) are compared
+    apart from that method's own. ``BadInput`` for an unknown source or runs matching none."""
     check_source(source)
     by_key: dict = {}
     for run in runs:
         by_key.setdefault(run.key, []).append(run)
     comparisons = []
     for number in published_numbers(source):
-        cell_runs = by_key.get(number.key)
-        if not cell_runs or number.metric != METRIC:
+        if number.metric != METRIC:
             continue
-        comparisons.append(_compare_cell(number, cell_runs))
+        comparisons += [_compare_cell(number, cell_runs) for key, cell_runs in by_key.items()
+                        if key._replace(method=published_method(key.method)) == number.key]
     if not comparisons:
         cells = ", ".join(sorted({_describe(run.key) for run in runs}))
         raise BadInput(f"no number of {source} is of the cells of these runs ({cells}); "
@@ -144,14 +146,14 @@ def lines(comparisons: list[PublishedComparison]) -> list[str]:
     for c in comparisons:
         theirs = f"{c.published.mean:.2f}" + (f" ± {c.published.std:.2f}" if c.published.std is not None else "")
         ours = f"{c.mean:.2f}" + (f" ± {c.std:.2f}" if c.std is not None else "")
-        rows.append((_describe(c.published.key), f"{c.published.row} ({c.published.table})", theirs,
+        rows.append((_describe(c.runs[0].key), f"{c.published.row} ({c.published.table})", theirs,
                      c.published.selection, ours, str(c.n), "" if c.p is None else f"{c.p:.3g}", c.verdict))
     out = aligned(rows, rule=True, right_align=False)
     explained = [(c, c.reasons) for c in comparisons if c.reasons]
     if explained:
         out += ["", "Not tested:"]
         for c, reasons in explained:
-            out += [f"  {c.published.row}, {_describe(c.published.key)}:"] + [f"    {r}" for r in reasons]
+            out += [f"  {c.published.row}, {_describe(c.runs[0].key)}:"] + [f"    {r}" for r in reasons]
     out += [f"ours: the final test error of each run's reported network; p: Welch's t-test, {REPRODUCED} "
             f"at p >= {ALPHA}, else {WORSE} / {BETTER}; {NOT_ENOUGH} without a spread on both sides"]
     return out

@@ -87,6 +87,14 @@ def reported_network(method: str) -> str:
     return method_class(method).reported_model if method in method_names() else "student"
 
 
+def published_method(method: str) -> str:
+    """The method whose published numbers a run of ``method`` stands beside: its own, or the
+    algorithm it computes otherwise (``published_as``)."""
+    if method not in method_names():
+        return method
+    return getattr(method_class(method), "published_as", None) or method
+
+
 def find_runs(paths: list[str | os.PathLike]) -> list[RunResult]:
     """Every run in ``paths`` or below them, each once."""
     directories: dict[Path, None] = {}
