@@ -17,8 +17,8 @@ teacher's:
 
 The paper's consistency covers the labeled images too and comes from one student pass over the
 whole minibatch; its cost is summed and divided by the minibatch (``mean_teacher``). USB feeds
-Mean Teacher two weak views of each unlabeled image (``datasetbase.py``: "x_ulb_s here is weak
-augmentation"), as the pipeline's two views here.
+Mean Teacher two weak views of each unlabeled image (its ``datasetbase.py`` makes ``x_ulb_s`` with
+the weak transform for this algorithm), as the pipeline's two views here.
 """
 from __future__ import annotations
 
