@@ -123,6 +123,7 @@ def test_a_class_lacking_the_interface_is_refused_at_registration():
     ("epsilon=big", "epsilon='big' is not a valid float"),
     ("epsilon", "expects name=value"),
     ("epsilon=-1", "epsilon and xi must be positive"),
+    ("entropy_minimization=true,entropy_weight=-0.5", "vat: entropy_weight must be at least 0 (got -0.5)"),
 ])
 def test_method_options_are_checked_when_the_config_is(options, fragment):
     with pytest.raises(BadInput, match=fragment.replace("(", r"\(").replace(")", r"\)")):
@@ -443,6 +444,27 @@ def test_vat_step_is_the_labeled_mean_cross_entropy_plus_the_mean_smoothness_cos
     assert result.values["class_loss"] == pytest.approx(-np.log(p[0, 2]), rel=1e-9)
     assert result.values["cons_loss"] == pytest.approx(3.0 * summed / 4, rel=1e-9)
     assert result.loss.item() == pytest.approx(-np.log(p[0, 2]) + 3.0 * summed / 4, rel=1e-9)
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.06])
+def test_vat_with_entropy_minimization_adds_the_weighted_mean_entropy(weight):
+    """VAT+EntMin adds the mean prediction entropy (Miyato et al.: weight 1; USB: 0.06)."""
+    from mt_repro.methods.vat import VAT, VATOptions
+
+    torch.manual_seed(0)
+    model = TwoHeadLinear(torch.randn(5, 5, dtype=torch.float64))
+    teacher = TwoHeadLinear(torch.zeros(5, 5, dtype=torch.float64))
+    x, targets = torch.randn(4, 5, dtype=torch.float64), torch.tensor([2, -1, -1, -1])
+    results = {}
+    for entropy in (False, True):
+        method = VAT(toy_config("vat", consistency=3.0), model, teacher,
+                     VATOptions(epsilon=0.5, entropy_minimization=entropy, entropy_weight=weight))
+        torch.manual_seed(1)
+        results[entropy] = losses(method, x, x, targets, 0)
+    p = softmax(x.numpy() @ model.w.detach().numpy())
+    mean_entropy = float(-(p * np.log(p)).sum(axis=1).mean())
+    assert results[True].values["entropy"] == pytest.approx(weight * mean_entropy, rel=1e-9)
+    assert results[True].loss.item() == pytest.approx(results[False].loss.item() + weight * mean_entropy, rel=1e-9)
 
 
 def test_vat_leaves_batch_norm_running_statistics_alone():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_mean_teachers_weight_warms_up_over_four_tenths_of_the_run_and_keeps_tha
 @pytest.mark.parametrize("call, message", [
     (lambda: protocol_config("usb", "cifar10", "fixmatch", 100, 0), "defines cifar10 with 40, 250, 4000 labels, not 100"),
     (lambda: protocol_config("usb", "imagenet", "fixmatch", 40, 0), "protocol usb has no dataset 'imagenet'"),
-    (lambda: protocol_config("usb", "cifar10", "vat", 40, 0), "protocol usb has no settings for method 'vat'"),
+    (lambda: protocol_config("usb", "cifar10", "ict", 40, 0), "protocol usb has no settings for method 'ict'"),
     (lambda: protocol_config("nope", "cifar10", "fixmatch", 40, 0), "unknown protocol 'nope'; known: usb"),
     (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides="trainig_length=5"),
      "unknown setting(s) trainig_length of a usb run; did you mean training_length?"),
@@ -309,14 +310,34 @@ def test_stl10s_labels_are_drawn_from_its_training_images_and_it_trains_on_those
     assert (len(marked), len(unmarked)) == (40, 60 - 40 + 30)
 
 
-def test_a_protocol_settings_file_with_an_unknown_dataset_key_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("old, new, message", [
+    ('train_part = "train+extra"', 'train_prat = "x"', r"[datasets.svhn] has unknown key(s) train_prat"),
+    ('method_options = "threshold=0.95"', 'method_option = "threshold=0.9"',
+     r"[methods.pseudo_label] has unknown key(s) method_option"),
+    ('[methods.mixmatch.cifar100]\nconsistency = 150.0', '[methods.mixmatch.cifar100]\nuratio = 2',
+     r"[methods.mixmatch.cifar100] may set only consistency, method_options"),
+])
+def test_a_protocol_settings_file_with_an_unknown_key_is_refused(old, new, message, tmp_path, monkeypatch):
     from mt_repro.config import protocol as protocol_module
     (tmp_path / "protocols").mkdir()
     text = (protocol_module.our_configs_dir() / "protocols" / "usb.toml").read_text()
-    (tmp_path / "protocols" / "usb.toml").write_text(text.replace('train_part = "train+extra"', 'train_prat = "x"'))
+    assert old in text
+    (tmp_path / "protocols" / "usb.toml").write_text(text.replace(old, new))
     monkeypatch.setattr(protocol_module, "our_configs_dir", lambda: tmp_path)
-    with pytest.raises(BadInput, match=r"\[datasets.svhn\] has unknown key\(s\) train_prat"):
+    with pytest.raises(BadInput, match=re.escape(message)):
         load_protocol("usb")
+
+
+def test_a_methods_values_for_one_dataset_and_its_options_reach_that_datasets_cells():
+    """USB's MixMatch weighs its consistency 100, on CIFAR-100 150; its T and mixup_alpha are
+    the method's options, which a cell's --set method_options still overrides."""
+    assert protocol_config("usb", "cifar10", "mixmatch", 40, 0).consistency == 100.0
+    cifar100 = protocol_config("usb", "cifar100", "mixmatch", 400, 0)
+    assert cifar100.consistency == 150.0 and cifar100.method_options == "temperature=0.5,alpha=0.5"
+    assert protocol_config("usb", "svhn", "pi_model", 40, 0).method_options == "scale_by_labeled_fraction=false"
+    changed = protocol_config("usb", "cifar100", "mixmatch", 400, 0, overrides="method_options=alpha=0.75")
+    assert changed.method_options == "alpha=0.75"
+    assert "cifar100" not in USB.method("mixmatch") and USB.method("mixmatch", "cifar100")["consistency"] == 150.0
 
 
 @pytest.mark.slow

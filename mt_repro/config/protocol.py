@@ -4,8 +4,9 @@ protocol (WRN-28-2, 2^20 steps, SGD with a cosine learning rate, EMA evaluation)
 A protocol is one settings file, ``mt_repro/configs/protocols/<protocol>.toml``: ``[run]``
 (every cell), ``[datasets.<name>]`` (network, weight decay, the label counts it defines) and
 ``[methods.<name>]`` (``uratio``, unlabeled images per labeled one in a step; the consistency
-weight; its warm-up as a fraction of the steps), each value beside the key of the protocol's own
-configuration it comes from. ``protocol_config`` composes one cell into a ``ProtocolConfig``:
+weight; its warm-up as a fraction of the steps; the method's options; and, in a subtable named
+by a dataset, the values that differ for that dataset), each value beside the key of the
+protocol's own configuration it comes from. ``protocol_config`` composes one cell into a ``ProtocolConfig``:
 the PyTorch half's settings (``TrainConfig``, whose data pipeline and methods it uses) with the
 ``usb`` recipe and the steps it counts in.
 """
@@ -97,6 +98,11 @@ DATASET_KEYS = {"arch", "weight_decay", "labels", "source"}
 # are the unlabeled ones); split_part: the part the labeled images are drawn from (default: the
 # train_part), both as the dataset's reader names its parts
 OPTIONAL_DATASET_KEYS = {"train_part", "split_part", "normalisation"}
+METHOD_KEYS = {"uratio", "source"}
+# consistency: the weight (USB's ulb_loss_ratio); method_options: "name=value,..." of the method's
+# Options (the run's method_options); both may differ per dataset, in [methods.<m>.<dataset>]
+PER_DATASET_METHOD_KEYS = {"consistency", "method_options"}
+OPTIONAL_METHOD_KEYS = PER_DATASET_METHOD_KEYS | {"consistency_rampup_fraction"}
 
 
 @dataclass(frozen=True)
@@ -119,11 +125,15 @@ class Protocol:
             raise BadInput(f"protocol {self.name} has no dataset {name!r}; it defines {', '.join(self.datasets)}")
         return self.datasets[name]
 
-    def method(self, name: str) -> dict[str, Any]:
+    def method(self, name: str, dataset: str | None = None) -> dict[str, Any]:
+        """The method's settings; with ``dataset``, that dataset's values in place of the others."""
         if name not in self.methods:
             raise BadInput(f"protocol {self.name} has no settings for method {name!r}; it defines "
                            f"{', '.join(self.methods)}")
-        return self.methods[name]
+        table = {k: v for k, v in self.methods[name].items() if k not in self.datasets}
+        if dataset is not None:
+            table.update(self.methods[name].get(dataset, {}))
+        return table
 
 
 def protocol_names() -> list[str]:
@@ -149,9 +159,16 @@ def load_protocol(name: str) -> Protocol:
             raise BadInput(f"configs/protocols/{name}.toml [datasets.{dataset}] "
                            + (f"lacks {', '.join(missing)}" if missing else f"has unknown key(s) {', '.join(unknown)}"))
     for method, table in protocol.methods.items():
-        missing = sorted({"uratio", "source"} - set(table))
-        if missing:
-            raise BadInput(f"configs/protocols/{name}.toml [methods.{method}] lacks {', '.join(missing)}")
+        where = f"configs/protocols/{name}.toml [methods.{method}]"
+        missing = sorted(METHOD_KEYS - set(table))
+        unknown = sorted(set(table) - METHOD_KEYS - OPTIONAL_METHOD_KEYS - set(protocol.datasets))
+        if missing or unknown:
+            raise BadInput(f"{where} " + (f"lacks {', '.join(missing)}" if missing else
+                                          f"has unknown key(s) {', '.join(unknown)}"))
+        for dataset in sorted(set(table) & set(protocol.datasets)):
+            values = table[dataset]
+            if not isinstance(values, dict) or not set(values) <= PER_DATASET_METHOD_KEYS:
+                raise BadInput(f"{where[:-1]}.{dataset}] may set only {', '.join(sorted(PER_DATASET_METHOD_KEYS))}")
     return protocol
 
 
@@ -161,7 +178,7 @@ def protocol_config(protocol: str, dataset: str, method: str, n_labels: int, see
     drawn with ``seed`` (also the run's seed, as USB's ``seed``), then ``values`` (paths, device,
     ...) and ``overrides`` (``"name=value,..."``, the CLI's ``--set``) on top; validated."""
     spec = load_protocol(protocol)
-    data, method_table = spec.dataset(dataset), spec.method(method)
+    data, method_table = spec.dataset(dataset), spec.method(method, dataset)
     if n_labels not in spec.labels(dataset):
         raise BadInput(f"protocol {protocol} defines {dataset} with {', '.join(map(str, spec.labels(dataset)))} "
                        f"labels, not {n_labels}")
@@ -172,8 +189,8 @@ def protocol_config(protocol: str, dataset: str, method: str, n_labels: int, see
         settings["train_subdir"] = data["train_part"]
     if "normalisation" in data:
         settings["normalisation"] = data["normalisation"]
-    if "consistency" in method_table:
-        settings["consistency"] = method_table["consistency"]
+    for name in PER_DATASET_METHOD_KEYS & set(method_table):
+        settings[name] = method_table[name]
     changes = parse_pairs(overrides, "--set")
     settings.update(changes)
     settings.update(values)

@@ -6,7 +6,8 @@ change under the small input perturbation that changes it most. Per step, for ev
 * power iteration: ``d`` random unit vector, ``d ← normalize(∇_r KL(p ‖ softmax(f(x + r))))``
   at ``r = ξ·d``, ``power_iterations`` times;
 * cost: the mean of ``KL(p ‖ softmax(f(x + ε·d)))`` over the minibatch, × the ramped-up weight;
-  with ``entropy_minimization`` the mean prediction entropy is added too (VAT+EntMin).
+  with ``entropy_minimization`` the mean prediction entropy is added too (VAT+EntMin), ×
+  ``entropy_weight``.
 
 Beside it, the labels' cross-entropy is their mean over the minibatch's labeled samples: the
 paper's objective is the labeled data's mean negative log-likelihood + α × the mean smoothness
@@ -39,10 +40,15 @@ class VATOptions:
     xi: float = 1e-6
     power_iterations: int = 1
     entropy_minimization: bool = False
+    # the entropy's weight with entropy_minimization: 1 in VAT+EntMin (Miyato et al.), 0.06 in
+    # USB's VAT (its ent_loss_ratio)
+    entropy_weight: float = 1.0
 
     def check(self) -> None:
         if self.epsilon <= 0 or self.xi <= 0 or self.power_iterations < 1:
             raise BadInput("vat: epsilon and xi must be positive and power_iterations at least 1")
+        if self.entropy_weight < 0:
+            raise BadInput(f"vat: entropy_weight must be at least 0 (got {self.entropy_weight})")
 
 
 def unit_vectors(d: torch.Tensor) -> torch.Tensor:
@@ -93,7 +99,7 @@ class VAT(EMAMethod):
         loss = class_loss + vat
         values = {"class_loss": class_loss.detach(), "cons_weight": weight, "cons_loss": vat.detach()}
         if self.options.entropy_minimization:
-            entropy = prediction_entropy(logits) / len(targets)
+            entropy = self.options.entropy_weight * prediction_entropy(logits) / len(targets)
             loss = loss + entropy
             values["entropy"] = entropy.detach()
         return step_result(loss, values, logits, ema_logits, targets)
