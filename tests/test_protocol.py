@@ -516,7 +516,7 @@ def test_ctrl_c_in_a_grid_names_the_same_command_not_one_cells_resume(tarball, t
     (["--labels", "40", "--dry-run", "--status"], "give --dry-run (the plan) or --status (the cells' states), not both"),
     (["--labels", "40,x"], "--labels: expected an integer or a comma-separated list of them, got '40,x'"),
     (["--labels", "40,100"], "defines cifar10 with 40, 250, 4000 labels, not 100"),
-    (["--labels", "40", "--method", "fixmatch,vat"], "protocol usb has no settings for method 'vat'"),
+    (["--labels", "40", "--method", "fixmatch,ict"], "protocol usb has no settings for method 'ict'"),
     (["--labels", "40", "--seed", "0,1", "--overwrite"], "--overwrite starts one cell afresh"),
     (["--labels", "40", "--devices", "cpu,cpu"], "--devices lists the devices of --launcher local or torchrun"),
 ])
