@@ -399,10 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             uratio = args.uratio if args.uratio is not None else URATIO[method]
             settings = usb_settings(args.usb, method, args.labeled_batch, uratio, workdir / "usb", args.device)
             programs = [OursProgram(method, args.labeled_batch, uratio, workdir, args.mode, args.device)]
+
+            def usb_fixed_mean_teacher() -> USBProgram:
+                return USBProgram(usb, usb_mean_teacher_fixed(args.usb), settings, USB_MT_FIXED,
+                                  "L + U forward and backward (two passes); EMA weights: U forward", args.device)
+
             if method == "mean_teacher_usb":
-                programs.append(USBProgram(usb, usb_mean_teacher_fixed(args.usb), settings, USB_MT_FIXED,
-                                           "L + U forward and backward (two passes); EMA weights: U forward",
-                                           args.device))
+                programs.append(usb_fixed_mean_teacher())
             elif method == "fixmatch":
                 programs.append(USBProgram(usb, usb.algorithms["fixmatch"], settings, "USB",
                                            "L + 2U images forward and backward, one pass (use_cat)", args.device))
@@ -413,9 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "L forward and backward, U forward twice (student, EMA weights); "
                                                "the student's U pass gets no backward", args.device))
                 if args.usb_mean_teacher in ("fixed", "both"):
-                    programs.append(USBProgram(usb, usb_mean_teacher_fixed(args.usb), settings, USB_MT_FIXED,
-                                               "L + U forward and backward (two passes); EMA weights: U forward",
-                                               args.device))
+                    programs.append(usb_fixed_mean_teacher())
             result = measure(method, programs, args, workdir)
             precision = result["precision"]
             report += summary_lines(method, result, args.labeled_batch) + [""]
