@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,9 +46,9 @@ class EventFiles:
     """One writer for a run's event files."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        from torch.utils.tensorboard import SummaryWriter  # only when enabled(): tensorboard is optional
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter  # only when enabled(): optional
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / EVENTS_DIR))
+        self.writer = EventFileWriter(str(Path(run_dir) / EVENTS_DIR))
 
     @classmethod
     def replaying(cls, run_dir: str | os.PathLike, logs: dict[str, Any]) -> "EventFiles":
@@ -64,13 +65,22 @@ class EventFiles:
         return files
 
     def record(self, log_name: str, row: dict[str, Any]) -> None:
+        """The row's numbers as one event: one summary holding a scalar per column. (A scalar
+        per event, as ``SummaryWriter.add_scalar`` writes them, cost the digits demo about 7 ms
+        per training-log row of 50-odd columns, 0.8 ms of each 18-23 ms step at a row every 10
+        steps; one event per row costs about 0.5 ms.)"""
+        from tensorboard.compat.proto.event_pb2 import Event  # tensorboard is optional, as above
+        from tensorboard.compat.proto.summary_pb2 import Summary  # (ditto)
+
         step = row.get("step")
         if not isinstance(step, int):
             return
-        for column, value in row.items():
-            if column != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and math.isfinite(value):
-                self.writer.add_scalar(f"{log_name}/{column}", value, step)
+        values = [Summary.Value(tag=f"{log_name}/{column}", simple_value=float(value))
+                  for column, value in row.items()
+                  if column != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value)]
+        if values:
+            self.writer.add_event(Event(wall_time=time.time(), step=step, summary=Summary(value=values)))
 
     def flush(self) -> None:
         self.writer.flush()
