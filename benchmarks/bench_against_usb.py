@@ -235,8 +235,8 @@ class OursProgram:
         if not data.exists():
             synthetic.write_cifar_tarball(data, n_train=200, n_test=20)
         config = protocol_config("usb", "cifar10", method, 40, 0, device=str(device), data_dir=str(data),
-                                 overrides=f"labeled_batch_size={labeled},batch_size={labeled * (1 + uratio)},"
-                                           f"mode={mode},workers=0")
+                                 overrides=(f"labeled_batch_size={labeled}", f"batch_size={labeled * (1 + uratio)}",
+                                            f"mode={mode}", "workers=0"))
         out = workdir / f"ours-{method}"
         out.mkdir()
         labels = write_protocol_labels(config, out / "protocol_labels.txt")

@@ -671,7 +671,7 @@ def protocol_command(protocol: str, dataset: str, labels: str, methods: str, see
     root = out or default_grid_root(protocol)
     if dry_run or status:
         _protocol_plan(protocol, dataset, label_counts, method_list, seed_list, out=out, single=not grid,
-                       overrides=",".join(overrides) or None, device=device, status=status, dry_run=dry_run)
+                       overrides=overrides, device=device, status=status, dry_run=dry_run)
         return
     choices = _launcher_choices(launcher_options, root)   # checked for one cell too: none is ignored
     if grid and overwrite:
@@ -680,14 +680,14 @@ def protocol_command(protocol: str, dataset: str, labels: str, methods: str, see
     options = {"download": download, "data_root": data_root, "data_dir": data_dir}
     table = load_protocol(protocol).dataset(dataset)   # an unknown one is refused before any download
     _apply_download(options, dataset, extra="extra" in table.get("train_part", ""))
-    data_dir, settings = options["data_dir"], ",".join(overrides) or None
+    data_dir = options["data_dir"]
     if not grid:
         _print_summary(run_cell(protocol, dataset, label_counts[0], method_list[0], seed_list[0], data_dir=data_dir,
-                                out=out, overrides=settings, device=device, overwrite=overwrite,
+                                out=out, overrides=overrides, device=device, overwrite=overwrite,
                                 progress=not no_progress, threads=threads))
         return
     runs = grid_runs(protocol, dataset, label_counts, method_list, seed_list, data_dir=data_dir, out=root,
-                     overrides=settings, device=device)
+                     overrides=overrides, device=device)
     counts = launch.launch(runs, threads=threads, progress=not no_progress, say=click.echo, **choices)
     click.echo(f"{protocol} {dataset}: {len(runs)} cells in {root}: {counts.started} started, "
                f"{counts.resumed} resumed, {counts.skipped} already finished"
@@ -695,7 +695,7 @@ def protocol_command(protocol: str, dataset: str, labels: str, methods: str, see
 
 
 def _protocol_plan(protocol: str, dataset: str, label_counts: list[int], methods: list[str], seeds: list[int], *,
-                   out: Path | None, single: bool, overrides: str | None, device: str, status: bool,
+                   out: Path | None, single: bool, overrides: tuple[str, ...], device: str, status: bool,
                    dry_run: bool) -> None:
     """``protocol --status`` (each cell's state, read from its directory) or ``--dry-run`` (the
     cells, their steps and the device-hours committed benchmarks give them)."""

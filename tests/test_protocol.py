@@ -17,7 +17,7 @@ from torch import nn
 
 from conftest import assert_one_line_error
 from mt_repro.apps.evaluate import evaluate_checkpoint
-from mt_repro.apps.protocol import LABEL_FILE, published_order, write_protocol_labels
+from mt_repro.apps.protocol import LABEL_FILE, grid_cells, published_order, write_protocol_labels
 from mt_repro.cli import cli, main
 from mt_repro.config import TrainConfig, recipes
 from mt_repro.config.protocol import load_protocol, protocol_config, protocol_names
@@ -74,10 +74,10 @@ def test_every_cell_composes_with_usbs_settings(dataset, method):
 def test_mean_teachers_weight_warms_up_over_four_tenths_of_the_run_and_keeps_that_shape_when_shortened():
     full = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0)
     assert (full.consistency, full.consistency_rampup_steps, full.batch_size) == (50.0, 419430, 128)
-    short = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0, overrides="training_length=1000")
+    short = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0, overrides=("training_length=1000",))
     assert short.consistency_rampup_steps == 400
     fixed = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0,
-                            overrides="training_length=1000,consistency_rampup_steps=7")
+                            overrides=("training_length=1000", "consistency_rampup_steps=7"))
     assert fixed.consistency_rampup_steps == 7
     assert protocol_config("usb", "cifar10", "fixmatch", 40, 0).consistency_rampup_steps == 0
 
@@ -87,11 +87,11 @@ def test_mean_teachers_weight_warms_up_over_four_tenths_of_the_run_and_keeps_tha
     (lambda: protocol_config("usb", "imagenet", "fixmatch", 40, 0), "protocol usb has no dataset 'imagenet'"),
     (lambda: protocol_config("usb", "cifar10", "ict", 40, 0), "protocol usb has no settings for method 'ict'"),
     (lambda: protocol_config("nope", "cifar10", "fixmatch", 40, 0), "unknown protocol 'nope'; known: usb"),
-    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides="trainig_length=5"),
+    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides=("trainig_length=5",)),
      "unknown setting(s) trainig_length of a usb run; did you mean training_length?"),
-    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides="epochs=5"),
+    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides=("epochs=5",)),
      "epochs count in epochs, which the usb recipe does not use"),
-    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides="lr_cycles=0.75"),
+    (lambda: protocol_config("usb", "cifar10", "fixmatch", 40, 0, overrides=("lr_cycles=0.75",)),
      "the cosine must not turn back up"),
 ])
 def test_bad_cells_are_refused_with_the_reason(call, message):
@@ -100,7 +100,7 @@ def test_bad_cells_are_refused_with_the_reason(call, message):
 
 
 def test_the_learning_rate_is_usbs_cosine_of_the_steps_taken_and_the_weight_ramps_linearly():
-    config = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0, overrides="training_length=1000")
+    config = protocol_config("usb", "cifar10", "mean_teacher", 4000, 0, overrides=("training_length=1000",))
     schedule = schedules.SCHEDULES["cosine_steps"](config, None)
     at = [schedule.at(0, 0, 1, k) for k in (0, 200, 500, 1000)]
     assert [hp.lr for hp in at] == pytest.approx([0.03 * math.cos(7 * math.pi * k / (16 * 1000)) for k in (0, 200, 500, 1000)])
@@ -163,8 +163,8 @@ def test_the_unlabeled_part_of_each_minibatch_is_drawn_from_every_training_image
     places take labeled images with their labels. Off: the 160 unlabeled images only. An epoch
     of 50 steps here: 400 unlabeled places, two whole passes of 200 (USB's streams)."""
     config = protocol_config("usb", "cifar10", "mean_teacher", 40, 0, data_dir=str(tarball), device="cpu",
-                             overrides=f"labeled_batch_size=4,batch_size=12,workers=0,mode={mode},"
-                                       f"unlabeled_includes_labeled={str(included).lower()},sampler_epoch_steps=50")
+                             overrides=("labeled_batch_size=4", "batch_size=12", "workers=0", f"mode={mode}",
+                                        f"unlabeled_includes_labeled={str(included).lower()}", "sampler_epoch_steps=50"))
     labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
     config = config.replace(labels=str(labels)).validate()
     seed_everything(0)
@@ -192,7 +192,7 @@ def test_a_cell_at_usbs_batch_size_fills_64_labeled_places_from_40_labeled_image
     """USB's labeled stream runs on into its next pass within a minibatch: the first minibatch of
     an epoch holds every one of the 40 labeled images, 24 of them twice."""
     config = protocol_config("usb", "cifar10", method, 40, 0, data_dir=str(tarball), device="cpu",
-                             overrides="workers=0")
+                             overrides=("workers=0",))
     assert (config.labeled_batch_size or config.batch_size, config.sampler_epoch_steps) == (64, 1024)
     labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
     data = training_data(config.replace(labels=str(labels)).validate(), extras=("indices",))
@@ -212,8 +212,8 @@ def test_a_cell_stopped_inside_an_epoch_of_usbs_streams_resumes_to_the_uninterru
     from conftest import straight_and_resumed
 
     config = protocol_config("usb", "cifar10", "mean_teacher", 40, 0, data_dir=str(tarball), device="cpu",
-                             overrides="labeled_batch_size=2,batch_size=4,workers=0,training_length=6,"
-                                       "sampler_epoch_steps=2,evaluation_span=6,print_span=1")
+                             overrides=("labeled_batch_size=2", "batch_size=4", "workers=0", "training_length=6",
+                                        "sampler_epoch_steps=2", "evaluation_span=6", "print_span=1"))
     labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
     config = config.replace(labels=str(labels)).validate()
     _, _, (straight, resumed) = straight_and_resumed(config, tmp_path, monkeypatch, stop_at_step=3)
@@ -229,7 +229,7 @@ def test_images_are_normalised_with_usbs_statistics(dataset, statistics, tarball
     data_dir = tarball if dataset == "cifar10" else synthetic.write_cifar100_tarball(
         tmp_path / "cifar-100-python.tar.gz", n_train=600, n_test=20, seed=1)
     config = protocol_config("usb", dataset, "fixmatch", USB.labels(dataset)[0], 0, data_dir=str(data_dir),
-                             device="cpu", overrides="workers=0,labeled_batch_size=4,batch_size=32")
+                             device="cpu", overrides=("workers=0", "labeled_batch_size=4", "batch_size=32"))
     assert config.normalisation == ("imagenet" if dataset == "cifar10" else "dataset")
     labels = write_protocol_labels(config, tmp_path / LABEL_FILE)
     config = config.replace(labels=str(labels)).validate()
@@ -335,9 +335,26 @@ def test_a_methods_values_for_one_dataset_and_its_options_reach_that_datasets_ce
     cifar100 = protocol_config("usb", "cifar100", "mixmatch", 400, 0)
     assert cifar100.consistency == 150.0 and cifar100.method_options == "temperature=0.5,alpha=0.5"
     assert protocol_config("usb", "svhn", "pi_model", 40, 0).method_options == "scale_by_labeled_fraction=false"
-    changed = protocol_config("usb", "cifar100", "mixmatch", 400, 0, overrides="method_options=alpha=0.75")
+    changed = protocol_config("usb", "cifar100", "mixmatch", 400, 0, overrides=("method_options=alpha=0.75",))
     assert changed.method_options == "alpha=0.75"
     assert "cifar100" not in USB.method("mixmatch") and USB.method("mixmatch", "cifar100")["consistency"] == 150.0
+
+
+def test_one_set_carries_a_methods_several_options_to_every_cell(tmp_path):
+    """Each ``--set`` is one setting, split at its first ``=``: a method's options, commas and
+    all, reach every cell of a grid (the grid once joined its --set pairs with commas and split
+    them again, so a second option was taken for a setting of its own)."""
+    pairs = ("method_options=temperature=0.25,alpha=0.75", "training_length=10")
+    cells = grid_cells("usb", "cifar100", [400], ["mixmatch"], [0, 1], out=tmp_path, overrides=pairs)
+    assert [(c.config.method_options, c.config.training_length) for c in cells] == \
+        [("temperature=0.25,alpha=0.75", 10)] * 2
+    command = ["protocol", "usb", "cifar100", "--labels", "400", "--method", "mixmatch", "--seed", "0,1",
+               "--out", str(tmp_path), "--dry-run"]
+    result = CliRunner().invoke(cli, [*command, "--set", pairs[0], "--set", pairs[1]])
+    assert result.exit_code == 0, result.output
+    assert "10 steps" in result.output
+    with pytest.raises(TypeError, match="one per --set"):   # a string's characters are no pairs
+        protocol_config("usb", "cifar10", "mixmatch", 40, 0, overrides="training_length=10")
 
 
 @pytest.mark.slow
@@ -390,7 +407,7 @@ def test_a_shortened_cell_runs_through_the_command(method, tarball, tmp_path):
 
 def _fixmatch_trainer(tarball, out, *, copied: bool, monkeypatch):
     config = protocol_config("usb", "cifar10", "fixmatch", 40, 0, data_dir=str(tarball), device="cpu",
-                             overrides="labeled_batch_size=2,batch_size=8,workers=0")
+                             overrides=("labeled_batch_size=2", "batch_size=8", "workers=0"))
     out.mkdir()
     labels = write_protocol_labels(config, out / LABEL_FILE)
     # the pass the usb recipe leaves out, made as the other recipes make it
@@ -519,6 +536,7 @@ def test_ctrl_c_in_a_grid_names_the_same_command_not_one_cells_resume(tarball, t
     (["--labels", "40", "--method", "fixmatch,ict"], "protocol usb has no settings for method 'ict'"),
     (["--labels", "40", "--seed", "0,1", "--overwrite"], "--overwrite starts one cell afresh"),
     (["--labels", "40", "--devices", "cpu,cpu"], "--devices lists the devices of --launcher local or torchrun"),
+    (["--labels", "40", "--set", "method_options"], "--set expects key=value, got 'method_options'"),
 ])
 def test_a_bad_grid_is_refused_before_any_cell_is_written(arguments, message, tarball, tmp_path, capsys):
     out = tmp_path / "grid"

@@ -55,9 +55,9 @@ def trained(tmp_path_factory):
     setting = GOLDEN["settings"]
     tarball = synthetic.write_cifar_tarball(tmp / "cifar-10-python.tar.gz", n_train=200, n_test=20)
     config = protocol_config("usb", "cifar10", "mean_teacher_usb", 40, 0, data_dir=str(tarball), device="cpu",
-                             overrides=f"labeled_batch_size={setting['labeled_batch']},"
-                                       f"batch_size={setting['labeled_batch'] * (1 + setting['uratio'])},"
-                                       f"training_length={setting['num_train_iter']},workers=0")
+                             overrides=(f"labeled_batch_size={setting['labeled_batch']}",
+                                        f"batch_size={setting['labeled_batch'] * (1 + setting['uratio'])}",
+                                        f"training_length={setting['num_train_iter']}", "workers=0"))
     labels = write_protocol_labels(config, tmp / "labels.txt")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -109,6 +109,6 @@ def test_the_reported_teacher_is_usbs_ema_model_after_those_steps(trained):
     ("logit_distance_cost=0.01", "mean_teacher_usb trains one head, as USB's network has"),
 ])
 def test_settings_the_step_cannot_honour_are_refused(overrides, message):
-    config = protocol_config("usb", "cifar10", "mean_teacher_usb", 40, 0, overrides=overrides)
+    config = protocol_config("usb", "cifar10", "mean_teacher_usb", 40, 0, overrides=(overrides,))
     with pytest.raises(BadInput, match=re.escape(message)):
         registry.check_config(config)

@@ -94,7 +94,7 @@ def cell_name(dataset: str, n_labels: int, method: str, seed: int) -> str:
 
 
 def _cell_config(protocol: str, dataset: str, n_labels: int, method: str, seed: int, *,
-                 data_dir: str | Path | None, overrides: str | None, device: str) -> ProtocolConfig:
+                 data_dir: str | Path | None, overrides: Sequence[str], device: str) -> ProtocolConfig:
     values: dict[str, Any] = {"device": device}
     if data_dir is not None:
         values["data_dir"] = str(Path(data_dir).resolve())
@@ -102,7 +102,7 @@ def _cell_config(protocol: str, dataset: str, n_labels: int, method: str, seed: 
 
 
 def run_cell(protocol: str, dataset: str, n_labels: int, method: str, seed: int, *,
-             data_dir: str | Path | None = None, out: str | Path | None = None, overrides: str | None = None,
+             data_dir: str | Path | None = None, out: str | Path | None = None, overrides: Sequence[str] = (),
              device: str = "auto", overwrite: bool = False, progress: bool = True,
              threads: int | None = None) -> dict[str, Any]:
     """Train one cell (``threads``: torch's, None: chosen from the network's size); returns the
@@ -131,7 +131,7 @@ class Cell:
 
 
 def grid_cells(protocol: str, dataset: str, labels: Sequence[int], methods: Sequence[str], seeds: Sequence[int], *,
-               data_dir: str | Path | None = None, out: str | Path | None = None, overrides: str | None = None,
+               data_dir: str | Path | None = None, out: str | Path | None = None, overrides: Sequence[str] = (),
                device: str = "auto", single: bool = False) -> list[Cell]:
     """The cells labels × methods × seeds, each in ``<out>/<dataset>_<labels>_<method>_<seed>``
     (``single``: one cell in ``out`` itself, as ``run_cell`` puts it), every cell's settings
@@ -148,7 +148,7 @@ def grid_cells(protocol: str, dataset: str, labels: Sequence[int], methods: Sequ
 
 
 def grid_runs(protocol: str, dataset: str, labels: Sequence[int], methods: Sequence[str], seeds: Sequence[int], *,
-              data_dir: str | Path | None = None, out: str | Path | None = None, overrides: str | None = None,
+              data_dir: str | Path | None = None, out: str | Path | None = None, overrides: Sequence[str] = (),
               device: str = "auto") -> list[GridRun]:
     """The cells labels × methods × seeds as a grid for ``mt_repro.engine.launch``, each in
     ``<out>/<dataset>_<labels>_<method>_<seed>`` (the directory ``run_cell`` would use), every

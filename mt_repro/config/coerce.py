@@ -68,18 +68,30 @@ def typed_values(hints: dict[str, Any], values: dict[str, Any], source: str) -> 
     return {k: coerce_setting(hints, k, v, source) for k, v in values.items()}
 
 
-def parse_overrides(pairs: Iterable[str], hints: dict[str, Any]) -> dict[str, Any]:
-    """``["lr=0.1", "nesterov=false"]`` -> checked values, for ``--set`` (of the settings class
-    whose type ``hints`` are given)."""
-    overrides: dict[str, Any] = {}
+def split_overrides(pairs: Iterable[str]) -> dict[str, str]:
+    """``["lr=0.1", "method_options=alpha=0.5,students=3"]`` -> ``{"lr": "0.1", "method_options":
+    "alpha=0.5,students=3"}``: each item one ``--set`` pair, split at its first ``=`` (so a value
+    may hold commas and ``=``), not yet checked."""
+    if isinstance(pairs, str):   # a programming error: its characters would be taken as pairs
+        raise TypeError(f"overrides: a sequence of 'key=value' strings, one per --set, not the string {pairs!r}")
+    overrides: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise BadInput(f"--set expects key=value, got {pair!r}")
+        overrides[key] = value.strip()
+    return overrides
+
+
+def parse_overrides(pairs: Iterable[str], hints: dict[str, Any]) -> dict[str, Any]:
+    """``["lr=0.1", "nesterov=false"]`` -> checked values, for ``--set`` (of the settings class
+    whose type ``hints`` are given)."""
+    overrides: dict[str, Any] = {}
+    for key, value in split_overrides(pairs).items():
         if key not in hints:
             raise BadInput(f"--set: unknown setting {key!r}{_did_you_mean(key, hints)}; known: {', '.join(sorted(hints))}")
-        overrides[key] = coerce_setting(hints, key, value.strip(), "--set")
+        overrides[key] = coerce_setting(hints, key, value, "--set")
     return overrides
 
 

@@ -16,9 +16,9 @@ import dataclasses
 import difflib
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
-from mt_repro.config.coerce import parse_pairs, typed_values
+from mt_repro.config.coerce import split_overrides, typed_values
 from mt_repro.config.files import our_configs_dir, read_toml
 from mt_repro.config.recipes import USB, Recipe
 from mt_repro.config.train import TrainConfig
@@ -173,10 +173,10 @@ def load_protocol(name: str) -> Protocol:
 
 
 def protocol_config(protocol: str, dataset: str, method: str, n_labels: int, seed: int, *,
-                    overrides: str | None = None, **values: Any) -> ProtocolConfig:
+                    overrides: Sequence[str] = (), **values: Any) -> ProtocolConfig:
     """One cell: ``protocol``'s run, its ``dataset`` and ``method`` settings, ``n_labels`` labels
     drawn with ``seed`` (also the run's seed, as USB's ``seed``), then ``values`` (paths, device,
-    ...) and ``overrides`` (``"name=value,..."``, the CLI's ``--set``) on top; validated."""
+    ...) and ``overrides`` (``"name=value"`` pairs, the CLI's ``--set``s) on top; validated."""
     spec = load_protocol(protocol)
     data, method_table = spec.dataset(dataset), spec.method(method, dataset)
     if n_labels not in spec.labels(dataset):
@@ -191,7 +191,7 @@ def protocol_config(protocol: str, dataset: str, method: str, n_labels: int, see
         settings["normalisation"] = data["normalisation"]
     for name in PER_DATASET_METHOD_KEYS & set(method_table):
         settings[name] = method_table[name]
-    changes = parse_pairs(overrides, "--set")
+    changes = split_overrides(overrides)
     settings.update(changes)
     settings.update(values)
     unknown = sorted(set(settings) - set(HINTS))
