@@ -405,9 +405,9 @@ def test_a_shortened_cell_runs_through_the_command(method, tarball, tmp_path):
     assert evaluation.student["top1/avg"] == pytest.approx(summary["student_prec1"], abs=1e-9)
 
 
-def _fixmatch_trainer(tarball, out, *, copied: bool, monkeypatch):
-    config = protocol_config("usb", "cifar10", "fixmatch", 40, 0, data_dir=str(tarball), device="cpu",
-                             overrides=("labeled_batch_size=2", "batch_size=8", "workers=0"))
+def _cell_trainer(method, tarball, out, *, copied: bool, monkeypatch):
+    config = protocol_config("usb", "cifar10", method, 40, 0, data_dir=str(tarball), device="cpu",
+                             overrides=("labeled_batch_size=2", "workers=0"))
     out.mkdir()
     labels = write_protocol_labels(config, out / LABEL_FILE)
     # the pass the usb recipe leaves out, made as the other recipes make it
@@ -416,21 +416,31 @@ def _fixmatch_trainer(tarball, out, *, copied: bool, monkeypatch):
     return Trainer(config.replace(labels=str(labels)).validate(), out, progress=False).build()
 
 
-def test_the_usb_recipes_teacher_makes_no_pass_that_would_only_be_logged(tarball, tmp_path, monkeypatch):
-    """USB's steps run no EMA model; the pass FixMatch's teacher makes in the other recipes would
-    only change its batch-norm statistics, which the usb recipe's update overwrites: without it
-    the teacher ends each step exactly as with it."""
-    ends = {}
+TEACHER_IN_THE_LOSS = {"mean_teacher", "mean_teacher_usb"}   # the others' teachers serve the log only
+
+
+@pytest.mark.parametrize("method", sorted(USB.methods))
+def test_the_usb_recipes_teacher_makes_no_pass_that_would_only_be_logged(method, tarball, tmp_path, monkeypatch):
+    """USB's steps run no EMA model but Mean Teacher's; the pass the other methods' teachers make
+    in the other recipes would only change their batch-norm statistics, which the usb recipe's
+    update overwrites: without it every step's losses are the same and the teacher ends each step
+    exactly as with it."""
+    ends, losses = {}, {}
     for copied in (True, False):
-        trainer = _fixmatch_trainer(tarball, tmp_path / str(copied), copied=copied, monkeypatch=monkeypatch)
+        trainer = _cell_trainer(method, tarball, tmp_path / str(copied), copied=copied, monkeypatch=monkeypatch)
         passes = []
         trainer.method.teacher.register_forward_hook(lambda *_: passes.append(1))
         seed_everything(1)
+        losses[copied] = []
         for step, batch in enumerate(trainer.data.epoch(0, 0, 2)):
             _, result = trainer.step(batch, 0, step, trainer.config.training_length)
-        assert len(passes) == (0 if copied else 2)
-        assert ("ema_top1" in result.values) is not copied
+            losses[copied].append(float(result.values["loss"]))
+        if method in TEACHER_IN_THE_LOSS:
+            assert passes
+        else:
+            assert (len(passes) == 0) is copied and ("ema_top1" in result.values) is not copied
         ends[copied] = {k: v.clone() for k, v in trainer.method.teacher.state_dict().items()}
+    assert losses[True] == losses[False]
     assert ends[True].keys() == ends[False].keys()
     for name in ends[True]:
         assert torch.equal(ends[True][name], ends[False][name]), name

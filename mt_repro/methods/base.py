@@ -41,6 +41,17 @@ def step_result(loss: torch.Tensor, logged: dict[str, Logged], class_logit: torc
     return StepResult(loss, logged, targets.ne(NO_LABEL).sum(), max_loss)
 
 
+def logged_teacher_logits(config, teacher: nn.Module, inputs: torch.Tensor) -> torch.Tensor | None:
+    """The EMA model's logits on ``inputs`` (no gradient), for a step that uses them only in
+    its log (the teacher's minibatch precision). None, and no pass, where the recipe copies
+    the student's buffers into the teacher after each step (USB's): there the pass would
+    change nothing but that log, and USB's own steps make none."""
+    if config.recipe.teacher_statistics_copied:
+        return None
+    with torch.no_grad():
+        return teacher(inputs)[0]
+
+
 @contextmanager
 def frozen_statistics(model: nn.Module):
     """Training-mode passes inside normalise with their own batch's statistics but leave the
@@ -112,21 +123,21 @@ class EMAMethod(MethodHooks):
         return summed_cost / max(part_size, 1)
 
     def logged_teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor | None:
-        """The EMA model's logits on ``inputs`` (no gradient), for a step that uses them only in
-        its log (the teacher's minibatch precision). None, and no pass, where the recipe copies
-        the student's buffers into the teacher after each step (USB's): there the pass would
-        change nothing but that log, and USB's own steps make none."""
-        if self.config.recipe.teacher_statistics_copied:
-            return None
-        with torch.no_grad():
-            return self.teacher(inputs)[0]
+        """``logged_teacher_logits`` of this method's teacher."""
+        return logged_teacher_logits(self.config, self.teacher, inputs)
 
-    def common_part(self, batch: Batch, step: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    def common_part(self, batch: Batch, step: StepContext, *, teacher_in_loss: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, float]:
         """The student's logits on its view, the EMA model's on the other (no gradient), the
-        supervised loss and the step's consistency weight: how every method's step begins."""
+        supervised loss and the step's consistency weight: how every method's step begins.
+        Unless the method's loss reads the EMA model's logits (``teacher_in_loss``), only the
+        log does, and they are ``logged_teacher_logits``: None in the usb recipe."""
         logits, _ = self.student(batch.student_input)
-        with torch.no_grad():
-            ema_logits, _ = self.teacher(batch.teacher_input)
+        if teacher_in_loss:
+            with torch.no_grad():
+                ema_logits, _ = self.teacher(batch.teacher_input)
+        else:
+            ema_logits = self.logged_teacher_logits(batch.teacher_input)
         return logits, ema_logits, self.class_loss(logits, batch.targets), step.consistency_weight
 
 

@@ -72,7 +72,7 @@ class ICT(EMAMethod):
 
     def losses(self, batch: Batch, step: StepContext) -> StepResult:
         targets = batch.targets
-        logits, ema_logits, class_loss, weight = self.common_part(batch, step)
+        logits, ema_logits, class_loss, weight = self.common_part(batch, step, teacher_in_loss=True)
         labeled_rows, unlabeled_rows = batch.labeled_rows, batch.unlabeled_rows   # their counts known on the host
         if self.options.supervised_alpha and len(labeled_rows):
             lam = float(np.random.beta(self.options.supervised_alpha, self.options.supervised_alpha))

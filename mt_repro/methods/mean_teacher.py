@@ -34,7 +34,7 @@ import torch
 from mt_repro.core.errors import RunFailed
 from mt_repro.core.types import NO_LABEL, Batch, StepContext, StepResult
 from mt_repro.methods import losses
-from mt_repro.methods.base import step_result
+from mt_repro.methods.base import logged_teacher_logits, step_result
 from mt_repro.methods.interface import MethodHooks, NetworkBuilder
 from mt_repro.methods.registry import register
 
@@ -57,11 +57,14 @@ def losses_as_main_py(config, student, teacher, consistency_cost, batch: Batch, 
     if config.sampling != "uniform" and config.mode != "fast" and not targets.ne(NO_LABEL).any():
         raise RunFailed("a minibatch has no labeled samples")
 
-    # Teacher first, then student: both draw shake gates from torch's generator.
-    with torch.no_grad():
-        teacher_logit, _ = teacher(batch.teacher_input)
+    # Teacher first, then student: both draw shake gates from torch's generator. Without a
+    # consistency cost (supervised-only) only the log reads the teacher's logits.
+    if weight is None:
+        teacher_logit = logged_teacher_logits(config, teacher, batch.teacher_input)
+    else:
+        with torch.no_grad():
+            teacher_logit, _ = teacher(batch.teacher_input)
     logit1, logit2 = student(batch.student_input)
-    teacher_logit = teacher_logit.detach()
 
     values: dict[str, float] = {}
     if config.logit_distance_cost >= 0:
@@ -74,8 +77,8 @@ def losses_as_main_py(config, student, teacher, consistency_cost, batch: Batch, 
 
     class_loss = losses.classification_cost(class_logit, targets) / minibatch_size
     values["class_loss"] = class_loss.detach()
-    ema_class_loss = losses.classification_cost(teacher_logit, targets) / minibatch_size
-    values["ema_class_loss"] = ema_class_loss.detach()
+    if teacher_logit is not None:
+        values["ema_class_loss"] = (losses.classification_cost(teacher_logit, targets) / minibatch_size).detach()
 
     if weight is not None:
         values["cons_weight"] = weight

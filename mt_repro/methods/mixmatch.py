@@ -69,7 +69,7 @@ class MixMatch(EMAMethod):
         labeled, unlabeled = batch.labeled_rows, batch.unlabeled_rows   # their counts known on the host
         with torch.no_grad():
             logits, _ = self.student(student_input)  # the plain prediction: meters and first guess
-            ema_logits, _ = self.teacher(teacher_input)
+            ema_logits = self.logged_teacher_logits(teacher_input)   # only for the log
             guess = F.softmax(logits[unlabeled], dim=1)
             if len(unlabeled):
                 other_view, _ = self.student(teacher_input[unlabeled])

@@ -75,8 +75,7 @@ class PiModel(EMAMethod):
         targets = batch.targets
         logits, _ = self.student(batch.student_input)
         other, _ = self.student(batch.teacher_input)
-        with torch.no_grad():
-            ema_logits, _ = self.teacher(batch.teacher_input)
+        ema_logits = self.logged_teacher_logits(batch.teacher_input)   # only for the log
         class_loss = self.class_loss(logits, targets)
         weight = self.weight(step, batch)
         # softmax_mse_loss sums over classes and samples; both sides keep their gradients
