@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 
@@ -30,6 +31,13 @@ import torch  # noqa: E402
 from mt_repro.data.synthetic import write_image_tree, write_label_file
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A suite started in the background by a non-interactive shell (``nohup pytest &``) inherits
+# SIGINT ignored, and so would every command it starts: the tests that press Ctrl-C, interrupt
+# a download or cancel a job would then see their signal ignored. Handled here, it reverts to
+# the default in each command started.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     # One thread per worker: the workers already use every core, and more threads than cores
